@@ -1,0 +1,1 @@
+//! Fuzzing entry points (placeholder, filled in below).

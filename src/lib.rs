@@ -1,0 +1,26 @@
+//! rpcgate: a high-throughput HTTP to Cocaine v12 msgpack-RPC gateway.
+//!
+//! # Data flow
+//!
+//! ```text
+//! http ──▶ route ──▶ dispatch ──▶ pool ──▶ mux ──▶ proto ──TCP──▶ backend
+//!  ▲                    │                   │
+//!  └──── reply stream ◀─┴───── channel ◀────┘     locator (behind a trait)
+//! ```
+//!
+//! Requests go down; replies come back on the channel that the request task
+//! owns. No lower module imports an upper one.
+//!
+//! # Layout
+//!
+//! - [`proto`]: the wire. Frames, msgpack forms, headers, typed messages.
+//!   Sans-IO.
+//! - [`mux`]: one backend connection. A task owns the socket and the channel
+//!   table; callers hold a cheap cloneable [`mux::MuxHandle`].
+//! - [`fuzzing`]: entry points shared by `fuzz/` and the corpus tests.
+
+#![forbid(unsafe_code)]
+
+pub mod fuzzing;
+pub mod mux;
+pub mod proto;

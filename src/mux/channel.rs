@@ -1,0 +1,204 @@
+//! Channels: owns the owner's two halves of one channel, the sender (with
+//! local enforcement of our protocol state and cancel-on-drop) and the
+//! receiver (which checks the peer's protocol state).
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::error::ChannelError;
+use super::handle::{ChannelState, Command, Shared};
+use crate::proto::{Frame, Message, Protocol, RemoteError};
+
+/// One channel on a backend connection: both halves.
+#[derive(Debug)]
+pub struct Channel {
+    /// What we send.
+    pub sender: ChannelSender,
+    /// What the peer sends.
+    pub receiver: ChannelReceiver,
+}
+
+impl Channel {
+    /// The channel id on its connection.
+    pub fn id(&self) -> u64 {
+        self.sender.id
+    }
+
+    /// Splits into the two halves.
+    pub fn split(self) -> (ChannelSender, ChannelReceiver) {
+        (self.sender, self.receiver)
+    }
+}
+
+/// Our side of a channel.
+///
+/// Dropping it while our side is not terminal cancels the channel: the task
+/// sends `error [[7, 3], "..."]` (or `discard` for `publish`/`routing`)
+/// unless the opening frame was not written yet, in which case nothing is
+/// written at all. Later frames for the channel are dropped.
+#[derive(Debug)]
+pub struct ChannelSender {
+    id: u64,
+    state: Protocol,
+    commands: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+    channel: Arc<ChannelState>,
+}
+
+impl ChannelSender {
+    pub(crate) fn new(
+        id: u64,
+        state: Protocol,
+        commands: mpsc::Sender<Command>,
+        shared: Arc<Shared>,
+        channel: Arc<ChannelState>,
+    ) -> Self {
+        Self {
+            id,
+            state,
+            commands,
+            shared,
+            channel,
+        }
+    }
+
+    /// The channel id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Our current send state.
+    pub fn state(&self) -> Protocol {
+        self.state
+    }
+
+    /// Sends `message` if our protocol state allows it.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe. The only await is for room in the connection's bounded
+    /// queue; dropped there, nothing was queued and the state is unchanged.
+    pub async fn send(&mut self, message: Message) -> Result<(), ChannelError> {
+        let next = self
+            .state
+            .next(message.ty)
+            .ok_or(ChannelError::NotAllowed {
+                ty: message.ty,
+                state: self.state,
+            })?;
+        message
+            .check(self.id, self.shared.config.max_frame_len)
+            .map_err(ChannelError::Encode)?;
+        let permit = self
+            .commands
+            .reserve()
+            .await
+            .map_err(|_| self.channel.error(&self.shared))?;
+        permit.send(Command::Send {
+            id: self.id,
+            message,
+        });
+        self.state = next;
+        Ok(())
+    }
+
+    /// Streaming `write [chunk]`.
+    pub async fn write(&mut self, chunk: impl Into<Bytes>) -> Result<(), ChannelError> {
+        self.send(Message::write(chunk)).await
+    }
+
+    /// Streaming `close []`: ends our side.
+    pub async fn close(mut self) -> Result<(), ChannelError> {
+        self.send(Message::close()).await
+    }
+
+    /// `error [[category, code], message]`: ends our side.
+    pub async fn error(mut self, error: RemoteError) -> Result<(), ChannelError> {
+        let ty = self.state.error_id().ok_or(ChannelError::NotAllowed {
+            ty: crate::proto::protocol::streaming::ERROR,
+            state: self.state,
+        })?;
+        self.send(Message::error(ty, error)).await
+    }
+}
+
+impl Drop for ChannelSender {
+    fn drop(&mut self) {
+        if !self.state.is_terminal() {
+            self.shared.cancel(self.id);
+        }
+    }
+}
+
+/// The peer's side of a channel.
+#[derive(Debug)]
+pub struct ChannelReceiver {
+    id: u64,
+    state: Protocol,
+    replies: mpsc::Receiver<Frame>,
+    shared: Arc<Shared>,
+    channel: Arc<ChannelState>,
+}
+
+impl ChannelReceiver {
+    pub(crate) fn new(
+        id: u64,
+        state: Protocol,
+        replies: mpsc::Receiver<Frame>,
+        shared: Arc<Shared>,
+        channel: Arc<ChannelState>,
+    ) -> Self {
+        Self {
+            id,
+            state,
+            replies,
+            shared,
+            channel,
+        }
+    }
+
+    /// The channel id.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// What the peer may still send.
+    pub fn state(&self) -> Protocol {
+        self.state
+    }
+
+    /// The next frame from the peer, with headers decoded; `None` after the
+    /// peer's terminal message or after an error.
+    ///
+    /// A frame whose type the peer's protocol does not allow ends the
+    /// channel with [`ChannelError::UnexpectedMessage`]. A lost connection
+    /// ends it with [`ChannelError::ConnectionLost`], saying how much of the
+    /// request was written.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a frame is taken from the queue only when returned.
+    pub async fn recv(&mut self) -> Option<Result<Frame, ChannelError>> {
+        if self.state.is_terminal() {
+            return None;
+        }
+        match self.replies.recv().await {
+            Some(frame) => match self.state.next(frame.ty) {
+                Some(next) => {
+                    self.state = next;
+                    Some(Ok(frame))
+                }
+                None => {
+                    self.state = Protocol::Terminal;
+                    Some(Err(ChannelError::UnexpectedMessage { ty: frame.ty }))
+                }
+            },
+            None => {
+                self.state = Protocol::Terminal;
+                Some(Err(self.channel.error(&self.shared)))
+            }
+        }
+    }
+}

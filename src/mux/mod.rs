@@ -1,0 +1,118 @@
+//! One backend connection: owns the socket task, the channel table, channel
+//! id allocation, write batching, cancellation, and failing every open
+//! channel when the connection dies. It knows nothing about pools, HTTP or
+//! the locator.
+//!
+//! ```text
+//! MuxHandle::open ──bounded queue──▶ Connection task ──▶ socket
+//!        │                                 │
+//!        └── Channel { sender, receiver } ◀┘ (per-channel bounded queue)
+//! ```
+//!
+//! - Ids are allocated per connection from 1, strictly increasing, never
+//!   reused, and reach the wire in that order (allocation and queueing happen
+//!   under one lock).
+//! - Dropping a [`ChannelSender`] whose side is not terminal cancels the
+//!   channel on the wire with `error [[7, 3], ...]` (PROTOCOL.md §4.3).
+//! - When the connection dies, every open channel gets
+//!   [`ChannelError::ConnectionLost`] with a [`Delivery`] saying whether its
+//!   request reached the socket, so callers can tell whether a retry is safe.
+//! - Frames are batched: queued messages are encoded together and written
+//!   with one vectored write; large payloads are written from their own
+//!   `Bytes`, never copied. Body chunks read are slices of the read buffer.
+//!
+//! Backpressure: when a channel's reply queue is full, the task stops
+//! reading the socket until its owner catches up (Cocaine has no flow
+//! control, so the alternative would be unbounded buffering). Writes and
+//! cancellations go on meanwhile.
+
+mod channel;
+mod error;
+mod handle;
+mod table;
+mod task;
+mod write;
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+pub use self::channel::{Channel, ChannelReceiver, ChannelSender};
+pub use self::error::{ChannelError, ConnectionError, Delivery};
+pub use self::handle::{Invocation, MuxHandle};
+pub use self::table::{ChannelTable, OpenAction, ReceiveAction, SendAction};
+pub use self::task::Connection;
+pub use self::write::{MAX_IOVECS, WriteQueue};
+use crate::proto::DEFAULT_MAX_FRAME_LEN;
+
+/// Settings of one backend connection.
+#[derive(Debug, Clone)]
+pub struct MuxConfig {
+    /// The largest frame sent or accepted.
+    pub max_frame_len: usize,
+    /// Room in the queue from handles to the task. When full, `open` and
+    /// `send` wait: that is the backpressure on callers.
+    pub command_queue: usize,
+    /// Frames buffered per channel before the task stops reading.
+    pub channel_queue: usize,
+    /// The read buffer's size; it grows for larger frames.
+    pub read_buffer: usize,
+    /// Unwritten bytes above which the task stops taking commands.
+    pub write_high_water: usize,
+}
+
+impl Default for MuxConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            // Enough for a burst of requests from many HTTP connections
+            // without making any of them wait.
+            command_queue: 1024,
+            // A streamed response can run ahead of a slow client by this
+            // many chunks before the connection pauses.
+            channel_queue: 64,
+            // One read syscall takes many small replies at once.
+            read_buffer: 64 << 10,
+            // Bounds memory per connection while keeping writes large.
+            write_high_water: 1 << 20,
+        }
+    }
+}
+
+/// Sets up a connection over any reader and writer pair. Spawn
+/// [`Connection::run`]; use the handle to open channels.
+pub fn new<R, W>(reader: R, writer: W, config: MuxConfig) -> (MuxHandle, Connection<R, W>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let (commands_tx, commands_rx) = mpsc::channel(config.command_queue.max(1));
+    let (wake_tx, wake_rx) = mpsc::channel(1);
+    let shared = Arc::new(handle::Shared::new(config, wake_tx));
+    let handle = MuxHandle::new(commands_tx, Arc::clone(&shared));
+    let connection = Connection::new(reader, writer, commands_rx, wake_rx, shared);
+    (handle, connection)
+}
+
+/// Sets up a connection over a TCP stream, with `TCP_NODELAY` on (frames are
+/// already batched; Nagle would only add latency).
+pub fn from_tcp(
+    stream: TcpStream,
+    config: MuxConfig,
+) -> std::io::Result<(MuxHandle, Connection<OwnedReadHalf, OwnedWriteHalf>)> {
+    stream.set_nodelay(true)?;
+    let (reader, writer) = stream.into_split();
+    Ok(new(reader, writer, config))
+}
+
+/// Sets up a connection over one duplex stream (tests, benches, TLS).
+pub fn from_io<IO>(io: IO, config: MuxConfig) -> (MuxHandle, Connection<ReadHalf<IO>, WriteHalf<IO>>)
+where
+    IO: AsyncRead + AsyncWrite,
+{
+    let (reader, writer) = tokio::io::split(io);
+    new(reader, writer, config)
+}

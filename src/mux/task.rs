@@ -1,0 +1,316 @@
+//! The connection task: owns the socket of one backend connection. It reads
+//! and decodes frames and routes them to channels, encodes queued messages
+//! and writes them in batches, sends cancellations, and fails every open
+//! channel when the connection dies. All protocol decisions are the
+//! [`ChannelTable`]'s; this file only moves bytes.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio_util::codec::Decoder;
+
+use super::error::{ConnectionError, Delivery};
+use super::handle::{Command, Shared, Sink};
+use super::table::{ChannelTable, OpenAction, ReceiveAction, SendAction};
+use super::write::{MAX_IOVECS, WriteQueue};
+use crate::proto::{ErrorCode, Frame, FrameCodec, Message, RemoteError};
+
+/// At most this many queued commands are encoded before the task writes,
+/// so one busy connection cannot starve the read side.
+const MAX_BATCH: usize = 256;
+
+/// The message carried by the `error` that cancels a channel.
+const CANCEL_MESSAGE: &str = "rpcgate: request cancelled by the client";
+
+/// A frame that could not be delivered because its channel's queue was
+/// full; reading pauses until it is delivered.
+#[derive(Debug)]
+struct Pending {
+    id: u64,
+    replies: mpsc::Sender<Frame>,
+    frame: Frame,
+    last: bool,
+}
+
+/// The task side of one backend connection. Run it with
+/// [`Connection::run`], usually in its own tracked task.
+#[derive(Debug)]
+pub struct Connection<R, W> {
+    reader: R,
+    writer: W,
+    commands: mpsc::Receiver<Command>,
+    wake: mpsc::Receiver<()>,
+    shared: Arc<Shared>,
+    table: ChannelTable<Sink>,
+    codec: FrameCodec,
+    read_buf: BytesMut,
+    queue: WriteQueue,
+    pending: Option<Pending>,
+    draining: bool,
+    commands_closed: bool,
+    /// Scratch space reused across iterations.
+    cancels: Vec<u64>,
+    passed: Vec<(u64, Delivery)>,
+}
+
+impl<R, W> Connection<R, W>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    pub(crate) fn new(
+        reader: R,
+        writer: W,
+        commands: mpsc::Receiver<Command>,
+        wake: mpsc::Receiver<()>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        let config = &shared.config;
+        Self {
+            reader,
+            writer,
+            commands,
+            wake,
+            codec: FrameCodec::new(config.max_frame_len),
+            read_buf: BytesMut::with_capacity(config.read_buffer),
+            table: ChannelTable::new(),
+            queue: WriteQueue::new(),
+            pending: None,
+            draining: false,
+            commands_closed: false,
+            cancels: Vec::new(),
+            passed: Vec::new(),
+            shared,
+        }
+    }
+
+    /// Runs the connection until it is drained, abandoned by every handle
+    /// and channel, or fails. On the way out every open channel learns how
+    /// much of its request was written.
+    pub async fn run(mut self) -> Result<(), Arc<ConnectionError>> {
+        let result = self.drive().await.map_err(Arc::new);
+        if let Err(cause) = &result {
+            tracing::debug!(error = %cause, in_flight = self.table.len(), "backend connection failed");
+            self.shared.set_cause(Arc::clone(cause));
+        }
+        self.teardown();
+        result
+    }
+
+    async fn drive(&mut self) -> Result<(), ConnectionError> {
+        loop {
+            self.reconcile_in_flight();
+            while self.pending.is_none() {
+                match self.codec.decode(&mut self.read_buf) {
+                    Ok(Some(frame)) => self.dispatch(frame),
+                    Ok(None) => break,
+                    Err(e) => return Err(ConnectionError::Decode(e)),
+                }
+            }
+            if (self.draining || self.commands_closed)
+                && self.table.is_empty()
+                && self.queue.is_empty()
+            {
+                // A clean close: nothing in flight, nothing to write.
+                let _ = self.writer.shutdown().await;
+                return Ok(());
+            }
+            if self.read_buf.capacity() - self.read_buf.len() < self.shared.config.read_buffer / 4
+            {
+                self.read_buf.reserve(self.shared.config.read_buffer);
+            }
+            let can_read = self.pending.is_none();
+            let can_take =
+                !self.commands_closed && self.queue.len() < self.shared.config.write_high_water;
+            let pending_replies = self.pending.as_ref().map(|p| p.replies.clone());
+
+            tokio::select! {
+                biased;
+                Some(()) = self.wake.recv() => self.process_cancels(),
+                permit = reserve(pending_replies.as_ref()), if pending_replies.is_some() => {
+                    if let Some(p) = self.pending.take() {
+                        match permit {
+                            Some(permit) => {
+                                permit.send(p.frame);
+                                if p.last {
+                                    self.finish_rx(p.id);
+                                }
+                            }
+                            None => self.finish_rx(p.id),
+                        }
+                    }
+                }
+                written = write_some(&mut self.writer, &self.queue), if !self.queue.is_empty() => {
+                    let n = written.map_err(ConnectionError::Io)?;
+                    if n == 0 {
+                        return Err(ConnectionError::Io(std::io::ErrorKind::WriteZero.into()));
+                    }
+                    self.queue.advance(n, &mut self.passed);
+                    for (id, delivery) in self.passed.drain(..) {
+                        self.table.mark_written(id, delivery);
+                    }
+                    if self.queue.is_empty() {
+                        self.writer.flush().await.map_err(ConnectionError::Io)?;
+                    }
+                }
+                command = self.commands.recv(), if can_take => match command {
+                    Some(command) => {
+                        self.handle(command);
+                        for _ in 1..MAX_BATCH {
+                            if self.queue.len() >= self.shared.config.write_high_water {
+                                break;
+                            }
+                            match self.commands.try_recv() {
+                                Ok(command) => self.handle(command),
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    None => self.commands_closed = true,
+                },
+                read = self.reader.read_buf(&mut self.read_buf), if can_read => {
+                    if read.map_err(ConnectionError::Io)? == 0 {
+                        return Err(ConnectionError::Eof);
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        match command {
+            Command::Open {
+                id,
+                message,
+                tx,
+                rx,
+                sink,
+            } => {
+                let refused = self.draining;
+                let state = Arc::clone(&sink.state);
+                let action = if refused {
+                    OpenAction::Skip
+                } else {
+                    self.table.open(id, tx, rx, sink)
+                };
+                match action {
+                    OpenAction::Write => {
+                        let delivery = if tx.is_terminal() {
+                            Delivery::Complete
+                        } else {
+                            Delivery::Partial
+                        };
+                        self.queue.push(id, &message, Some(delivery));
+                    }
+                    OpenAction::Skip | OpenAction::Reject => {
+                        if action == OpenAction::Reject {
+                            tracing::error!(id, "channel id does not increase; not opened");
+                        }
+                        state.set_refused();
+                        self.shared.finish_channels(1);
+                    }
+                }
+            }
+            Command::Send { id, message } => match self.table.send(id, message.ty) {
+                SendAction::Write { terminal } => {
+                    let mark = terminal.then_some(Delivery::Complete);
+                    self.queue.push(id, &message, mark);
+                }
+                SendAction::Drop => {}
+            },
+            Command::Drain => self.draining = true,
+        }
+    }
+
+    fn process_cancels(&mut self) {
+        self.shared.take_cancels(&mut self.cancels);
+        let mut cancels = std::mem::take(&mut self.cancels);
+        for id in cancels.drain(..) {
+            if let Some(ty) = self.table.cancel(id) {
+                let error = RemoteError::new(ErrorCode::NOT_CONNECTED, CANCEL_MESSAGE);
+                self.queue.push(id, &Message::error(ty, error), None);
+            }
+        }
+        self.cancels = cancels;
+    }
+
+    fn dispatch(&mut self, frame: Frame) {
+        let id = frame.channel;
+        let ReceiveAction::Deliver { last } = self.table.receive(id, frame.ty) else {
+            tracing::trace!(id, ty = frame.ty, "dropping frame for a finished channel");
+            return;
+        };
+        let Some(sink) = self.table.sink(id) else {
+            return;
+        };
+        match sink.replies.try_send(frame) {
+            Ok(()) if last => self.finish_rx(id),
+            Ok(()) => {}
+            Err(TrySendError::Full(frame)) => {
+                self.pending = Some(Pending {
+                    id,
+                    replies: sink.replies.clone(),
+                    frame,
+                    last,
+                });
+            }
+            Err(TrySendError::Closed(_)) => self.finish_rx(id),
+        }
+    }
+
+    /// The owner got its last frame or stopped listening. Dropping the
+    /// sink ends the owner's queue after the frames already in it.
+    fn finish_rx(&mut self, id: u64) {
+        drop(self.table.finish_rx(id));
+    }
+
+    /// Channels that left the table are no longer in flight.
+    fn reconcile_in_flight(&mut self) {
+        for _ in 0..self.table.take_removed() {
+            self.shared.finish_channels(1);
+        }
+    }
+
+    fn teardown(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.pending = None;
+        self.reconcile_in_flight();
+        for (_, delivery, sink) in self.table.drain() {
+            if let Some(sink) = sink {
+                sink.state.set_delivery(delivery);
+            }
+        }
+        self.reconcile_in_flight();
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::Open { sink, .. } = command {
+                sink.state.set_refused();
+                self.shared.finish_channels(1);
+            }
+        }
+        self.shared.closed_notify.notify_waiters();
+    }
+}
+
+/// Waits for room in a channel's reply queue; `None` if its owner is gone.
+async fn reserve(replies: Option<&mpsc::Sender<Frame>>) -> Option<mpsc::Permit<'_, Frame>> {
+    match replies {
+        Some(replies) => replies.reserve().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// One vectored write of the queued bytes.
+async fn write_some<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    queue: &WriteQueue,
+) -> std::io::Result<usize> {
+    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+    let n = queue.io_slices(&mut slices);
+    writer.write_vectored(&slices[..n]).await
+}

@@ -1,0 +1,322 @@
+//! HTTP over Cocaine: owns the request 5-tuple of PROTOCOL.md §5.2 and the
+//! response meta `[code, [[name, value]...]]` of §5.4.
+//!
+//! The request is written with v4 string forms only (old worker-side msgpack
+//! cannot read str8 or bin), every header line is its own pair, and no byte
+//! is ever forced to UTF-8. Both are read leniently and zero-copy.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::msgpack::{self, MsgpackError, Reader};
+
+/// One header line: name and value as bytes.
+pub type HeaderPair = (Bytes, Bytes);
+
+/// An HTTP request as the app receives it in its first chunk:
+/// `[method, uri, version, [[name, value]...], body]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpRequest {
+    /// The method, e.g. `GET`.
+    pub method: Bytes,
+    /// Path and query, e.g. `/a/b?x=1` (§5.1 decides which).
+    pub uri: Bytes,
+    /// `1.1` for HTTP/1.1, `1.0` for anything else (§5.2). Workers also send
+    /// `HTTP/1.1`; readers should accept both.
+    pub version: Bytes,
+    /// Every header line in received order, repeated names included.
+    pub headers: Vec<HeaderPair>,
+    /// The whole body (a str on the wire, never bin).
+    pub body: Bytes,
+}
+
+impl HttpRequest {
+    /// The exact length of [`HttpRequest::encode`].
+    pub fn encoded_len(&self) -> usize {
+        let s = |b: &Bytes| msgpack::str_header_len(b.len()) + b.len();
+        1 + s(&self.method)
+            + s(&self.uri)
+            + s(&self.version)
+            + msgpack::container_header_len(self.headers.len())
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| 1 + s(n) + s(v))
+                .sum::<usize>()
+            + s(&self.body)
+    }
+
+    /// Writes the 5-tuple with v4 forms only.
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        msgpack::put_array_len(buf, 5);
+        msgpack::put_str(buf, &self.method);
+        msgpack::put_str(buf, &self.uri);
+        msgpack::put_str(buf, &self.version);
+        msgpack::put_array_len(buf, self.headers.len());
+        for (name, value) in &self.headers {
+            msgpack::put_array_len(buf, 2);
+            msgpack::put_str(buf, name);
+            msgpack::put_str(buf, value);
+        }
+        msgpack::put_str(buf, &self.body);
+    }
+
+    /// The encoded 5-tuple, ready to be a `write` chunk.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(self.encoded_len());
+        self.encode(&mut buf);
+        buf.freeze()
+    }
+
+    /// Reads a 5-tuple: str or bin anywhere, extra elements ignored.
+    pub fn decode(bytes: &Bytes) -> Result<Self, MsgpackError> {
+        let mut r = Reader::new(bytes);
+        let len = r.read_array_len()?;
+        if len < 5 {
+            return Err(MsgpackError::Unexpected {
+                expected: "[method, uri, version, headers, body]",
+                found: 0x90 | len as u8,
+            });
+        }
+        let method = r.read_bytes()?;
+        let uri = r.read_bytes()?;
+        let version = r.read_bytes()?;
+        let headers = read_pairs(&mut r)?;
+        let body = r.read_bytes()?;
+        Ok(Self {
+            method,
+            uri,
+            version,
+            headers,
+            body,
+        })
+    }
+}
+
+/// The response meta, the app's first chunk: `[code, [[name, value]...]]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResponseMeta {
+    /// The HTTP status code as the app sent it (not yet range-checked).
+    pub status: u16,
+    /// Header lines in order, repeated names included.
+    pub headers: Vec<HeaderPair>,
+}
+
+impl ResponseMeta {
+    /// Writes the meta with v4 forms.
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        msgpack::put_array_len(buf, 2);
+        msgpack::put_uint(buf, u64::from(self.status));
+        msgpack::put_array_len(buf, self.headers.len());
+        for (name, value) in &self.headers {
+            msgpack::put_array_len(buf, 2);
+            msgpack::put_str(buf, name);
+            msgpack::put_str(buf, value);
+        }
+    }
+
+    /// The encoded meta, ready to be a `write` chunk.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut buf = BytesMut::new();
+        self.encode(&mut buf);
+        buf.freeze()
+    }
+
+    /// Reads a meta leniently: any integer width for the code, str or bin
+    /// for names and values, and headers as a list of pairs or as a map
+    /// (what a Python dict would become if packed as-is).
+    pub fn decode(bytes: &Bytes) -> Result<Self, MsgpackError> {
+        let mut r = Reader::new(bytes);
+        if r.read_array_len()? < 2 {
+            return Err(MsgpackError::Unexpected {
+                expected: "[code, headers]",
+                found: bytes.first().copied().unwrap_or(0),
+            });
+        }
+        let status = r.read_u16()?;
+        let headers = if matches!(
+            r.peek_marker()?,
+            rmp::Marker::FixMap(_) | rmp::Marker::Map16 | rmp::Marker::Map32
+        ) {
+            let len = r.read_map_len()?;
+            let mut headers = Vec::with_capacity(len);
+            for _ in 0..len {
+                headers.push((r.read_bytes()?, r.read_bytes()?));
+            }
+            headers
+        } else {
+            read_pairs(&mut r)?
+        };
+        Ok(Self { status, headers })
+    }
+}
+
+fn read_pairs(r: &mut Reader<'_>) -> Result<Vec<HeaderPair>, MsgpackError> {
+    let len = r.read_array_len()?;
+    let mut pairs = Vec::with_capacity(len);
+    for _ in 0..len {
+        let fields = r.read_array_len()?;
+        if fields < 2 {
+            return Err(MsgpackError::Unexpected {
+                expected: "[name, value]",
+                found: 0x90 | fields as u8,
+            });
+        }
+        pairs.push((r.read_bytes()?, r.read_bytes()?));
+        for _ in 2..fields {
+            r.skip()?;
+        }
+    }
+    Ok(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::frame::{FrameCodec, Message, StreamEvent};
+    use tokio_util::codec::{Decoder, Encoder};
+
+    fn hex(s: &str) -> Vec<u8> {
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
+    }
+
+    fn pair(n: &'static str, v: &'static str) -> HeaderPair {
+        (Bytes::from_static(n.as_bytes()), Bytes::from_static(v.as_bytes()))
+    }
+
+    const REQUEST_52: &str = "95 a3 47 45 54 aa 2f 68 65 6c 6c 6f 3f 78 3d 31 a3 31 2e 31 92
+        92 a4 48 6f 73 74 ab 65 78 61 6d 70 6c 65 2e 63 6f 6d
+        92 a6 41 63 63 65 70 74 a3 2a 2f 2a a0";
+
+    fn hello_request() -> HttpRequest {
+        HttpRequest {
+            method: "GET".into(),
+            uri: "/hello?x=1".into(),
+            version: "1.1".into(),
+            headers: vec![pair("Host", "example.com"), pair("Accept", "*/*")],
+            body: Bytes::new(),
+        }
+    }
+
+    #[test]
+    fn golden_request_tuple() {
+        let expected = hex(REQUEST_52);
+        assert_eq!(expected.len(), 52);
+        let request = hello_request();
+        assert_eq!(request.to_bytes(), expected);
+        assert_eq!(request.encoded_len(), 52);
+        assert_eq!(HttpRequest::decode(&Bytes::from(expected)).unwrap(), request);
+    }
+
+    #[test]
+    fn golden_request_write_frame_uses_str16_for_the_outer_string() {
+        // "v4-only alternative for the outer string: 94 01 00 91 da 00 34 <52 bytes> 90"
+        let mut expected = hex("94 01 00 91 da 00 34");
+        expected.extend(hex(REQUEST_52));
+        expected.push(0x90);
+        let mut buf = BytesMut::new();
+        FrameCodec::default()
+            .encode((1, Message::write(hello_request().to_bytes())), &mut buf)
+            .unwrap();
+        assert_eq!(&buf[..], &expected[..]);
+        // The Rust framework's str8 form decodes to the same request.
+        let mut str8 = hex("94 01 00 91 d9 34");
+        str8.extend(hex(REQUEST_52));
+        str8.push(0x90);
+        let frame = FrameCodec::default()
+            .decode(&mut BytesMut::from(&str8[..]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(HttpRequest::decode(&frame.chunk().unwrap()).unwrap(), hello_request());
+    }
+
+    #[test]
+    fn fields_over_31_bytes_use_str16_never_str8() {
+        let request = HttpRequest {
+            uri: Bytes::from(vec![b'/'; 40]),
+            body: Bytes::from(vec![b'b'; 200]),
+            ..hello_request()
+        };
+        let bytes = request.to_bytes();
+        let mut r = Reader::new(&bytes);
+        r.read_array_len().unwrap();
+        r.skip().unwrap();
+        assert_eq!(bytes[r.position()], 0xda, "uri as str16");
+        assert!(!bytes.windows(2).any(|w| w == [0xd9, 40]));
+        assert_eq!(HttpRequest::decode(&bytes).unwrap(), request);
+    }
+
+    #[test]
+    fn repeated_headers_and_non_utf8_bytes_pass_through() {
+        let request = HttpRequest {
+            headers: vec![
+                pair("Cookie", "a=1"),
+                pair("Cookie", "b=2"),
+                (Bytes::from_static(b"X-Bin"), Bytes::from_static(b"\xff\x00\xfe")),
+            ],
+            body: Bytes::from_static(b"\x80\x81"),
+            ..hello_request()
+        };
+        assert_eq!(HttpRequest::decode(&request.to_bytes()).unwrap(), request);
+    }
+
+    #[test]
+    fn golden_response_meta_and_stream() {
+        let meta_bytes = hex(
+            "92 cc c8 92 92 ac 43 6f 6e 74 65 6e 74 2d 54 79 70 65 aa 74 65 78 74 2f 70 6c 61 69 6e
+             92 ae 43 6f 6e 74 65 6e 74 2d 4c 65 6e 67 74 68 a1 35",
+        );
+        assert_eq!(meta_bytes.len(), 47);
+        let meta = ResponseMeta {
+            status: 200,
+            headers: vec![pair("Content-Type", "text/plain"), pair("Content-Length", "5")],
+        };
+        assert_eq!(meta.to_bytes(), meta_bytes);
+        assert_eq!(ResponseMeta::decode(&Bytes::from(meta_bytes.clone())).unwrap(), meta);
+
+        // The runtime's frames: meta, body "hello", close, each with 3 trace headers.
+        let trace = "93 93 c2 a8 74 72 61 63 65 5f 69 64 a8 00 00 00 00 00 00 00 00
+                        93 c2 a7 73 70 61 6e 5f 69 64 a8 00 00 00 00 00 00 00 00
+                        93 c2 a9 70 61 72 65 6e 74 5f 69 64 a8 00 00 00 00 00 00 00 00";
+        let mut wire = BytesMut::new();
+        wire.extend(hex("94 01 00 91 da 00 2f"));
+        wire.extend(&meta_bytes);
+        wire.extend(hex(trace));
+        wire.extend(hex("94 01 00 91 a5 68 65 6c 6c 6f"));
+        wire.extend(hex(trace));
+        wire.extend(hex("94 01 02 90"));
+        wire.extend(hex(trace));
+        let mut codec = FrameCodec::default();
+        let frames: Vec<_> = std::iter::from_fn(|| codec.decode(&mut wire).unwrap()).collect();
+        assert_eq!(frames.len(), 3);
+        let StreamEvent::Write(first) = frames[0].stream_event().unwrap() else {
+            panic!("meta first")
+        };
+        assert_eq!(ResponseMeta::decode(&first).unwrap(), meta);
+        assert_eq!(
+            frames[1].stream_event().unwrap(),
+            StreamEvent::Write("hello".into())
+        );
+        assert_eq!(frames[2].stream_event().unwrap(), StreamEvent::Close);
+        assert!(frames.iter().all(|f| f.headers.trace_id() == Some(0)));
+    }
+
+    #[test]
+    fn meta_is_read_leniently() {
+        // Code as uint32, names as bin, value as str8.
+        let bytes = Bytes::from(hex("92 ce 00 00 01 94 91 92 c4 01 41 d9 01 42"));
+        let meta = ResponseMeta::decode(&bytes).unwrap();
+        assert_eq!(meta.status, 404);
+        assert_eq!(meta.headers, vec![pair("A", "B")]);
+        // Headers as a map.
+        let bytes = Bytes::from(hex("92 cc c8 81 a1 41 a1 42"));
+        assert_eq!(ResponseMeta::decode(&bytes).unwrap().headers, vec![pair("A", "B")]);
+        // A code that is not a u16 is an error, not a truncation.
+        let bytes = Bytes::from(hex("92 ce 00 01 00 00 90"));
+        assert_eq!(
+            ResponseMeta::decode(&bytes),
+            Err(MsgpackError::OutOfRange("u16"))
+        );
+    }
+}
