@@ -34,7 +34,6 @@ struct Pending {
     id: u64,
     replies: mpsc::Sender<Frame>,
     frame: Frame,
-    last: bool,
 }
 
 /// The task side of one backend connection. Run it with
@@ -104,7 +103,6 @@ where
 
     async fn drive(&mut self) -> Result<(), ConnectionError> {
         loop {
-            self.reconcile_in_flight();
             while self.pending.is_none() {
                 match self.codec.decode(&mut self.read_buf) {
                     Ok(Some(frame)) => self.dispatch(frame),
@@ -124,6 +122,7 @@ where
             {
                 self.read_buf.reserve(self.shared.config.read_buffer);
             }
+            self.reconcile_in_flight();
             let can_read = self.pending.is_none();
             let can_take =
                 !self.commands_closed && self.queue.len() < self.shared.config.write_high_water;
@@ -135,12 +134,7 @@ where
                 permit = reserve(pending_replies.as_ref()), if pending_replies.is_some() => {
                     if let Some(p) = self.pending.take() {
                         match permit {
-                            Some(permit) => {
-                                permit.send(p.frame);
-                                if p.last {
-                                    self.finish_rx(p.id);
-                                }
-                            }
+                            Some(permit) => permit.send(p.frame),
                             None => self.finish_rx(p.id),
                         }
                     }
@@ -245,18 +239,32 @@ where
             tracing::trace!(id, ty = frame.ty, "dropping frame for a finished channel");
             return;
         };
+        if last {
+            // Leave the table (and the in-flight count) before the owner can
+            // see its last frame; dropping the sender then ends its queue.
+            let Some(sink) = self.table.finish_rx(id) else {
+                return;
+            };
+            self.reconcile_in_flight();
+            if let Err(TrySendError::Full(frame)) = sink.replies.try_send(frame) {
+                self.pending = Some(Pending {
+                    id,
+                    replies: sink.replies,
+                    frame,
+                });
+            }
+            return;
+        }
         let Some(sink) = self.table.sink(id) else {
             return;
         };
         match sink.replies.try_send(frame) {
-            Ok(()) if last => self.finish_rx(id),
             Ok(()) => {}
             Err(TrySendError::Full(frame)) => {
                 self.pending = Some(Pending {
                     id,
                     replies: sink.replies.clone(),
                     frame,
-                    last,
                 });
             }
             Err(TrySendError::Closed(_)) => self.finish_rx(id),

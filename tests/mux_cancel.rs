@@ -1,0 +1,132 @@
+//! Cancellation: dropping a channel whose send side is open sends
+//! `error [[7, 3], ...]`; late frames for it are dropped; nothing can be
+//! sent after a terminal message.
+
+mod support;
+
+use rpcgate::mux::{ChannelError, Invocation, MuxConfig};
+use rpcgate::proto::{Args, ErrorCode, Message, Protocol, RemoteError, StreamEvent};
+
+fn enqueue(event: &'static str) -> Invocation {
+    Invocation::enqueue(Message::new(0, Args::Bytes(event.into())))
+}
+
+#[tokio::test]
+async fn dropping_an_open_channel_sends_the_cancel_error() {
+    let (handle, mut peer, _conn) = support::pair(MuxConfig::default()).await;
+    let mut channel = handle.open(enqueue("slow")).await.unwrap();
+    channel.sender.write("request").await.unwrap();
+    let enqueue_frame = peer.next_frame().await.unwrap();
+    assert_eq!(peer.next_frame().await.unwrap().ty, 0, "the write");
+    let id = enqueue_frame.channel;
+    drop(channel);
+
+    let cancel = peer.next_frame().await.unwrap();
+    assert_eq!((cancel.channel, cancel.ty), (id, 1), "an error on the same channel");
+    let StreamEvent::Error(error) = cancel.stream_event().unwrap() else {
+        panic!("expected an error frame");
+    };
+    assert_eq!(error.code, ErrorCode::NOT_CONNECTED);
+    assert!(error.message.is_some());
+
+    // Late frames from the app for the cancelled channel are dropped; a new
+    // channel on the same connection works and gets only its own frames.
+    peer.send(id, Message::write("late")).await;
+    peer.send(id, Message::close()).await;
+    let mut second = handle.open(enqueue("fast")).await.unwrap();
+    let second_id = peer.next_frame().await.unwrap().channel;
+    assert!(second_id > id);
+    peer.send(second_id, Message::write("mine")).await;
+    peer.send(second_id, Message::close()).await;
+    let frame = second.receiver.recv().await.unwrap().unwrap();
+    assert_eq!(frame.stream_event().unwrap(), StreamEvent::Write("mine".into()));
+    assert_eq!(
+        second.receiver.recv().await.unwrap().unwrap().stream_event().unwrap(),
+        StreamEvent::Close
+    );
+    assert!(second.receiver.recv().await.is_none());
+}
+
+#[tokio::test]
+async fn dropping_after_close_sends_nothing_more() {
+    let (handle, mut peer, _conn) = support::pair(MuxConfig::default()).await;
+    let channel = handle.open(enqueue("x")).await.unwrap();
+    let (tx, rx) = channel.split();
+    tx.close().await.unwrap();
+    drop(rx);
+    assert_eq!(peer.next_frame().await.unwrap().ty, 0);
+    let close = peer.next_frame().await.unwrap();
+    assert_eq!(close.ty, 2);
+    // A marker channel proves nothing was queued between them.
+    let _marker = handle.open(enqueue("marker")).await.unwrap();
+    let next = peer.next_frame().await.unwrap();
+    assert_eq!(next.chunk().unwrap(), "marker", "no cancel after close");
+}
+
+#[tokio::test]
+async fn publish_style_channels_cancel_with_discard() {
+    let (handle, mut peer, _conn) = support::pair(MuxConfig::default()).await;
+    let invocation = Invocation::new(
+        Message::new(4, Args::Bytes("name".into())),
+        Protocol::Discard,
+        Protocol::Primitive,
+    );
+    let channel = handle.open(invocation).await.unwrap();
+    assert_eq!(peer.next_frame().await.unwrap().ty, 4);
+    drop(channel);
+    let discard = peer.next_frame().await.unwrap();
+    assert_eq!(discard.ty, 0, "discard");
+}
+
+#[tokio::test]
+async fn nothing_can_be_sent_after_a_terminal_message() {
+    let (handle, mut peer, _conn) = support::pair(MuxConfig::default()).await;
+    // `resolve`: our side is terminal right after the opening message.
+    let invocation = Invocation::new(
+        Message::new(0, Args::Bytes("echo".into())),
+        Protocol::Terminal,
+        Protocol::Primitive,
+    );
+    let mut channel = handle.open(invocation).await.unwrap();
+    let err = channel.sender.write("more").await.unwrap_err();
+    assert!(matches!(err, ChannelError::NotAllowed { ty: 0, state: Protocol::Terminal }));
+    let err = channel
+        .sender
+        .send(Message::error(1, RemoteError::new(ErrorCode::NOT_CONNECTED, "x")))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ChannelError::NotAllowed { .. }));
+    // An enqueue stream after an error: the same.
+    let mut stream = handle.open(enqueue("x")).await.unwrap();
+    stream.sender.send(Message::close()).await.unwrap();
+    assert!(matches!(
+        stream.sender.write("late").await,
+        Err(ChannelError::NotAllowed { .. })
+    ));
+    // The peer saw exactly: resolve, enqueue, close.
+    let types: Vec<_> = [
+        peer.next_frame().await.unwrap(),
+        peer.next_frame().await.unwrap(),
+        peer.next_frame().await.unwrap(),
+    ]
+    .iter()
+    .map(|f| (f.channel, f.ty))
+    .collect();
+    assert_eq!(types, [(1, 0), (2, 0), (2, 2)]);
+}
+
+#[tokio::test]
+async fn oversized_and_invalid_messages_are_refused_before_the_wire() {
+    let config = MuxConfig {
+        max_frame_len: 1024,
+        ..MuxConfig::default()
+    };
+    let (handle, mut peer, _conn) = support::pair(config).await;
+    let mut channel = handle.open(enqueue("x")).await.unwrap();
+    let err = channel.sender.write(vec![0u8; 4096]).await.unwrap_err();
+    assert!(matches!(err, ChannelError::Encode(_)));
+    assert_eq!(err.delivery(), Some(rpcgate::mux::Delivery::NotSent));
+    channel.sender.write("fits").await.unwrap();
+    assert_eq!(peer.next_frame().await.unwrap().ty, 0, "enqueue");
+    assert_eq!(peer.next_frame().await.unwrap().chunk().unwrap(), "fits");
+}
