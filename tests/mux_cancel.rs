@@ -2,6 +2,8 @@
 //! `error [[7, 3], ...]`; late frames for it are dropped; nothing can be
 //! sent after a terminal message.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
+
 mod support;
 
 use rpcgate::mux::{ChannelError, Invocation, MuxConfig};
@@ -22,7 +24,11 @@ async fn dropping_an_open_channel_sends_the_cancel_error() {
     drop(channel);
 
     let cancel = peer.next_frame().await.unwrap();
-    assert_eq!((cancel.channel, cancel.ty), (id, 1), "an error on the same channel");
+    assert_eq!(
+        (cancel.channel, cancel.ty),
+        (id, 1),
+        "an error on the same channel"
+    );
     let StreamEvent::Error(error) = cancel.stream_event().unwrap() else {
         panic!("expected an error frame");
     };
@@ -39,9 +45,19 @@ async fn dropping_an_open_channel_sends_the_cancel_error() {
     peer.send(second_id, Message::write("mine")).await;
     peer.send(second_id, Message::close()).await;
     let frame = second.receiver.recv().await.unwrap().unwrap();
-    assert_eq!(frame.stream_event().unwrap(), StreamEvent::Write("mine".into()));
     assert_eq!(
-        second.receiver.recv().await.unwrap().unwrap().stream_event().unwrap(),
+        frame.stream_event().unwrap(),
+        StreamEvent::Write("mine".into())
+    );
+    assert_eq!(
+        second
+            .receiver
+            .recv()
+            .await
+            .unwrap()
+            .unwrap()
+            .stream_event()
+            .unwrap(),
         StreamEvent::Close
     );
     assert!(second.receiver.recv().await.is_none());
@@ -89,10 +105,19 @@ async fn nothing_can_be_sent_after_a_terminal_message() {
     );
     let mut channel = handle.open(invocation).await.unwrap();
     let err = channel.sender.write("more").await.unwrap_err();
-    assert!(matches!(err, ChannelError::NotAllowed { ty: 0, state: Protocol::Terminal }));
+    assert!(matches!(
+        err,
+        ChannelError::NotAllowed {
+            ty: 0,
+            state: Protocol::Terminal
+        }
+    ));
     let err = channel
         .sender
-        .send(Message::error(1, RemoteError::new(ErrorCode::NOT_CONNECTED, "x")))
+        .send(Message::error(
+            1,
+            RemoteError::new(ErrorCode::NOT_CONNECTED, "x"),
+        ))
         .await
         .unwrap_err();
     assert!(matches!(err, ChannelError::NotAllowed { .. }));

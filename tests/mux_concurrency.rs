@@ -1,6 +1,8 @@
 //! 1,000 concurrent channels on one connection, replies interleaved across
 //! channels, ids strictly increasing on the wire.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
+
 mod support;
 
 use std::collections::HashMap;
@@ -48,7 +50,11 @@ async fn thousand_channels_with_interleaved_replies() {
             for id in first_seen.iter().rev() {
                 let body = &bodies[id];
                 let half = body.len() / 2;
-                let chunk = if part == 0 { body.slice(..half) } else { body.slice(half..) };
+                let chunk = if part == 0 {
+                    body.slice(..half)
+                } else {
+                    body.slice(half..)
+                };
                 peer.send(*id, Message::write(chunk)).await;
             }
         }
@@ -90,9 +96,15 @@ async fn thousand_channels_with_interleaved_replies() {
     ids.sort_unstable();
     let mut sorted_wire = wire_ids.clone();
     sorted_wire.sort_unstable();
-    assert_eq!(ids, sorted_wire, "every channel reached the peer exactly once");
+    assert_eq!(
+        ids, sorted_wire,
+        "every channel reached the peer exactly once"
+    );
     assert_eq!(handle.in_flight(), 0, "finished channels leave the table");
     drop(handle);
-    assert!(conn.await.unwrap().is_ok(), "the last handle closes the connection cleanly");
+    assert!(
+        conn.await.unwrap().is_ok(),
+        "the last handle closes the connection cleanly"
+    );
     assert!(peer.next_frame().await.is_none(), "the peer sees EOF");
 }

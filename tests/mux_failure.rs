@@ -1,6 +1,8 @@
 //! Connection failure: every open channel learns how much of its request was
 //! written; a corrupt frame fails only its own connection; drain.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
+
 mod support;
 
 use std::time::Duration;
@@ -45,19 +47,46 @@ async fn peer_closing_mid_stream_reports_delivery_per_channel() {
     // The peer answers the first channel halfway, then dies.
     peer.send(1, Message::write("half")).await;
     let first = complete_rx.recv().await.unwrap().unwrap();
-    assert_eq!(first.stream_event().unwrap(), StreamEvent::Write("half".into()));
+    assert_eq!(
+        first.stream_event().unwrap(),
+        StreamEvent::Write("half".into())
+    );
     drop(peer);
 
     let err = lost(complete_rx.recv().await);
-    assert!(matches!(err, ChannelError::ConnectionLost { delivery: Delivery::Complete, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ChannelError::ConnectionLost {
+                delivery: Delivery::Complete,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(!err.is_retry_safe());
     let err = lost(partial.receiver.recv().await);
-    assert!(matches!(err, ChannelError::ConnectionLost { delivery: Delivery::Partial, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ChannelError::ConnectionLost {
+                delivery: Delivery::Partial,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(!err.is_retry_safe());
-    assert!(partial.receiver.recv().await.is_none(), "nothing after the error");
+    assert!(
+        partial.receiver.recv().await.is_none(),
+        "nothing after the error"
+    );
 
     let cause = conn.await.unwrap().unwrap_err();
-    assert!(matches!(*cause, ConnectionError::Eof | ConnectionError::Io(_)));
+    assert!(matches!(
+        *cause,
+        ConnectionError::Eof | ConnectionError::Io(_)
+    ));
     handle.closed().await;
     assert!(handle.is_closed());
     assert_eq!(handle.in_flight(), 0);
@@ -103,18 +132,26 @@ async fn a_corrupt_frame_fails_only_its_connection() {
     assert_eq!(good_peer.next_frame().await.unwrap().channel, 1);
 
     // A frame whose header list references index 0: invalid (6/2 hpack).
-    bad_peer.send_raw(&[0x94, 0x01, 0x00, 0x91, 0xa1, b'x', 0x91, 0x00]).await;
+    bad_peer
+        .send_raw(&[0x94, 0x01, 0x00, 0x91, 0xa1, b'x', 0x91, 0x00])
+        .await;
     let err = lost(bad.receiver.recv().await);
     let ChannelError::ConnectionLost { cause, delivery } = &err else {
         panic!("{err}");
     };
     assert_eq!(*delivery, Delivery::Partial);
     assert!(matches!(**cause, ConnectionError::Decode(_)), "{cause}");
-    assert!(matches!(*bad_conn.await.unwrap().unwrap_err(), ConnectionError::Decode(_)));
+    assert!(matches!(
+        *bad_conn.await.unwrap().unwrap_err(),
+        ConnectionError::Decode(_)
+    ));
 
     good_peer.send(1, Message::write("fine")).await;
     let frame = good.receiver.recv().await.unwrap().unwrap();
-    assert_eq!(frame.stream_event().unwrap(), StreamEvent::Write("fine".into()));
+    assert_eq!(
+        frame.stream_event().unwrap(),
+        StreamEvent::Write("fine".into())
+    );
     assert!(!good_handle.is_closed());
 }
 
@@ -130,7 +167,13 @@ async fn a_message_the_protocol_forbids_fails_only_its_channel() {
     assert!(matches!(err, ChannelError::UnexpectedMessage { ty: 7 }));
     peer.send(2, Message::close()).await;
     assert_eq!(
-        b.receiver.recv().await.unwrap().unwrap().stream_event().unwrap(),
+        b.receiver
+            .recv()
+            .await
+            .unwrap()
+            .unwrap()
+            .stream_event()
+            .unwrap(),
         StreamEvent::Close
     );
 }
@@ -142,7 +185,10 @@ async fn drain_refuses_new_channels_and_closes_after_the_last() {
     let (tx, mut rx) = channel.split();
     tx.close().await.unwrap();
     handle.drain().await;
-    assert!(matches!(handle.open(enqueue()).await, Err(ChannelError::Refused)));
+    assert!(matches!(
+        handle.open(enqueue()).await,
+        Err(ChannelError::Refused)
+    ));
     assert!(!handle.is_closed(), "still serving the open channel");
 
     assert_eq!(peer.next_frame().await.unwrap().ty, 0);
@@ -151,7 +197,10 @@ async fn drain_refuses_new_channels_and_closes_after_the_last() {
     peer.send(1, Message::close()).await;
     assert!(rx.recv().await.unwrap().is_ok());
     assert!(rx.recv().await.unwrap().is_ok());
-    assert!(conn.await.unwrap().is_ok(), "a drained connection closes cleanly");
+    assert!(
+        conn.await.unwrap().is_ok(),
+        "a drained connection closes cleanly"
+    );
     assert!(handle.close_cause().is_none());
     assert!(
         tokio::time::timeout(Duration::from_secs(10), peer.next_frame())

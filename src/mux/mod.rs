@@ -21,6 +21,41 @@
 //!   with one vectored write; large payloads are written from their own
 //!   `Bytes`, never copied. Body chunks read are slices of the read buffer.
 //!
+//! # Example
+//!
+//! ```no_run
+//! use rpcgate::mux::{self, Invocation, MuxConfig};
+//! use rpcgate::proto::http::HttpRequest;
+//! use rpcgate::proto::{Args, Headers, Message, StreamEvent, TraceContext};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let stream = tokio::net::TcpStream::connect("127.0.0.1:41234").await?;
+//! let (handle, connection) = mux::from_tcp(stream, MuxConfig::default())?;
+//! tokio::spawn(connection.run());
+//!
+//! let mut headers = Headers::new();
+//! headers.set_trace(TraceContext { trace_id: 0x4d2, span_id: 7, parent_id: 0x4d2 });
+//! let enqueue = Message::new(0, Args::Bytes("http".into())).with_headers(headers);
+//! let (mut tx, mut rx) = handle.open(Invocation::enqueue(enqueue)).await?.split();
+//! let request = HttpRequest {
+//!     method: "GET".into(),
+//!     uri: "/".into(),
+//!     version: "1.1".into(),
+//!     ..Default::default()
+//! };
+//! tx.write(request.to_bytes()).await?;
+//! tx.close().await?;
+//! while let Some(frame) = rx.recv().await {
+//!     match frame?.stream_event()? {
+//!         StreamEvent::Write(chunk) => println!("{} bytes", chunk.len()),
+//!         StreamEvent::Error(e) => println!("app error {e}"),
+//!         StreamEvent::Close => break,
+//!     }
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Backpressure: when a channel's reply queue is full, the task stops
 //! reading the socket until its owner catches up (Cocaine has no flow
 //! control, so the alternative would be unbounded buffering). Writes and
@@ -109,7 +144,10 @@ pub fn from_tcp(
 }
 
 /// Sets up a connection over one duplex stream (tests, benches, TLS).
-pub fn from_io<IO>(io: IO, config: MuxConfig) -> (MuxHandle, Connection<ReadHalf<IO>, WriteHalf<IO>>)
+pub fn from_io<IO>(
+    io: IO,
+    config: MuxConfig,
+) -> (MuxHandle, Connection<ReadHalf<IO>, WriteHalf<IO>>)
 where
     IO: AsyncRead + AsyncWrite,
 {

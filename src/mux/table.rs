@@ -228,9 +228,7 @@ impl<S> ChannelTable<S> {
     pub fn drain(&mut self) -> impl Iterator<Item = (u64, Delivery, Option<S>)> + '_ {
         self.precancelled.clear();
         self.removed += self.entries.len();
-        self.entries
-            .drain()
-            .map(|(id, e)| (id, e.delivery, e.sink))
+        self.entries.drain().map(|(id, e)| (id, e.delivery, e.sink))
     }
 
     fn remove_if_finished(&mut self, id: u64) {
@@ -251,10 +249,22 @@ mod tests {
     #[test]
     fn ids_must_increase() {
         let mut t = ChannelTable::new();
-        assert_eq!(t.open(1, Protocol::Streaming, Protocol::Streaming, ()), OpenAction::Write);
-        assert_eq!(t.open(3, Protocol::Streaming, Protocol::Streaming, ()), OpenAction::Write);
-        assert_eq!(t.open(2, Protocol::Streaming, Protocol::Streaming, ()), OpenAction::Reject);
-        assert_eq!(t.open(3, Protocol::Streaming, Protocol::Streaming, ()), OpenAction::Reject);
+        assert_eq!(
+            t.open(1, Protocol::Streaming, Protocol::Streaming, ()),
+            OpenAction::Write
+        );
+        assert_eq!(
+            t.open(3, Protocol::Streaming, Protocol::Streaming, ()),
+            OpenAction::Write
+        );
+        assert_eq!(
+            t.open(2, Protocol::Streaming, Protocol::Streaming, ()),
+            OpenAction::Reject
+        );
+        assert_eq!(
+            t.open(3, Protocol::Streaming, Protocol::Streaming, ()),
+            OpenAction::Reject
+        );
     }
 
     #[test]
@@ -270,7 +280,11 @@ mod tests {
         assert_eq!(t.receive(1, CLOSE), ReceiveAction::Deliver { last: true });
         t.finish_rx(1);
         assert!(t.is_empty());
-        assert_eq!(t.receive(1, WRITE), ReceiveAction::Drop, "late frames are dropped");
+        assert_eq!(
+            t.receive(1, WRITE),
+            ReceiveAction::Drop,
+            "late frames are dropped"
+        );
     }
 
     #[test]
@@ -286,7 +300,10 @@ mod tests {
     fn cancel_before_open_skips_the_channel() {
         let mut t = ChannelTable::new();
         assert_eq!(t.cancel(5), None);
-        assert_eq!(t.open(5, Protocol::Streaming, Protocol::Streaming, ()), OpenAction::Skip);
+        assert_eq!(
+            t.open(5, Protocol::Streaming, Protocol::Streaming, ()),
+            OpenAction::Skip
+        );
         assert!(t.is_empty());
         assert_eq!(t.send(5, WRITE), SendAction::Drop);
     }

@@ -118,8 +118,7 @@ where
                 let _ = self.writer.shutdown().await;
                 return Ok(());
             }
-            if self.read_buf.capacity() - self.read_buf.len() < self.shared.config.read_buffer / 4
-            {
+            if self.read_buf.capacity() - self.read_buf.len() < self.shared.config.read_buffer / 4 {
                 self.read_buf.reserve(self.shared.config.read_buffer);
             }
             self.reconcile_in_flight();

@@ -46,7 +46,7 @@ pub mod category {
     pub const OVERSEER: u64 = 0x52ff;
     /// The node's slaves (worker processes).
     pub const SLAVE: u64 = 0x53ff;
-    /// Vicodyn, the runtime-side proxy. [U] in PROTOCOL.md §9: only the old
+    /// Vicodyn, the runtime-side proxy. Unverified (\[U\] in PROTOCOL.md §9): only the old
     /// proxy names it; nothing here depends on it beyond a label.
     pub const VICODYN: u64 = 0x54ff;
     /// Worker errors raised by a framework (event not found).

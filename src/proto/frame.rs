@@ -15,7 +15,7 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use super::error::RemoteError;
 use super::header::{HeaderError, HeaderTable, Headers, InvalidHeader};
-use super::msgpack::{self, MsgpackError, Reader, Scan, ScanError};
+use super::msgpack::{self, MsgpackError, Reader, Scan, ScanError, ScanState};
 use super::protocol::{primitive, streaming};
 
 /// The default largest frame accepted or sent: 64 MiB.
@@ -189,9 +189,7 @@ impl Frame {
     pub fn primitive_event(&self) -> Result<PrimitiveEvent, MessageError> {
         match self.ty {
             primitive::VALUE => Ok(PrimitiveEvent::Value(self.args.clone())),
-            primitive::ERROR => Ok(PrimitiveEvent::Error(RemoteError::decode_args(
-                &self.args,
-            )?)),
+            primitive::ERROR => Ok(PrimitiveEvent::Error(RemoteError::decode_args(&self.args)?)),
             other => Err(MessageError::UnexpectedType(other)),
         }
     }
@@ -387,8 +385,8 @@ impl FrameWrite for BytesMut {
 pub struct FrameCodec {
     max_frame_len: usize,
     table: HeaderTable,
-    /// Bytes needed before another scan can succeed; 0 when unknown.
-    need: usize,
+    /// Where the scan of a partly received frame resumes.
+    scan: ScanState,
 }
 
 impl Default for FrameCodec {
@@ -404,7 +402,7 @@ impl FrameCodec {
         Self {
             max_frame_len: max_frame_len.min(u32::MAX as usize),
             table: HeaderTable::new(),
-            need: 0,
+            scan: ScanState::default(),
         }
     }
 
@@ -424,10 +422,6 @@ impl Decoder for FrameCodec {
     type Error = DecodeError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
-        if src.len() < self.need {
-            src.reserve((self.need - src.len()).min(RESERVE_STEP));
-            return Ok(None);
-        }
         if let Some(&first) = src.first() {
             // A frame is an array: reject anything else at its first byte,
             // without waiting for more (an HTTP client on the wrong port, say).
@@ -438,14 +432,12 @@ impl Decoder for FrameCodec {
                 }));
             }
         }
-        match msgpack::scan_value(src, self.max_frame_len) {
+        match msgpack::scan_resume(src, self.max_frame_len, &mut self.scan) {
             Ok(Scan::Complete(len)) => {
-                self.need = 0;
                 let bytes = src.split_to(len).freeze();
                 Frame::parse(bytes, &mut self.table).map(Some)
             }
             Ok(Scan::Incomplete { min_len }) => {
-                self.need = min_len;
                 src.reserve((min_len - src.len()).min(RESERVE_STEP));
                 Ok(None)
             }
@@ -460,7 +452,11 @@ impl Decoder for FrameCodec {
 impl Encoder<(u64, Message)> for FrameCodec {
     type Error = EncodeError;
 
-    fn encode(&mut self, (channel, message): (u64, Message), dst: &mut BytesMut) -> Result<(), EncodeError> {
+    fn encode(
+        &mut self,
+        (channel, message): (u64, Message),
+        dst: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
         message.check(channel, self.max_frame_len)?;
         dst.reserve(message.encoded_len(channel));
         message.encode(channel, dst);

@@ -16,8 +16,12 @@ use super::msgpack::{self, MAX_DEPTH, MsgpackError, Reader};
 use super::protocol::Protocol;
 
 /// The control messages every root protocol has had since Cocaine 0.12.13,
-/// numbered down from 65535 (§1.5). rpcgate never sends them; it tolerates
-/// them in graphs and serves them in its own graphs for fidelity.
+/// numbered down from 65535 (§1.5).
+///
+/// Whether the runtime really dispatches them is unverified (\[U\] in
+/// PROTOCOL.md §1.5 and §9), so the conservative choice: rpcgate never sends
+/// them, tolerates them in every graph it reads, and lists them in the graphs
+/// it serves so that its services look like a 0.12.13+ runtime's.
 pub const CONTROL_MESSAGES: [(u64, &str); 4] = [
     (65532, "goaway"),
     (65533, "ping"),
@@ -69,7 +73,10 @@ impl Node {
 
     /// `{0: ["value", {}], 1: ["error", {}]}`.
     pub fn primitive() -> Self {
-        Self::from_entries([(0, "value", Self::terminal()), (1, "error", Self::terminal())])
+        Self::from_entries([
+            (0, "value", Self::terminal()),
+            (1, "error", Self::terminal()),
+        ])
     }
 
     /// `{0: ["write", nil], 1: ["error", {}], 2: ["close", {}]}`.

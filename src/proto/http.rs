@@ -182,7 +182,10 @@ mod tests {
     }
 
     fn pair(n: &'static str, v: &'static str) -> HeaderPair {
-        (Bytes::from_static(n.as_bytes()), Bytes::from_static(v.as_bytes()))
+        (
+            Bytes::from_static(n.as_bytes()),
+            Bytes::from_static(v.as_bytes()),
+        )
     }
 
     const REQUEST_52: &str = "95 a3 47 45 54 aa 2f 68 65 6c 6c 6f 3f 78 3d 31 a3 31 2e 31 92
@@ -206,7 +209,10 @@ mod tests {
         let request = hello_request();
         assert_eq!(request.to_bytes(), expected);
         assert_eq!(request.encoded_len(), 52);
-        assert_eq!(HttpRequest::decode(&Bytes::from(expected)).unwrap(), request);
+        assert_eq!(
+            HttpRequest::decode(&Bytes::from(expected)).unwrap(),
+            request
+        );
     }
 
     #[test]
@@ -228,7 +234,10 @@ mod tests {
             .decode(&mut BytesMut::from(&str8[..]))
             .unwrap()
             .unwrap();
-        assert_eq!(HttpRequest::decode(&frame.chunk().unwrap()).unwrap(), hello_request());
+        assert_eq!(
+            HttpRequest::decode(&frame.chunk().unwrap()).unwrap(),
+            hello_request()
+        );
     }
 
     #[test]
@@ -253,7 +262,10 @@ mod tests {
             headers: vec![
                 pair("Cookie", "a=1"),
                 pair("Cookie", "b=2"),
-                (Bytes::from_static(b"X-Bin"), Bytes::from_static(b"\xff\x00\xfe")),
+                (
+                    Bytes::from_static(b"X-Bin"),
+                    Bytes::from_static(b"\xff\x00\xfe"),
+                ),
             ],
             body: Bytes::from_static(b"\x80\x81"),
             ..hello_request()
@@ -270,10 +282,16 @@ mod tests {
         assert_eq!(meta_bytes.len(), 47);
         let meta = ResponseMeta {
             status: 200,
-            headers: vec![pair("Content-Type", "text/plain"), pair("Content-Length", "5")],
+            headers: vec![
+                pair("Content-Type", "text/plain"),
+                pair("Content-Length", "5"),
+            ],
         };
         assert_eq!(meta.to_bytes(), meta_bytes);
-        assert_eq!(ResponseMeta::decode(&Bytes::from(meta_bytes.clone())).unwrap(), meta);
+        assert_eq!(
+            ResponseMeta::decode(&Bytes::from(meta_bytes.clone())).unwrap(),
+            meta
+        );
 
         // The runtime's frames: meta, body "hello", close, each with 3 trace headers.
         let trace = "93 93 c2 a8 74 72 61 63 65 5f 69 64 a8 00 00 00 00 00 00 00 00
@@ -311,7 +329,10 @@ mod tests {
         assert_eq!(meta.headers, vec![pair("A", "B")]);
         // Headers as a map.
         let bytes = Bytes::from(hex("92 cc c8 81 a1 41 a1 42"));
-        assert_eq!(ResponseMeta::decode(&bytes).unwrap().headers, vec![pair("A", "B")]);
+        assert_eq!(
+            ResponseMeta::decode(&bytes).unwrap().headers,
+            vec![pair("A", "B")]
+        );
         // A code that is not a u16 is an error, not a truncation.
         let bytes = Bytes::from(hex("92 ce 00 01 00 00 90"));
         assert_eq!(

@@ -474,12 +474,20 @@ mod tests {
             seed: None,
         };
         assert_eq!(request.to_args().to_bytes(), &b"\x91\xa4echo"[..]);
-        round_trip(&request, ResolveRequest::to_args, ResolveRequest::decode_args);
+        round_trip(
+            &request,
+            ResolveRequest::to_args,
+            ResolveRequest::decode_args,
+        );
         let seeded = ResolveRequest {
             seed: Some("user-42".into()),
             ..request
         };
-        round_trip(&seeded, ResolveRequest::to_args, ResolveRequest::decode_args);
+        round_trip(
+            &seeded,
+            ResolveRequest::to_args,
+            ResolveRequest::decode_args,
+        );
     }
 
     #[test]
@@ -518,7 +526,10 @@ mod tests {
         let mut groups = BTreeMap::new();
         groups.insert(
             "myapp".to_owned(),
-            vec![(10_939_163, "app_v2".to_owned()), (u32::MAX, "app_v1".to_owned())],
+            vec![
+                (10_939_163, "app_v2".to_owned()),
+                (u32::MAX, "app_v1".to_owned()),
+            ],
         );
         groups.insert("empty".to_owned(), vec![]);
         round_trip(
@@ -535,7 +546,11 @@ mod tests {
         );
         let mut nodes = BTreeMap::new();
         nodes.insert("uuid-1".to_owned(), endpoints()[0].clone());
-        round_trip(&ClusterReply { nodes }, ClusterReply::to_args, ClusterReply::decode_args);
+        round_trip(
+            &ClusterReply { nodes },
+            ClusterReply::to_args,
+            ClusterReply::decode_args,
+        );
         round_trip(
             &UuidArgs {
                 uuid: "f81d4fae".into(),
@@ -582,9 +597,8 @@ mod tests {
     #[test]
     fn routing_points_accept_u64_forms() {
         // Points written as uint64 by a Rust-framework peer.
-        let bytes = Bytes::from_static(
-            b"\x91\x81\xa1g\x91\x92\xcf\x00\x00\x00\x00\x00\xa6\xeb\x1b\xa1m",
-        );
+        let bytes =
+            Bytes::from_static(b"\x91\x81\xa1g\x91\x92\xcf\x00\x00\x00\x00\x00\xa6\xeb\x1b\xa1m");
         let update = RoutingUpdate::decode_args(&bytes).unwrap();
         assert_eq!(update.groups["g"], vec![(10_939_163, "m".to_owned())]);
     }

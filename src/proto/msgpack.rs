@@ -222,24 +222,54 @@ pub enum ScanError {
     TooLong,
 }
 
+/// Where an interrupted [`scan_resume`] picks up: the offset of the next
+/// value boundary and how many values were still to read there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScanState {
+    pos: usize,
+    pending: u64,
+}
+
+impl Default for ScanState {
+    fn default() -> Self {
+        Self { pos: 0, pending: 1 }
+    }
+}
+
 /// Finds where the first msgpack value in `buf` ends, without recursion and
-/// without allocating. Anything whose declared sizes exceed `max_len` is an
-/// error at once, before any more bytes are awaited.
+/// without allocating. See [`scan_resume`].
+pub fn scan_value(buf: &[u8], max_len: usize) -> Result<Scan, ScanError> {
+    scan_resume(buf, max_len, &mut ScanState::default())
+}
+
+/// Finds where the first msgpack value in `buf` ends, resuming from `state`
+/// when an earlier call on a prefix of the same bytes returned
+/// `Incomplete`, so each byte is scanned about once however the input is
+/// split. Anything whose declared sizes exceed `max_len` is an error at
+/// once, before any more bytes are awaited.
 ///
 /// The scan keeps one counter of values still to read: an array of `n` adds
-/// `n`, a map adds `2n`. Each value takes at least one byte, so a count that
-/// cannot fit in `max_len` is rejected too, which bounds the work.
-pub fn scan_value(buf: &[u8], max_len: usize) -> Result<Scan, ScanError> {
-    let mut pos = 0usize;
-    let mut pending: u64 = 1;
+/// `n`, a map adds `2n`. Each value takes at least one byte, so `pos +
+/// pending` is a lower bound on the total length; once it passes `max_len`
+/// the value can never fit, which also bounds the work.
+pub fn scan_resume(buf: &[u8], max_len: usize, state: &mut ScanState) -> Result<Scan, ScanError> {
+    let mut pos = state.pos;
+    let mut pending = state.pending;
+    let incomplete = |min_len: usize| {
+        if min_len > max_len {
+            Err(ScanError::TooLong)
+        } else {
+            Ok(Scan::Incomplete { min_len })
+        }
+    };
     while pending > 0 {
         if pending > (max_len.saturating_sub(pos)) as u64 {
             return Err(ScanError::TooLong);
         }
+        // A value boundary: resume here if this value is incomplete.
+        *state = ScanState { pos, pending };
         let Some(&byte) = buf.get(pos) else {
-            return Ok(Scan::Incomplete {
-                min_len: pos.saturating_add(pending as usize),
-            });
+            return incomplete(pos.saturating_add(pending as usize));
         };
         pending -= 1;
         pos += 1;
@@ -282,9 +312,7 @@ pub fn scan_value(buf: &[u8], max_len: usize) -> Result<Scan, ScanError> {
         let mut skip = fixed;
         if len_field > 0 {
             let Some(field) = buf.get(pos..pos + len_field) else {
-                return Ok(Scan::Incomplete {
-                    min_len: pos + len_field + pending as usize,
-                });
+                return incomplete((pos + len_field).saturating_add(pending as usize));
             };
             let n = field.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
             pos += len_field;
@@ -299,11 +327,10 @@ pub fn scan_value(buf: &[u8], max_len: usize) -> Result<Scan, ScanError> {
         }
         pos += skip;
         if pos > buf.len() {
-            return Ok(Scan::Incomplete {
-                min_len: pos.saturating_add(pending as usize),
-            });
+            return incomplete(pos.saturating_add(pending as usize));
         }
     }
+    *state = ScanState::default();
     Ok(Scan::Complete(pos))
 }
 
@@ -338,7 +365,10 @@ impl<'a> Reader<'a> {
     }
 
     fn peek_byte(&self) -> Result<u8, MsgpackError> {
-        self.buf.get(self.pos).copied().ok_or(MsgpackError::Truncated)
+        self.buf
+            .get(self.pos)
+            .copied()
+            .ok_or(MsgpackError::Truncated)
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], MsgpackError> {
@@ -517,7 +547,10 @@ impl<'a> Reader<'a> {
             self.pos += 1;
             self.take_be(4)?
         } else {
-            return Err(MsgpackError::Unexpected { expected, found: byte });
+            return Err(MsgpackError::Unexpected {
+                expected,
+                found: byte,
+            });
         };
         let len = usize::try_from(len).map_err(|_| MsgpackError::Truncated)?;
         // Every element takes at least one byte: a larger count is corrupt,
@@ -629,9 +662,9 @@ pub enum Value {
     /// A str or bin value.
     Bytes(Bytes),
     /// An array.
-    Array(Vec<Value>),
+    Array(Vec<Self>),
     /// A map, in wire order.
-    Map(Vec<(Value, Value)>),
+    Map(Vec<(Self, Self)>),
     /// An ext value, kept raw (marker included).
     Ext(Bytes),
 }
@@ -746,7 +779,10 @@ mod tests {
             b"\xc6\x00\x00\x00\x02\xff\xfe",
         ] {
             let buf = Bytes::copy_from_slice(bytes);
-            assert_eq!(Reader::new(&buf).read_bytes().as_deref(), Ok(&b"\xff\xfe"[..]));
+            assert_eq!(
+                Reader::new(&buf).read_bytes().as_deref(),
+                Ok(&b"\xff\xfe"[..])
+            );
         }
     }
 

@@ -1,6 +1,9 @@
 //! Shared helpers for integration tests: a scriptable Cocaine peer on
 //! 127.0.0.1 written with `rpcgate::proto`, and a mux connected to it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// in tests a failed unwrap is a failed test
+
 // Each test file uses a different subset, and `pub` here is for the test
 // crates that include this module.
 #![allow(dead_code, unreachable_pub)]
@@ -53,7 +56,11 @@ impl PeerConn {
     /// The next frame, or `None` at EOF or on a reset.
     pub async fn next_frame(&mut self) -> Option<Frame> {
         loop {
-            if let Some(frame) = self.codec.decode(&mut self.buf).expect("client sent a valid frame") {
+            if let Some(frame) = self
+                .codec
+                .decode(&mut self.buf)
+                .expect("client sent a valid frame")
+            {
                 return Some(frame);
             }
             match self.stream.read_buf(&mut self.buf).await {

@@ -30,7 +30,10 @@ fn decode_one(bytes: &[u8]) -> Frame {
 #[test]
 fn golden_resolve_echo() {
     let bytes = hex("94 01 00 91 a4 65 63 68 6f 90");
-    assert_eq!(encode(1, Message::new(0, Args::Bytes("echo".into()))), bytes);
+    assert_eq!(
+        encode(1, Message::new(0, Args::Bytes("echo".into()))),
+        bytes
+    );
     let frame = decode_one(&bytes);
     assert_eq!((frame.channel, frame.ty), (1, 0));
     assert_eq!(frame.chunk().unwrap(), "echo");
@@ -46,9 +49,7 @@ fn golden_close() {
 
 #[test]
 fn golden_queue_is_full() {
-    let bytes = hex(
-        "94 01 01 92 92 cd 52 ff 01 ad 71 75 65 75 65 20 69 73 20 66 75 6c 6c 90",
-    );
+    let bytes = hex("94 01 01 92 92 cd 52 ff 01 ad 71 75 65 75 65 20 69 73 20 66 75 6c 6c 90");
     let error = RemoteError::new(ErrorCode::QUEUE_IS_FULL, "queue is full");
     assert_eq!(encode(1, Message::error(1, error.clone())), bytes);
     assert_eq!(
@@ -65,7 +66,10 @@ fn golden_service_not_available() {
     let error = RemoteError::new(ErrorCode::SERVICE_NOT_AVAILABLE, "service is not available");
     assert_eq!(encode(1, Message::error(1, error.clone())), bytes);
     let frame = decode_one(&bytes);
-    assert_eq!(frame.primitive_event(), Ok(PrimitiveEvent::Error(error.clone())));
+    assert_eq!(
+        frame.primitive_event(),
+        Ok(PrimitiveEvent::Error(error.clone()))
+    );
     assert_eq!(error.to_string(), "[1]: service is not available");
 }
 
@@ -80,12 +84,10 @@ fn trace() -> TraceContext {
 #[test]
 fn golden_enqueue_with_trace_headers_in_bin_form_decodes() {
     // §2.3, as the Rust framework sends it (bin names and values).
-    let bytes = hex(
-        "94 01 00 91 a4 68 74 74 70 93
+    let bytes = hex("94 01 00 91 a4 68 74 74 70 93
          93 c2 c4 08 74 72 61 63 65 5f 69 64   c4 08 ef cd ab 89 67 45 23 01
          93 c2 c4 07 73 70 61 6e 5f 69 64      c4 08 11 11 11 11 11 11 11 11
-         93 c2 c4 09 70 61 72 65 6e 74 5f 69 64 c4 08 ef cd ab 89 67 45 23 01",
-    );
+         93 c2 c4 09 70 61 72 65 6e 74 5f 69 64 c4 08 ef cd ab 89 67 45 23 01");
     let frame = decode_one(&bytes);
     assert_eq!(frame.chunk().unwrap(), "http");
     assert_eq!(frame.headers.trace(), Some(trace()));
@@ -95,12 +97,10 @@ fn golden_enqueue_with_trace_headers_in_bin_form_decodes() {
 fn golden_enqueue_with_trace_headers_in_runtime_form_round_trips() {
     // The same headers as the runtime writes them: str instead of bin, which
     // is also exactly what rpcgate emits.
-    let bytes = hex(
-        "94 01 00 91 a4 68 74 74 70 93
+    let bytes = hex("94 01 00 91 a4 68 74 74 70 93
          93 c2 a8 74 72 61 63 65 5f 69 64   a8 ef cd ab 89 67 45 23 01
          93 c2 a7 73 70 61 6e 5f 69 64      a8 11 11 11 11 11 11 11 11
-         93 c2 a9 70 61 72 65 6e 74 5f 69 64 a8 ef cd ab 89 67 45 23 01",
-    );
+         93 c2 a9 70 61 72 65 6e 74 5f 69 64 a8 ef cd ab 89 67 45 23 01");
     let mut headers = Headers::new();
     headers.set_trace(trace());
     let message = Message::new(0, Args::Bytes("http".into())).with_headers(headers.clone());
@@ -150,11 +150,11 @@ fn accepts_three_and_five_element_frames() {
 #[test]
 fn rejects_malformed_frames() {
     for bad in [
-        "92 01 00",       // too few elements
-        "93 a1 78 00 90", // channel is not an integer
-        "93 01 00 a0",    // args is not an array
-        "93 ff 00 90",    // negative channel id
-        "94 01 00 90 a0", // headers is not an array
+        "92 01 00",          // too few elements
+        "93 a1 78 00 90",    // channel is not an integer
+        "93 01 00 a0",       // args is not an array
+        "93 ff 00 90",       // negative channel id
+        "94 01 00 90 a0",    // headers is not an array
         "94 01 00 90 91 00", // header index 0
     ] {
         let mut buf = BytesMut::from(&hex(bad)[..]);
@@ -200,7 +200,10 @@ fn refuses_to_encode_oversized_or_invalid_frames() {
     let err = codec
         .encode((1, Message::write(vec![0u8; 32])), &mut buf)
         .unwrap_err();
-    assert!(matches!(err, EncodeError::FrameTooLarge { len: 40, max: 16 }));
+    assert!(matches!(
+        err,
+        EncodeError::FrameTooLarge { len: 40, max: 16 }
+    ));
     let bad_headers: Headers = [crate::proto::header::Header {
         name: "trace_id".into(),
         value: "short".into(),
@@ -242,7 +245,10 @@ fn encoded_len_is_exact() {
         Message::new(0, Args::Bytes("http".into())).with_headers(headers),
     ] {
         for channel in [1, 200, 70_000, u64::MAX] {
-            assert_eq!(encode(channel, message.clone()).len(), message.encoded_len(channel));
+            assert_eq!(
+                encode(channel, message.clone()).len(),
+                message.encoded_len(channel)
+            );
         }
     }
 }
@@ -253,10 +259,12 @@ fn raw_args_must_be_one_array() {
     assert!(RawArgs::new(Bytes::from_static(b"\x01")).is_err());
     assert!(RawArgs::new(Bytes::from_static(b"\x91\x01\x01")).is_err());
     assert!(RawArgs::new(Bytes::from_static(b"\x92\x01")).is_err());
-    assert!(RawArgs::build(2, |b| {
-        msgpack::put_uint(b, 1);
-        msgpack::put_uint(b, 2);
-    })
-    .is_ok());
+    assert!(
+        RawArgs::build(2, |b| {
+            msgpack::put_uint(b, 1);
+            msgpack::put_uint(b, 2);
+        })
+        .is_ok()
+    );
     assert!(RawArgs::build(2, |b| msgpack::put_uint(b, 1)).is_err());
 }

@@ -17,8 +17,7 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes};
 
 pub use self::table::{
-    DYNAMIC_TABLE_CAPACITY, ENTRY_OVERHEAD, HeaderTable, STATIC_TABLE_LEN, entry_size,
-    static_entry,
+    DYNAMIC_TABLE_CAPACITY, ENTRY_OVERHEAD, HeaderTable, STATIC_TABLE_LEN, entry_size, static_entry,
 };
 use super::msgpack::{self, MsgpackError, Reader};
 

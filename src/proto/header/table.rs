@@ -209,7 +209,10 @@ mod tests {
         assert_eq!(name_value(58).0, "user-agent");
         assert_eq!(name_value(61).0, "www-authenticate");
         assert_eq!(name_value(70), (Bytes::new(), Bytes::new()));
-        assert_eq!(name_value(80), ("trace_id".into(), Bytes::from_static(&[0; 8])));
+        assert_eq!(
+            name_value(80),
+            ("trace_id".into(), Bytes::from_static(&[0; 8]))
+        );
         assert_eq!(name_value(82).0, "parent_id");
         assert!(static_entry(0).is_none());
         assert!(static_entry(83).is_none());

@@ -12,15 +12,14 @@ const TRACE: [u8; 8] = [0xef, 0xcd, 0xab, 0x89, 0x67, 0x45, 0x23, 0x01];
 fn bare_cf_uint64_index_refers_to_the_static_table() {
     // Old runtimes: a full match as a fixed 9-byte uint64 index (§2.1).
     let mut table = HeaderTable::new();
-    let list = decode(
-        b"\x92\xcf\x00\x00\x00\x00\x00\x00\x00\x50\x02",
-        &mut table,
-    )
-    .unwrap();
+    let list = decode(b"\x92\xcf\x00\x00\x00\x00\x00\x00\x00\x50\x02", &mut table).unwrap();
     let got: Vec<_> = list.iter().cloned().collect();
     assert_eq!(got[0].name, "trace_id");
     assert_eq!(got[0].value, Bytes::from_static(&[0; 8]));
-    assert_eq!((got[1].name.as_ref(), got[1].value.as_ref()), (&b":method"[..], &b"GET"[..]));
+    assert_eq!(
+        (got[1].name.as_ref(), got[1].value.as_ref()),
+        (&b":method"[..], &b"GET"[..])
+    );
     assert_eq!(list.trace_id(), Some(0));
 }
 
@@ -50,14 +49,21 @@ fn name_index_form_takes_the_name_from_the_table() {
     let mut table = HeaderTable::new();
     // [false, 23, "OAuth abc"]: authorization, not stored.
     let list = decode(b"\x91\x93\xc2\x17\xa9OAuth abc", &mut table).unwrap();
-    assert_eq!(list.get(b"authorization").map(|v| &v[..]), Some(&b"OAuth abc"[..]));
+    assert_eq!(
+        list.get(b"authorization").map(|v| &v[..]),
+        Some(&b"OAuth abc"[..])
+    );
     assert!(table.is_empty());
 }
 
 #[test]
 fn bin_and_str_forms_decode_alike() {
     let mut table = HeaderTable::new();
-    let list = decode(b"\x92\x93\xc2\xc4\x01a\xc4\x01b\x93\xc2\xa1a\xd9\x01b", &mut table).unwrap();
+    let list = decode(
+        b"\x92\x93\xc2\xc4\x01a\xc4\x01b\x93\xc2\xa1a\xd9\x01b",
+        &mut table,
+    )
+    .unwrap();
     let got: Vec<_> = list.iter().cloned().collect();
     assert_eq!(got[0], got[1]);
 }
@@ -65,8 +71,14 @@ fn bin_and_str_forms_decode_alike() {
 #[test]
 fn bad_references_are_errors() {
     let mut table = HeaderTable::new();
-    assert_eq!(decode(b"\x91\x00", &mut table), Err(HeaderError::BadIndex(0)));
-    assert_eq!(decode(b"\x91\x53", &mut table), Err(HeaderError::BadIndex(83)));
+    assert_eq!(
+        decode(b"\x91\x00", &mut table),
+        Err(HeaderError::BadIndex(0))
+    );
+    assert_eq!(
+        decode(b"\x91\x53", &mut table),
+        Err(HeaderError::BadIndex(83))
+    );
     assert_eq!(
         decode(b"\x91\x93\xc2\x60\xa1x", &mut table),
         Err(HeaderError::BadIndex(96))
@@ -75,7 +87,10 @@ fn bad_references_are_errors() {
         decode(b"\x91\x92\xc2\xa1x", &mut table),
         Err(HeaderError::Malformed(_))
     ));
-    assert!(matches!(decode(b"\x91\xc0", &mut table), Err(HeaderError::Malformed(_))));
+    assert!(matches!(
+        decode(b"\x91\xc0", &mut table),
+        Err(HeaderError::Malformed(_))
+    ));
 }
 
 #[test]
@@ -115,7 +130,9 @@ fn invalid_reserved_headers_cannot_be_inserted() {
     }
     assert!(headers.is_empty());
     headers.insert("trace_bit", "0").unwrap();
-    headers.insert("authorization", &b"anything \xff goes"[..]).unwrap();
+    headers
+        .insert("authorization", &b"anything \xff goes"[..])
+        .unwrap();
     assert_eq!(headers.len(), 2);
 }
 

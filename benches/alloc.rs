@@ -1,0 +1,168 @@
+//! Bytes and allocations per operation for the codec and mux workloads,
+//! counted by a global allocator wrapper (stats_alloc). Prints a table;
+//! run with `cargo bench --bench alloc`.
+
+#![allow(missing_docs)] // a bench binary
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed bench setup should abort loudly
+
+use std::alloc::System;
+use std::hint::black_box;
+
+use bytes::{Bytes, BytesMut};
+use rpcgate::mux::{self, Invocation, MuxConfig};
+use rpcgate::proto::http::{HttpRequest, ResponseMeta};
+use rpcgate::proto::{Args, FrameCodec, Message, StreamEvent};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+use tokio_util::codec::{Decoder, Encoder};
+
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+#[path = "support/workload.rs"]
+mod workload;
+
+#[path = "support/echo_peer.rs"]
+mod echo_peer;
+
+const OPS: usize = 1000;
+
+/// Runs `op` OPS times and prints bytes and allocations per op.
+fn measure(name: &str, mut op: impl FnMut()) {
+    op(); // warm up lazily grown buffers
+    let region = Region::new(GLOBAL);
+    for _ in 0..OPS {
+        op();
+    }
+    let stats = region.change();
+    println!(
+        "{name:<40} {:>10.1} B/op {:>8.2} allocs/op",
+        stats.bytes_allocated as f64 / OPS as f64,
+        stats.allocations as f64 / OPS as f64
+    );
+}
+
+/// Decodes OPS back-to-back copies of `frame` from one buffer.
+fn measure_decode(name: &str, wire: &Bytes, check: impl Fn(&rpcgate::proto::Frame)) {
+    let mut buf = BytesMut::with_capacity(wire.len() * (OPS + 1));
+    for _ in 0..=OPS {
+        buf.extend_from_slice(wire);
+    }
+    let mut codec = FrameCodec::default();
+    black_box(codec.decode(&mut buf).unwrap());
+    let region = Region::new(GLOBAL);
+    for _ in 0..OPS {
+        let frame = codec.decode(&mut buf).unwrap().unwrap();
+        check(&frame);
+        black_box(frame);
+    }
+    let stats = region.change();
+    println!(
+        "{name:<40} {:>10.1} B/op {:>8.2} allocs/op",
+        stats.bytes_allocated as f64 / OPS as f64,
+        stats.allocations as f64 / OPS as f64
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` and `cargo test --benches` probes
+    }
+    println!("{:<40} {:>15} {:>18}", "operation", "bytes", "allocations");
+    let request = workload::http_request();
+    let headers = workload::enqueue_headers();
+    let mut codec = FrameCodec::default();
+    let mut buf = BytesMut::with_capacity(8192);
+    measure("encode http request (3 frames)", || {
+        buf.clear();
+        workload::encode_request(&mut codec, &mut buf, &request, &headers);
+    });
+    let meta = workload::response_meta();
+    measure("encode response meta", || {
+        buf.clear();
+        codec
+            .encode((1, Message::write(meta.to_bytes())), &mut buf)
+            .unwrap();
+    });
+    for size in [1024usize, 64 << 10] {
+        let chunk = Bytes::from(vec![b'x'; size]);
+        let mut out = BytesMut::with_capacity(size + 64);
+        measure(&format!("encode body chunk {size} B"), || {
+            out.clear();
+            codec
+                .encode((1, Message::write(chunk.clone())), &mut out)
+                .unwrap();
+        });
+    }
+
+    let wire = workload::request_wire();
+    let mut pieces = BytesMut::new();
+    measure("decode http request (3 frames, 1500 B reads)", || {
+        let mut codec = FrameCodec::default();
+        pieces.clear();
+        for piece in wire.chunks(1500) {
+            pieces.extend_from_slice(piece);
+            while let Some(frame) = codec.decode(&mut pieces).unwrap() {
+                black_box(frame);
+            }
+        }
+    });
+    let request_bytes = request.to_bytes();
+    measure("decode 5-tuple (typed)", || {
+        black_box(HttpRequest::decode(&request_bytes).unwrap());
+    });
+    let mut meta_wire = BytesMut::new();
+    codec
+        .encode((1, Message::write(meta.to_bytes())), &mut meta_wire)
+        .unwrap();
+    measure_decode("decode response meta frame", &meta_wire.freeze(), |f| {
+        let StreamEvent::Write(chunk) = f.stream_event().unwrap() else {
+            unreachable!()
+        };
+        black_box(ResponseMeta::decode(&chunk).unwrap());
+    });
+    for size in [1024usize, 64 << 10] {
+        let mut wire = BytesMut::new();
+        codec
+            .encode((1, Message::write(vec![b'x'; size])), &mut wire)
+            .unwrap();
+        measure_decode(
+            &format!("decode body chunk {size} B"),
+            &wire.freeze(),
+            |f| {
+                // Zero-copy: the chunk lies inside the frame's own buffer.
+                let chunk = f.chunk().unwrap();
+                let start = f.args.as_ptr() as usize;
+                assert!(
+                    (chunk.as_ptr() as usize) >= start
+                        && (chunk.as_ptr() as usize) < start + f.args.len()
+                );
+            },
+        );
+    }
+
+    // A full mux round trip (client side and the in-process peer together).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = runtime.block_on(async {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        tokio::spawn(echo_peer::serve(server));
+        let (handle, connection) = mux::from_io(client, MuxConfig::default());
+        tokio::spawn(connection.run());
+        handle
+    });
+    let body = Bytes::from(vec![b'x'; 1024]);
+    measure("mux request round trip (client + peer)", || {
+        runtime.block_on(async {
+            let message = Message::new(0, Args::Bytes(Bytes::from_static(b"http")));
+            let channel = handle.open(Invocation::enqueue(message)).await.unwrap();
+            let (mut tx, mut rx) = channel.split();
+            tx.write(body.clone()).await.unwrap();
+            tx.close().await.unwrap();
+            while let Some(frame) = rx.recv().await {
+                black_box(frame.unwrap());
+            }
+        });
+    });
+}
