@@ -152,3 +152,58 @@ async fn received_headers_are_decoded() {
     let frame = channel.receiver.recv().await.unwrap().unwrap();
     assert_eq!(frame.headers.trace(), Some(trace));
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_blocked_last_frame_is_delivered_after_every_handle_is_gone() {
+    // Current-thread runtime: the connection task runs only when this task
+    // yields, which makes the interleaving below exact.
+    let (client, mut server) = tokio::io::duplex(1 << 16);
+    let config = MuxConfig {
+        channel_queue: 1,
+        ..MuxConfig::default()
+    };
+    let (handle, connection) = mux::from_io(client, config);
+    let conn = tokio::spawn(connection.run());
+    let message = Message::new(0, Args::Bytes("x".into()));
+    let channel = handle.open(Invocation::enqueue(message)).await.unwrap();
+    let (tx, mut rx) = channel.split();
+    tx.close().await.unwrap();
+    drop(handle); // nothing left that could send: the task may close once idle
+
+    let mut codec = FrameCodec::default();
+    let mut buf = BytesMut::new();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        server.read_buf(&mut buf).await.unwrap();
+        while let Some(frame) = codec.decode(&mut buf).unwrap() {
+            seen.push(frame.ty);
+        }
+    }
+    assert_eq!(seen, [0, 2]);
+    let mut replies = BytesMut::new();
+    for message in [Message::write("a"), Message::write("b"), Message::close()] {
+        tokio_util::codec::Encoder::encode(&mut codec, (1, message), &mut replies).unwrap();
+    }
+    tokio::io::AsyncWriteExt::write_all(&mut server, &replies)
+        .await
+        .unwrap();
+    // The task reads all three: "a" fills the queue, "b" blocks. Reading
+    // "a" frees a slot; "b" moves in and the close, decoded next, blocks in
+    // turn, after the channel already left the table.
+    tokio::task::yield_now().await;
+    let mut got = Vec::new();
+    while let Some(frame) = rx.recv().await {
+        got.push(frame.unwrap().stream_event().unwrap());
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        got,
+        [
+            StreamEvent::Write("a".into()),
+            StreamEvent::Write("b".into()),
+            StreamEvent::Close
+        ],
+        "the last frame must not be lost when the task closes"
+    );
+    assert!(conn.await.unwrap().is_ok());
+}

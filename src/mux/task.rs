@@ -113,6 +113,7 @@ where
             if (self.draining || self.commands_closed)
                 && self.table.is_empty()
                 && self.queue.is_empty()
+                && self.pending.is_none()
             {
                 // A clean close: nothing in flight, nothing to write.
                 let _ = self.writer.shutdown().await;
@@ -127,8 +128,9 @@ where
                 !self.commands_closed && self.queue.len() < self.shared.config.write_high_water;
             let pending_replies = self.pending.as_ref().map(|p| p.replies.clone());
 
+            // Unbiased: under sustained load every branch stays ready, and a
+            // fixed order would starve the later ones (reads, typically).
             tokio::select! {
-                biased;
                 Some(()) = self.wake.recv() => self.process_cancels(),
                 permit = reserve(pending_replies.as_ref()), if pending_replies.is_some() => {
                     if let Some(p) = self.pending.take() {
