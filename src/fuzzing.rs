@@ -68,6 +68,8 @@ fn check_typed_views(args: &Bytes) {
     let _ = http::HttpRequest::decode(args);
     let _ = http::ResponseMeta::decode(args);
     let _ = app::Enqueue::decode_args(args);
+    let _ = app::InfoReply::decode_args(args);
+    let _ = app::ControlChunk::decode_args(args);
     let _ = locator::ResolveRequest::decode_args(args);
     let _ = locator::ResolveReply::decode_args(args);
     let _ = locator::PublishRequest::decode_args(args);

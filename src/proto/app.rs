@@ -2,11 +2,11 @@
 //! (PROTOCOL.md §4.1). The HTTP payloads that ride on `enqueue` live in
 //! [`super::http`].
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::frame::{Args, Message};
+use super::frame::{Args, Message, RawArgs};
 use super::header::Headers;
-use super::msgpack::{MsgpackError, Reader};
+use super::msgpack::{self, MsgpackError, Reader, Value};
 
 /// App method ids.
 pub mod method {
@@ -49,6 +49,69 @@ impl Enqueue {
     }
 }
 
+/// The `value` of `info`: `[dynamic]`, an app-defined description of the
+/// app and its overseer (queue depth, pool state, ...).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InfoReply {
+    /// The app-defined value, usually a map.
+    pub info: Value,
+}
+
+impl InfoReply {
+    /// The `value` args array.
+    pub fn to_args(&self) -> Args {
+        let mut buf = BytesMut::new();
+        msgpack::put_array_len(&mut buf, 1);
+        self.info.encode(&mut buf);
+        RawArgs::new(buf.freeze()).map_or(Args::Empty, Args::Raw)
+    }
+
+    /// Reads the `value` args array.
+    pub fn decode_args(bytes: &Bytes) -> Result<Self, MsgpackError> {
+        let mut r = Reader::new(bytes);
+        if r.read_array_len()? == 0 {
+            return Err(MsgpackError::Unexpected {
+                expected: "[info]",
+                found: 0x90,
+            });
+        }
+        Ok(Self {
+            info: r.read_value()?,
+        })
+    }
+}
+
+/// A `write` on a `control` channel: `[workers]`, the desired worker count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlChunk {
+    /// How many workers the app should run.
+    pub workers: u64,
+}
+
+impl ControlChunk {
+    /// The `write` args array.
+    pub fn to_args(&self) -> Args {
+        let mut buf = BytesMut::new();
+        msgpack::put_array_len(&mut buf, 1);
+        msgpack::put_uint(&mut buf, self.workers);
+        RawArgs::new(buf.freeze()).map_or(Args::Empty, Args::Raw)
+    }
+
+    /// Reads the `write` args array.
+    pub fn decode_args(bytes: &Bytes) -> Result<Self, MsgpackError> {
+        let mut r = Reader::new(bytes);
+        if r.read_array_len()? == 0 {
+            return Err(MsgpackError::Unexpected {
+                expected: "[workers]",
+                found: 0x90,
+            });
+        }
+        Ok(Self {
+            workers: r.read_uint()?,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +129,25 @@ mod tests {
         let tagged = Bytes::from_static(b"\x92\xa4http\xa3tag");
         assert_eq!(Enqueue::decode_args(&tagged).unwrap(), enqueue);
         assert!(Enqueue::decode_args(&Bytes::from_static(b"\x90")).is_err());
+    }
+
+    #[test]
+    fn info_and_control_round_trip() {
+        let info = InfoReply {
+            info: Value::Map(vec![(
+                Value::Bytes("queue".into()),
+                Value::Map(vec![(Value::Bytes("depth".into()), Value::Int(3))]),
+            )]),
+        };
+        assert_eq!(
+            InfoReply::decode_args(&info.to_args().to_bytes()).unwrap(),
+            info
+        );
+        let control = ControlChunk { workers: 8 };
+        assert_eq!(control.to_args().to_bytes(), &b"\x91\x08"[..]);
+        assert_eq!(
+            ControlChunk::decode_args(&control.to_args().to_bytes()).unwrap(),
+            control
+        );
     }
 }
