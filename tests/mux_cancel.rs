@@ -92,6 +92,7 @@ async fn publish_style_channels_cancel_with_discard() {
     drop(channel);
     let discard = peer.next_frame().await.unwrap();
     assert_eq!(discard.ty, 0, "discard");
+    assert_eq!(&discard.args[..], b"\x90", "discard carries no args");
 }
 
 #[tokio::test]

@@ -78,7 +78,7 @@ use tokio::sync::mpsc;
 pub use self::channel::{Channel, ChannelReceiver, ChannelSender};
 pub use self::error::{ChannelError, ConnectionError, Delivery};
 pub use self::handle::{Invocation, MuxHandle};
-pub use self::table::{ChannelTable, OpenAction, ReceiveAction, SendAction};
+pub use self::table::{Cancel, ChannelTable, OpenAction, ReceiveAction, SendAction};
 pub use self::task::Connection;
 pub use self::write::{MAX_IOVECS, WriteQueue};
 use crate::proto::DEFAULT_MAX_FRAME_LEN;

@@ -52,6 +52,15 @@ pub enum SendAction {
     Drop,
 }
 
+/// How to end our side of a cancelled channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancel {
+    /// Send `error [[7, 3], ...]` with this message id.
+    Error(u64),
+    /// Send `discard []` (locator `publish` and `routing`).
+    Discard,
+}
+
 /// What to do with an incoming frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReceiveAction {
@@ -166,27 +175,25 @@ impl<S> ChannelTable<S> {
         }
     }
 
-    /// The owner dropped its sender. Returns the message id to send to end
-    /// our side (`error` or `discard`), if our side was still open.
-    /// A cancel for an id not opened yet is remembered, so the opening frame
-    /// is never written.
-    pub fn cancel(&mut self, id: u64) -> Option<u64> {
+    /// The owner dropped its sender. Returns the message that ends our side
+    /// (`error` or `discard`), if our side was still open. A cancel for an
+    /// id not opened yet is remembered, so the opening frame is never
+    /// written.
+    pub fn cancel(&mut self, id: u64) -> Option<Cancel> {
         let Some(entry) = self.entries.get_mut(&id) else {
             if id > self.highest {
                 self.precancelled.insert(id);
             }
             return None;
         };
-        if entry.tx.is_terminal() {
-            return None;
-        }
-        let ty = match entry.tx {
-            Protocol::Discard => crate::proto::protocol::DISCARD,
-            other => other.error_id()?,
+        let cancel = match entry.tx {
+            Protocol::Terminal => return None,
+            Protocol::Discard => Cancel::Discard,
+            other => Cancel::Error(other.error_id()?),
         };
         entry.tx = Protocol::Terminal;
         self.remove_if_finished(id);
-        Some(ty)
+        Some(cancel)
     }
 
     /// Checks an incoming frame of type `ty` on channel `id` and advances
@@ -291,7 +298,7 @@ mod tests {
     fn cancel_sends_error_once_and_blocks_later_writes() {
         let mut t = ChannelTable::new();
         t.open(1, Protocol::Streaming, Protocol::Streaming, ());
-        assert_eq!(t.cancel(1), Some(ERROR));
+        assert_eq!(t.cancel(1), Some(Cancel::Error(ERROR)));
         assert_eq!(t.cancel(1), None);
         assert_eq!(t.send(1, WRITE), SendAction::Drop);
     }
@@ -312,7 +319,7 @@ mod tests {
     fn discard_protocols_cancel_with_discard() {
         let mut t = ChannelTable::new();
         t.open(1, Protocol::Discard, Protocol::Streaming, ());
-        assert_eq!(t.cancel(1), Some(0));
+        assert_eq!(t.cancel(1), Some(Cancel::Discard));
     }
 
     #[test]

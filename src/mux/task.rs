@@ -16,9 +16,10 @@ use tokio_util::codec::Decoder;
 
 use super::error::{ConnectionError, Delivery};
 use super::handle::{Command, Shared, Sink};
-use super::table::{ChannelTable, OpenAction, ReceiveAction, SendAction};
+use super::table::{Cancel, ChannelTable, OpenAction, ReceiveAction, SendAction};
 use super::write::{MAX_IOVECS, WriteQueue};
-use crate::proto::{ErrorCode, Frame, FrameCodec, Message, RemoteError};
+use crate::proto::protocol::DISCARD;
+use crate::proto::{Args, ErrorCode, Frame, FrameCodec, Message, RemoteError};
 
 /// At most this many queued commands are encoded before the task writes,
 /// so one busy connection cannot starve the read side.
@@ -226,10 +227,15 @@ where
         self.shared.take_cancels(&mut self.cancels);
         let mut cancels = std::mem::take(&mut self.cancels);
         for id in cancels.drain(..) {
-            if let Some(ty) = self.table.cancel(id) {
-                let error = RemoteError::new(ErrorCode::NOT_CONNECTED, CANCEL_MESSAGE);
-                self.queue.push(id, &Message::error(ty, error), None);
-            }
+            let message = match self.table.cancel(id) {
+                Some(Cancel::Error(ty)) => Message::error(
+                    ty,
+                    RemoteError::new(ErrorCode::NOT_CONNECTED, CANCEL_MESSAGE),
+                ),
+                Some(Cancel::Discard) => Message::new(DISCARD, Args::Empty),
+                None => continue,
+            };
+            self.queue.push(id, &message, None);
         }
         self.cancels = cancels;
     }
