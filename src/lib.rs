@@ -17,10 +17,16 @@
 //!   Sans-IO.
 //! - [`mux`]: one backend connection. A task owns the socket and the channel
 //!   table; callers hold a cheap cloneable [`mux::MuxHandle`].
+//! - [`session`]: the serving side of one connection (mux seen from the
+//!   other end), shared by the locator server and the app SDK.
+//! - [`locator`]: the [`locator::Locator`] trait the pool consults, a remote
+//!   locator client, a fixed table, the locator server, the continuum.
 //! - [`fuzzing`]: entry points shared by `fuzz/` and the corpus tests.
 
 #![forbid(unsafe_code)]
 
 pub mod fuzzing;
+pub mod locator;
 pub mod mux;
 pub mod proto;
+pub mod session;

@@ -23,11 +23,20 @@ use super::protocol::Protocol;
 /// them, tolerates them in every graph it reads, and lists them in the graphs
 /// it serves so that its services look like a 0.12.13+ runtime's.
 pub const CONTROL_MESSAGES: [(u64, &str); 4] = [
-    (65532, "goaway"),
-    (65533, "ping"),
-    (65534, "settings"),
-    (65535, "revoke"),
+    (GOAWAY, "goaway"),
+    (PING, "ping"),
+    (SETTINGS, "settings"),
+    (REVOKE, "revoke"),
 ];
+
+/// The `goaway` control message id.
+pub const GOAWAY: u64 = 65532;
+/// The `ping` control message id.
+pub const PING: u64 = 65533;
+/// The `settings` control message id.
+pub const SETTINGS: u64 = 65534;
+/// The `revoke` control message id.
+pub const REVOKE: u64 = 65535;
 
 /// A service's protocol: its root messages by id.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

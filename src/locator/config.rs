@@ -1,0 +1,225 @@
+//! Locator configuration: owns the TOML file format of `rpcgate locator`
+//! (documented key by key in `config/locator.toml`) and its validation into
+//! typed values. Every error names the file and the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::continuum::Continuum;
+use crate::proto::locator::{DEFAULT_PORT, Endpoint};
+
+/// The default listen address: the runtime's pinned locator port on loopback.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), DEFAULT_PORT);
+
+/// A configuration that was refused, naming where and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {key}: {reason}", file.display())]
+pub struct ConfigError {
+    /// The file (or `<inline>`).
+    pub file: PathBuf,
+    /// The offending key, dotted (`groups.canary.echo-v1`), or what failed.
+    pub key: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LocatorFile {
+    listen: Option<String>,
+    admin: Option<String>,
+    uuid: Option<String>,
+    #[serde(default)]
+    services: BTreeMap<String, ServiceFile>,
+    #[serde(default)]
+    groups: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceFile {
+    endpoints: Vec<String>,
+    version: Option<i64>,
+}
+
+/// A static service: always resolvable, with the app graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticService {
+    /// Where it listens.
+    pub endpoints: Vec<Endpoint>,
+    /// Its protocol version.
+    pub version: u64,
+}
+
+/// A validated locator configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocatorConfig {
+    /// Where the locator listens.
+    pub listen: SocketAddr,
+    /// Where the admin HTTP API listens, if anywhere.
+    pub admin: Option<SocketAddr>,
+    /// The uuid `uuid()` reports; random when `None`.
+    pub uuid: Option<String>,
+    /// Services that resolve without being published.
+    pub services: BTreeMap<String, StaticService>,
+    /// Routing groups: group → member → weight.
+    pub groups: BTreeMap<String, BTreeMap<String, u32>>,
+}
+
+impl Default for LocatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN,
+            admin: None,
+            uuid: None,
+            services: BTreeMap::new(),
+            groups: BTreeMap::new(),
+        }
+    }
+}
+
+impl LocatorConfig {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            key: "(file)".into(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates TOML text; `file` names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let err = |key: &str, reason: String| ConfigError {
+            file: file.to_owned(),
+            key: key.to_owned(),
+            reason,
+        };
+        let raw: LocatorFile = toml::from_str(text).map_err(|e| {
+            // toml's message names the key (e.g. "unknown field `listn`") and
+            // the line; keep it whole, on one line.
+            err("(syntax)", e.to_string().replace('\n', " ").trim().to_owned())
+        })?;
+        let addr = |key: &str, value: &str| -> Result<SocketAddr, ConfigError> {
+            value
+                .parse()
+                .map_err(|_| err(key, format!("`{value}` is not an ip:port address")))
+        };
+        let listen = match &raw.listen {
+            Some(v) => addr("listen", v)?,
+            None => DEFAULT_LISTEN,
+        };
+        let admin = raw.admin.as_deref().map(|v| addr("admin", v)).transpose()?;
+        if raw.uuid.as_deref() == Some("") {
+            return Err(err("uuid", "must not be empty".into()));
+        }
+        let mut services = BTreeMap::new();
+        for (name, service) in raw.services {
+            let key = format!("services.{name}");
+            if name.is_empty() {
+                return Err(err(&key, "a service name must not be empty".into()));
+            }
+            if service.endpoints.is_empty() {
+                return Err(err(&format!("{key}.endpoints"), "needs at least one ip:port".into()));
+            }
+            let endpoints = service
+                .endpoints
+                .iter()
+                .map(|e| addr(&format!("{key}.endpoints"), e).map(Endpoint::from))
+                .collect::<Result<_, _>>()?;
+            let version = match service.version {
+                None => crate::proto::app::PROTOCOL_VERSION,
+                Some(v) if v >= 1 => v as u64,
+                Some(v) => return Err(err(&format!("{key}.version"), format!("must be at least 1, not {v}"))),
+            };
+            services.insert(name, StaticService { endpoints, version });
+        }
+        let mut groups = BTreeMap::new();
+        for (name, members) in raw.groups {
+            let key = format!("groups.{name}");
+            let mut weights = BTreeMap::new();
+            for (member, weight) in members {
+                let weight = u32::try_from(weight).map_err(|_| {
+                    err(
+                        &format!("{key}.{member}"),
+                        format!("a weight must be a whole number from 0 to {}, not {weight}", u32::MAX),
+                    )
+                })?;
+                weights.insert(member, weight);
+            }
+            validate_group(&weights).map_err(|reason| err(&key, reason))?;
+            groups.insert(name, weights);
+        }
+        Ok(Self {
+            listen,
+            admin,
+            uuid: raw.uuid,
+            services,
+            groups,
+        })
+    }
+}
+
+/// Checks that a group's weights make a continuum.
+pub fn validate_group(weights: &BTreeMap<String, u32>) -> Result<(), String> {
+    if weights.keys().any(String::is_empty) {
+        return Err("a member name must not be empty".into());
+    }
+    Continuum::new(weights).map(drop).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<LocatorConfig, ConfigError> {
+        LocatorConfig::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn defaults_and_full_form() {
+        let config = parse("").unwrap();
+        assert_eq!(config.listen, DEFAULT_LISTEN);
+        let config = parse(
+            r#"
+            listen = "0.0.0.0:1"
+            admin = "127.0.0.1:2"
+            [services.echo]
+            endpoints = ["127.0.0.1:41234", "[::1]:41234"]
+            [groups.canary]
+            echo-v1 = 3
+            echo-v2 = 1
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.services["echo"].endpoints.len(), 2);
+        assert_eq!(config.services["echo"].version, 1);
+        assert_eq!(config.groups["canary"]["echo-v1"], 3);
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let cases = [
+            ("listn = \"x\"", "listn"),
+            ("listen = \"nope\"", "listen"),
+            ("[services.a]\nendpoints = []", "services.a.endpoints"),
+            ("[services.a]\nendpoints = [\"1.2.3.4:5\"]\nversion = 0", "services.a.version"),
+            ("[groups.g]\nv1 = -1", "groups.g.v1"),
+            ("[groups.g]\nv1 = 0", "groups.g"),
+            ("[groups.g]", "groups.g"),
+            ("[services.a]\nendpoints = [\"1.2.3.4:5\"]\nport = 1", "port"),
+        ];
+        for (text, key) in cases {
+            let e = parse(text).unwrap_err();
+            let shown = e.to_string();
+            assert!(shown.starts_with("test.toml: "), "{shown}");
+            assert!(shown.contains(key), "{text:?} → {shown}");
+        }
+    }
+}
