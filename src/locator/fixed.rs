@@ -111,7 +111,7 @@ mod tests {
         let picked = locator.resolve("g").await.unwrap();
         assert_eq!((picked.service.as_str(), picked.endpoints[0].port()), ("v2", 2));
         assert!(locator.resolve("nope").await.unwrap_err().is_not_found());
-        let mut routing = locator.routing();
+        let routing = locator.routing();
         locator.set_group("g", Continuum::new(&[("v1".to_owned(), 1)].into()).unwrap());
         assert!(routing.has_changed().unwrap());
         assert_eq!(locator.resolve("g").await.unwrap().service, "v1");
