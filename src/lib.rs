@@ -21,10 +21,13 @@
 //!   other end), shared by the locator server and the app SDK.
 //! - [`locator`]: the [`locator::Locator`] trait the pool consults, a remote
 //!   locator client, a fixed table, the locator server, the continuum.
+//! - [`app`]: the app SDK (handlers per event, HTTP helper, publishing)
+//!   and the demo apps.
 //! - [`fuzzing`]: entry points shared by `fuzz/` and the corpus tests.
 
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod fuzzing;
 pub mod locator;
 pub mod mux;

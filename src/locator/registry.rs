@@ -43,6 +43,8 @@ struct Inner {
 pub struct Registry {
     inner: Mutex<Inner>,
     dump: watch::Sender<Arc<RoutingUpdate>>,
+    /// Bumped on every publish and unpublish.
+    services_changed: watch::Sender<u64>,
     uuid: String,
 }
 
@@ -52,6 +54,7 @@ impl Registry {
         Self {
             inner: Mutex::new(Inner::default()),
             dump: watch::Sender::new(Arc::new(RoutingUpdate::default())),
+            services_changed: watch::Sender::new(0),
             uuid,
         }
     }
@@ -150,6 +153,17 @@ impl Registry {
         self.dump.send_replace(Arc::new(RoutingUpdate { groups }));
     }
 
+    /// Follows publish and unpublish events (a counter that changes).
+    pub fn watch_services(&self) -> watch::Receiver<u64> {
+        self.services_changed.subscribe()
+    }
+
+    /// Whether `name` currently resolves to a configured or published service.
+    pub fn has_service(&self, name: &str) -> bool {
+        let inner = self.lock();
+        inner.configured.contains_key(name) || inner.published.contains_key(name)
+    }
+
     /// Follows the `routing` dump: the current one, then every change.
     pub fn watch_dump(&self) -> watch::Receiver<Arc<RoutingUpdate>> {
         self.dump.subscribe()
@@ -214,6 +228,8 @@ impl Registry {
             .entry(name.to_owned())
             .or_default()
             .push((token, instance));
+        drop(inner);
+        self.services_changed.send_modify(|n| *n += 1);
         Ok(token)
     }
 
@@ -226,6 +242,8 @@ impl Registry {
                 inner.published.remove(name);
             }
         }
+        drop(inner);
+        self.services_changed.send_modify(|n| *n += 1);
     }
 
     /// Registers a `routing` subscriber under `router_id`, cancelling any

@@ -108,3 +108,87 @@ pub async fn pair(
     let (connected, accepted) = tokio::join!(connect(peer.addr, config), peer.accept());
     (connected.0, accepted, connected.1)
 }
+
+// === locator helpers ===
+
+use rpcgate::locator::{LocatorConfig, RunningLocator};
+use rpcgate::mux::{Channel, Invocation};
+use rpcgate::proto::locator::{ResolveReply, ResolveRequest, RoutingRequest, RoutingUpdate, method};
+use rpcgate::proto::{PrimitiveEvent, Protocol, RemoteError, StreamEvent};
+
+/// A locator on 127.0.0.1 with an ephemeral port (and admin API).
+pub async fn start_locator(mut config: LocatorConfig) -> RunningLocator {
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin = Some("127.0.0.1:0".parse().unwrap());
+    RunningLocator::start(config, None).await.unwrap()
+}
+
+/// Parses locator TOML for a test.
+pub fn locator_config(toml: &str) -> LocatorConfig {
+    LocatorConfig::parse(toml, std::path::Path::new("test.toml")).unwrap()
+}
+
+/// `resolve [name, seed?]` on an open connection.
+pub async fn resolve(handle: &MuxHandle, name: &str, seed: Option<&str>) -> Result<ResolveReply, RemoteError> {
+    let request = ResolveRequest {
+        name: name.to_owned(),
+        seed: seed.map(|s| bytes::Bytes::copy_from_slice(s.as_bytes())),
+    };
+    let invocation = Invocation::new(
+        Message::new(method::RESOLVE, request.to_args()),
+        Protocol::Terminal,
+        Protocol::Primitive,
+    );
+    let mut channel = handle.open(invocation).await.unwrap();
+    let frame = channel.receiver.recv().await.unwrap().unwrap();
+    match frame.primitive_event().unwrap() {
+        PrimitiveEvent::Value(args) => Ok(ResolveReply::decode_args(&args).unwrap()),
+        PrimitiveEvent::Error(e) => Err(e),
+    }
+}
+
+/// `routing [router_id]` on an open connection.
+pub async fn subscribe(handle: &MuxHandle, router_id: &str) -> Channel {
+    let request = RoutingRequest {
+        router_id: bytes::Bytes::copy_from_slice(router_id.as_bytes()),
+    };
+    let invocation = Invocation::new(
+        Message::new(method::ROUTING, request.to_args()),
+        Protocol::Discard,
+        Protocol::Streaming,
+    );
+    handle.open(invocation).await.unwrap()
+}
+
+/// The next event on a `routing` stream.
+pub async fn next_routing_event(channel: &mut Channel) -> Option<StreamEvent> {
+    let frame = channel.receiver.recv().await?.unwrap();
+    Some(frame.stream_event().unwrap())
+}
+
+/// The next dump on a `routing` stream.
+pub async fn next_dump(channel: &mut Channel) -> RoutingUpdate {
+    let frame = channel.receiver.recv().await.unwrap().unwrap();
+    assert_eq!(frame.ty, 0, "a routing write");
+    RoutingUpdate::decode_args(&frame.args).unwrap()
+}
+
+/// A plain HTTP/1.1 request with `Connection: close`; returns status and body.
+pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
