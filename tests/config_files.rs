@@ -24,11 +24,18 @@ fn locator_example_parses_with_every_key() {
 
 #[test]
 fn a_bad_file_names_the_file_and_key() {
-    let err = LocatorConfig::parse("[groups.g]\nv1 = \"heavy\"", Path::new("/etc/rpcgate/locator.toml"))
-        .unwrap_err()
-        .to_string();
+    let err = LocatorConfig::parse(
+        "[groups.g]\nv1 = \"heavy\"",
+        Path::new("/etc/rpcgate/locator.toml"),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.starts_with("/etc/rpcgate/locator.toml: "), "{err}");
     assert!(err.contains("v1") || err.contains("groups"), "{err}");
     let missing = LocatorConfig::load(Path::new("/nonexistent/locator.toml")).unwrap_err();
-    assert!(missing.to_string().starts_with("/nonexistent/locator.toml: "));
+    assert!(
+        missing
+            .to_string()
+            .starts_with("/nonexistent/locator.toml: ")
+    );
 }

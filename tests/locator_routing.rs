@@ -33,9 +33,15 @@ async fn setup() -> Setup {
             host: "127.0.0.1".into(),
             port,
         };
-        let publication = publish(&[locator.addr], name, vec![endpoint], Duration::from_secs(5), &tracker)
-            .await
-            .unwrap();
+        let publication = publish(
+            &[locator.addr],
+            name,
+            vec![endpoint],
+            Duration::from_secs(5),
+            &tracker,
+        )
+        .await
+        .unwrap();
         publications.push(publication);
     }
     let (handle, _conn) = support::connect(locator.addr, MuxConfig::default()).await;
@@ -56,7 +62,12 @@ async fn routing_dump_equals_the_spec_test_vectors() {
     let first: Vec<_> = ring[..4].iter().map(|(p, n)| (*p, n.as_str())).collect();
     assert_eq!(
         first,
-        [(10_939_163, "app_v2"), (16_345_443, "app_v2"), (16_578_313, "app_v2"), (18_838_917, "app_v1")]
+        [
+            (10_939_163, "app_v2"),
+            (16_345_443, "app_v2"),
+            (16_578_313, "app_v2"),
+            (18_838_917, "app_v1")
+        ]
     );
     let last: Vec<_> = ring[510..].iter().map(|(p, n)| (*p, n.as_str())).collect();
     assert_eq!(last, [(4_286_865_993, "app_v1"), (4_288_951_102, "app_v2")]);
@@ -66,7 +77,9 @@ async fn routing_dump_equals_the_spec_test_vectors() {
 async fn keyed_resolves_follow_the_spec_table() {
     let s = setup().await;
     for (seed, port) in [("user-42", 1001), ("alice", 1001), ("bob", 1002)] {
-        let reply = support::resolve(&s.handle, "myapp", Some(seed)).await.unwrap();
+        let reply = support::resolve(&s.handle, "myapp", Some(seed))
+            .await
+            .unwrap();
         assert_eq!(reply.endpoints[0].port, port, "seed {seed}");
     }
 }
@@ -76,7 +89,8 @@ async fn keyless_resolves_match_ring_shares() {
     const RESOLVES: usize = 100_000;
     const TASKS: usize = 64;
     let s = setup().await;
-    let weights: BTreeMap<String, u32> = [("app_v1".to_owned(), 1), ("app_v2".to_owned(), 3)].into();
+    let weights: BTreeMap<String, u32> =
+        [("app_v1".to_owned(), 1), ("app_v2".to_owned(), 3)].into();
     let shares = Continuum::new(&weights).unwrap().shares();
     let mut tasks = Vec::new();
     for _ in 0..TASKS {
@@ -123,7 +137,13 @@ async fn an_admin_weight_change_reaches_a_live_subscriber() {
     let (_, groups) = support::http(admin, "GET", "/groups", "").await;
     assert!(groups.contains("\"app_v2\":3"), "{groups}");
 
-    let (status, body) = support::http(admin, "PUT", "/groups/myapp", r#"{"app_v1": 0, "app_v2": 1}"#).await;
+    let (status, body) = support::http(
+        admin,
+        "PUT",
+        "/groups/myapp",
+        r#"{"app_v1": 0, "app_v2": 1}"#,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let after = support::next_dump(&mut stream).await;
     let ring = &after.groups["myapp"];

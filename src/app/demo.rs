@@ -48,7 +48,9 @@ pub fn build(name: &str, version: Option<&str>) -> Option<AppBuilder> {
     let tag: Option<Bytes> = version.map(|v| Bytes::copy_from_slice(v.as_bytes()));
     let app = AppBuilder::new(published.clone());
     let app = match name {
-        "echo" => app.on_http("http", move |req, res| echo(req, res, published.clone(), tag.clone())),
+        "echo" => app.on_http("http", move |req, res| {
+            echo(req, res, published.clone(), tag.clone())
+        }),
         "hello" => app.on_http("http", move |req, res| hello(req, res, tag.clone())),
         "stream" => app.on_http("http", move |req, res| stream(req, res, tag.clone())),
         "slow" => app.on_http("http", move |req, res| slow(req, res, tag.clone())),
@@ -89,7 +91,12 @@ fn lossy(b: &Bytes) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-async fn echo(req: HttpRequest, res: HttpResponse, app: String, tag: Option<Bytes>) -> super::HandlerResult {
+async fn echo(
+    req: HttpRequest,
+    res: HttpResponse,
+    app: String,
+    tag: Option<Bytes>,
+) -> super::HandlerResult {
     let mut req = req;
     let mut body = req.body.to_vec();
     while let Some(chunk) = req.next_body_chunk().await {
@@ -128,11 +135,17 @@ async fn hello(_req: HttpRequest, res: HttpResponse, tag: Option<Bytes>) -> supe
         ],
         &tag,
     );
-    res.respond(200, headers, Bytes::from_static(HELLO)).await.ok();
+    res.respond(200, headers, Bytes::from_static(HELLO))
+        .await
+        .ok();
     Ok(())
 }
 
-async fn stream(mut req: HttpRequest, mut res: HttpResponse, tag: Option<Bytes>) -> super::HandlerResult {
+async fn stream(
+    mut req: HttpRequest,
+    mut res: HttpResponse,
+    tag: Option<Bytes>,
+) -> super::HandlerResult {
     let chunks: u64 = param(&req, "chunks", 5u64)?.min(MAX_CHUNKS);
     let size: usize = param(&req, "size", 0usize)?.min(MAX_CHUNK_SIZE);
     let pause = delay(&req, 100)?;

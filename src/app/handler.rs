@@ -158,7 +158,10 @@ pub(crate) async fn run_isolated(handler: &Handler, request: Request, response: 
         Err(panic) => {
             let what = panic_message(panic.as_ref());
             tracing::error!(panic = %what, "app handler panicked");
-            RemoteError::new(ErrorCode::UNCAUGHT_ERROR, format!("handler panicked: {what}"))
+            RemoteError::new(
+                ErrorCode::UNCAUGHT_ERROR,
+                format!("handler panicked: {what}"),
+            )
         }
     };
     // Not finished yet: report the failure. Finished: it already answered.

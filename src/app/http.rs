@@ -36,7 +36,11 @@ impl HttpRequest {
         let first = match request.next_chunk().await {
             Some(Ok(chunk)) => chunk,
             Some(Err(e)) => return Err(e),
-            None => return Err(RequestError::Malformed("no request chunk before close".into())),
+            None => {
+                return Err(RequestError::Malformed(
+                    "no request chunk before close".into(),
+                ));
+            }
         };
         let tuple = crate::proto::http::HttpRequest::decode(&first)
             .map_err(|e| RequestError::Malformed(format!("request 5-tuple: {e}")))?;
@@ -101,7 +105,10 @@ impl HttpRequest {
 
     /// The first query parameter `name`.
     pub fn query_param(&self, name: &str) -> Option<String> {
-        self.query().into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+        self.query()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
     }
 }
 
@@ -112,16 +119,14 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         match bytes[i] {
             b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push(h << 4 | l);
-                        i += 3;
-                        continue;
-                    }
-                    _ => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b => out.push(b),
         }
         i += 1;

@@ -44,9 +44,9 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use self::handler::{Handler, run_isolated};
 pub use self::handler::{HandlerResult, Request, RequestError, Response};
 pub use self::http::{HttpRequest, HttpResponse};
-use self::handler::{Handler, run_isolated};
 use crate::locator::client::{backoff, publish};
 use crate::proto::app::{Enqueue, InfoReply, method};
 use crate::proto::graph::{GOAWAY, PING, REVOKE};
@@ -114,7 +114,8 @@ impl AppBuilder {
         F: Fn(Request, Response) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        let handler: Handler = Arc::new(move |request, response| Box::pin(handler(request, response)));
+        let handler: Handler =
+            Arc::new(move |request, response| Box::pin(handler(request, response)));
         self.handlers.insert(event.into(), handler);
         self
     }
@@ -139,7 +140,11 @@ impl AppBuilder {
     }
 
     /// Binds `addr` and serves; publishes to `locators` (if any).
-    pub async fn bind(self, addr: SocketAddr, locators: Vec<SocketAddr>) -> std::io::Result<RunningApp> {
+    pub async fn bind(
+        self,
+        addr: SocketAddr,
+        locators: Vec<SocketAddr>,
+    ) -> std::io::Result<RunningApp> {
         let listener = TcpListener::bind(addr).await?;
         Ok(self.serve(listener, locators))
     }
@@ -249,10 +254,12 @@ impl RunningApp {
     /// Stops gracefully: unpublish, refuse new requests (`app stopped`),
     /// finish the open ones, then close every connection.
     pub async fn stop(self) {
+        // Refuse first, so nothing is admitted between unpublishing and
+        // stopping: a client that resolved us late gets a retry-safe error.
+        self.service.stopping.store(true, Ordering::Release);
         self.publish_stop.cancel();
         self.publisher.close();
         self.publisher.wait().await;
-        self.service.stopping.store(true, Ordering::Release);
         self.accept_stop.cancel();
         self.service.requests.close();
         self.service.requests.wait().await;
@@ -275,7 +282,9 @@ struct AppService {
 
 impl std::fmt::Debug for AppService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppService").field("name", &self.name).finish()
+        f.debug_struct("AppService")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -305,7 +314,11 @@ impl AppService {
             (text("limit"), Value::Int(self.concurrency as i128)),
             (
                 text("state"),
-                text(if self.stopping.load(Ordering::Acquire) { "stopping" } else { "running" }),
+                text(if self.stopping.load(Ordering::Acquire) {
+                    "stopping"
+                } else {
+                    "running"
+                }),
             ),
         ])
     }
@@ -345,14 +358,23 @@ impl Service for AppService {
                 if self.stopping.load(Ordering::Acquire) {
                     return self.reply_error(
                         reply,
-                        RemoteError::new(ErrorCode::APP_STOPPED, "the application has been stopped"),
+                        RemoteError::new(
+                            ErrorCode::APP_STOPPED,
+                            "the application has been stopped",
+                        ),
                     );
                 }
                 let Some(handler) = self.handlers.get(&event).cloned() else {
-                    return self.reply_error(reply, RemoteError::new(ErrorCode::EVENT_NOT_FOUND, "event not found"));
+                    return self.reply_error(
+                        reply,
+                        RemoteError::new(ErrorCode::EVENT_NOT_FOUND, "event not found"),
+                    );
                 };
                 let Ok(permit) = Arc::clone(&self.limit).try_acquire_owned() else {
-                    return self.reply_error(reply, RemoteError::new(ErrorCode::QUEUE_IS_FULL, "queue is full"));
+                    return self.reply_error(
+                        reply,
+                        RemoteError::new(ErrorCode::QUEUE_IS_FULL, "queue is full"),
+                    );
                 };
                 self.requests.spawn(async move {
                     let _permit = permit;
@@ -411,13 +433,10 @@ async fn accept_loop(
         let service = Arc::clone(&service);
         let stop = sessions_stop.clone();
         sessions.spawn(async move {
-            tokio::select! {
-                result = session::serve(stream, service, SessionConfig::default()) => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "app session ended");
-                    }
-                }
-                () = stop.cancelled() => {}
+            let result =
+                session::serve_until(stream, service, SessionConfig::default(), stop).await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "app session ended");
             }
         });
     }

@@ -69,9 +69,15 @@ pub(crate) async fn serve(
     }
 }
 
-async fn route(request: Request<Incoming>, registry: &Registry, reloader: &Reloader) -> Response<Full<Bytes>> {
+async fn route(
+    request: Request<Incoming>,
+    registry: &Registry,
+    reloader: &Reloader,
+) -> Response<Full<Bytes>> {
     let path = request.uri().path().to_owned();
-    let group = path.strip_prefix("/groups/").filter(|name| !name.is_empty());
+    let group = path
+        .strip_prefix("/groups/")
+        .filter(|name| !name.is_empty());
     match (request.method(), path.as_str(), group) {
         (&Method::GET, "/ping", _) => json(StatusCode::OK, &serde_json::json!({"ok": true})),
         (&Method::GET, "/groups", _) => json(StatusCode::OK, &registry.groups()),
@@ -128,7 +134,10 @@ async fn route(request: Request<Incoming>, registry: &Registry, reloader: &Reloa
                 error(StatusCode::NOT_FOUND, &format!("no group `{name}`"))
             }
         }
-        _ => error(StatusCode::NOT_FOUND, &format!("no route for {} {path}", request.method())),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            &format!("no route for {} {path}", request.method()),
+        ),
     }
 }
 
@@ -144,5 +153,8 @@ fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Byte
 }
 
 fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    json(status, &serde_json::json!({"error": {"status": status.as_u16(), "message": message}}))
+    json(
+        status,
+        &serde_json::json!({"error": {"status": status.as_u16(), "message": message}}),
+    )
 }

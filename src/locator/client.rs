@@ -21,7 +21,8 @@ use crate::mux::{self, Channel, ChannelSender, Invocation, MuxConfig, MuxHandle}
 use crate::proto::locator::{
     Endpoint, PublishRequest, ResolveReply, ResolveRequest, RoutingRequest, RoutingUpdate, method,
 };
-use crate::proto::{Args, Graph, Message, PrimitiveEvent, Protocol, StreamEvent};
+use crate::proto::protocol::streaming;
+use crate::proto::{Args, Graph, Message, PrimitiveEvent, Protocol, RemoteError};
 
 /// The longest pause between `routing` resubscriptions (2^6 s, as the old
 /// proxy's retry policy).
@@ -139,7 +140,11 @@ impl RemoteLocator {
         };
         let cacheable = *self.inner.rings_known.borrow();
         if cacheable {
-            let cache = self.inner.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            let cache = self
+                .inner
+                .cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if let Some((resolved, at)) = cache.get(&target) {
                 if at.elapsed() < self.inner.config.cache_ttl {
                     return Ok(resolved.clone());
@@ -197,7 +202,8 @@ impl RemoteLocator {
         let mut last_error = None;
         for _ in 0..2 {
             let handle = self.connection().await?;
-            let invocation = Invocation::new(message.clone(), Protocol::Terminal, Protocol::Primitive);
+            let invocation =
+                Invocation::new(message.clone(), Protocol::Terminal, Protocol::Primitive);
             let mut channel = match handle.open(invocation).await {
                 Ok(channel) => channel,
                 Err(e) => {
@@ -213,7 +219,11 @@ impl RemoteLocator {
                     self.forget(&handle).await;
                     continue;
                 }
-                None => return Err(LocatorError::Protocol("resolve channel ended without a reply".into())),
+                None => {
+                    return Err(LocatorError::Protocol(
+                        "resolve channel ended without a reply".into(),
+                    ));
+                }
             };
             return match frame.primitive_event() {
                 Ok(PrimitiveEvent::Value(args)) => {
@@ -243,7 +253,11 @@ impl RemoteLocator {
 
     async fn forget(&self, handle: &MuxHandle) {
         let mut slot = self.inner.connection.lock().await;
-        if slot.as_ref().is_some_and(|h| h.is_closed() || h.is_draining()) || handle.is_closed() {
+        if slot
+            .as_ref()
+            .is_some_and(|h| h.is_closed() || h.is_draining())
+            || handle.is_closed()
+        {
             *slot = None;
         }
     }
@@ -276,7 +290,10 @@ fn to_resolved(name: &str, reply: ResolveReply) -> Result<Resolved, LocatorError
 
 /// Connects to the first locator endpoint that accepts within the connect
 /// timeout, in order.
-async fn connect_any(config: &RemoteLocatorConfig, tracker: &TaskTracker) -> Result<MuxHandle, LocatorError> {
+async fn connect_any(
+    config: &RemoteLocatorConfig,
+    tracker: &TaskTracker,
+) -> Result<MuxHandle, LocatorError> {
     let mut errors = Vec::new();
     for addr in &config.endpoints {
         match timeout(config.connect_timeout, TcpStream::connect(addr)).await {
@@ -323,7 +340,11 @@ pub fn backoff(failures: u32) -> Duration {
     Duration::from_secs(1 << failures.min(6))
 }
 
-async fn subscribe_once(inner: &Inner, router_id: &str, failures: &mut u32) -> Result<(), LocatorError> {
+async fn subscribe_once(
+    inner: &Inner,
+    router_id: &str,
+    failures: &mut u32,
+) -> Result<(), LocatorError> {
     let handle = tokio::select! {
         handle = connect_any(&inner.config, &inner.tracker) => handle?,
         () = inner.shutdown.cancelled() => return Ok(()),
@@ -354,16 +375,21 @@ async fn subscribe_once(inner: &Inner, router_id: &str, failures: &mut u32) -> R
             Some(Err(e)) => return Err(LocatorError::Unavailable(e.to_string())),
             None => return Err(LocatorError::Unavailable("routing stream closed".into())),
         };
-        match frame.stream_event() {
-            Ok(StreamEvent::Write(_)) => {
+        // A routing `write` carries a map, not a byte-string chunk, so the
+        // message is told apart by its id, not by `Frame::stream_event`.
+        match frame.ty {
+            streaming::WRITE => {
                 let update = RoutingUpdate::decode_args(&frame.args)
                     .map_err(|e| LocatorError::Protocol(e.to_string()))?;
                 apply_update(inner, update);
                 *failures = 0;
             }
-            Ok(StreamEvent::Close) => return Err(LocatorError::Unavailable("routing stream closed".into())),
-            Ok(StreamEvent::Error(e)) => return Err(LocatorError::Remote(e)),
-            Err(e) => return Err(LocatorError::Protocol(e.to_string())),
+            streaming::ERROR => {
+                let error = RemoteError::decode_args(&frame.args)
+                    .map_err(|e| LocatorError::Protocol(e.to_string()))?;
+                return Err(LocatorError::Remote(error));
+            }
+            _ => return Err(LocatorError::Unavailable("routing stream closed".into())),
         }
     }
 }
@@ -378,7 +404,11 @@ fn apply_update(inner: &Inner, update: RoutingUpdate) {
     inner.rings.send_replace(Arc::new(rings));
     // Names that became (or stopped being) groups must not hit stale
     // cache entries.
-    inner.cache.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    inner
+        .cache
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clear();
     inner.rings_known.send_replace(true);
 }
 
@@ -443,7 +473,11 @@ pub async fn publish(
     let frame = match timeout(limit, receiver.recv()).await {
         Ok(Some(Ok(frame))) => frame,
         Ok(Some(Err(e))) => return Err(LocatorError::Unavailable(e.to_string())),
-        Ok(None) => return Err(LocatorError::Protocol("publish ended without a reply".into())),
+        Ok(None) => {
+            return Err(LocatorError::Protocol(
+                "publish ended without a reply".into(),
+            ));
+        }
         Err(_) => return Err(LocatorError::Unavailable("publish timed out".into())),
     };
     match frame.primitive_event() {

@@ -12,8 +12,10 @@ use super::continuum::Continuum;
 use crate::proto::locator::{DEFAULT_PORT, Endpoint};
 
 /// The default listen address: the runtime's pinned locator port on loopback.
-pub const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), DEFAULT_PORT);
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(
+    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+    DEFAULT_PORT,
+);
 
 /// A configuration that was refused, naming where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -104,7 +106,10 @@ impl LocatorConfig {
         let raw: LocatorFile = toml::from_str(text).map_err(|e| {
             // toml's message names the key (e.g. "unknown field `listn`") and
             // the line; keep it whole, on one line.
-            err("(syntax)", e.to_string().replace('\n', " ").trim().to_owned())
+            err(
+                "(syntax)",
+                e.to_string().replace('\n', " ").trim().to_owned(),
+            )
         })?;
         let addr = |key: &str, value: &str| -> Result<SocketAddr, ConfigError> {
             value
@@ -126,7 +131,10 @@ impl LocatorConfig {
                 return Err(err(&key, "a service name must not be empty".into()));
             }
             if service.endpoints.is_empty() {
-                return Err(err(&format!("{key}.endpoints"), "needs at least one ip:port".into()));
+                return Err(err(
+                    &format!("{key}.endpoints"),
+                    "needs at least one ip:port".into(),
+                ));
             }
             let endpoints = service
                 .endpoints
@@ -136,7 +144,12 @@ impl LocatorConfig {
             let version = match service.version {
                 None => crate::proto::app::PROTOCOL_VERSION,
                 Some(v) if v >= 1 => v as u64,
-                Some(v) => return Err(err(&format!("{key}.version"), format!("must be at least 1, not {v}"))),
+                Some(v) => {
+                    return Err(err(
+                        &format!("{key}.version"),
+                        format!("must be at least 1, not {v}"),
+                    ));
+                }
             };
             services.insert(name, StaticService { endpoints, version });
         }
@@ -148,7 +161,10 @@ impl LocatorConfig {
                 let weight = u32::try_from(weight).map_err(|_| {
                     err(
                         &format!("{key}.{member}"),
-                        format!("a weight must be a whole number from 0 to {}, not {weight}", u32::MAX),
+                        format!(
+                            "a weight must be a whole number from 0 to {}, not {weight}",
+                            u32::MAX
+                        ),
                     )
                 })?;
                 weights.insert(member, weight);
@@ -209,11 +225,17 @@ mod tests {
             ("listn = \"x\"", "listn"),
             ("listen = \"nope\"", "listen"),
             ("[services.a]\nendpoints = []", "services.a.endpoints"),
-            ("[services.a]\nendpoints = [\"1.2.3.4:5\"]\nversion = 0", "services.a.version"),
+            (
+                "[services.a]\nendpoints = [\"1.2.3.4:5\"]\nversion = 0",
+                "services.a.version",
+            ),
             ("[groups.g]\nv1 = -1", "groups.g.v1"),
             ("[groups.g]\nv1 = 0", "groups.g"),
             ("[groups.g]", "groups.g"),
-            ("[services.a]\nendpoints = [\"1.2.3.4:5\"]\nport = 1", "port"),
+            (
+                "[services.a]\nendpoints = [\"1.2.3.4:5\"]\nport = 1",
+                "port",
+            ),
         ];
         for (text, key) in cases {
             let e = parse(text).unwrap_err();

@@ -114,7 +114,8 @@ pub fn seed_point(seed: &[u8]) -> u32 {
 
 fn digest_words(input: &[u8]) -> [u32; 4] {
     let digest = md5::compute(input).0;
-    let word = |i: usize| u32::from_le_bytes([digest[i], digest[i + 1], digest[i + 2], digest[i + 3]]);
+    let word =
+        |i: usize| u32::from_le_bytes([digest[i], digest[i + 1], digest[i + 2], digest[i + 3]]);
     [word(0), word(4), word(8), word(12)]
 }
 
@@ -187,7 +188,11 @@ mod tests {
     fn lookup_is_upper_bound_and_wraps() {
         let ring = Continuum::from_points(vec![(10, "a".into()), (20, "b".into())]);
         assert_eq!(ring.lookup(0), Some("a"));
-        assert_eq!(ring.lookup(10), Some("b"), "strictly greater than the point");
+        assert_eq!(
+            ring.lookup(10),
+            Some("b"),
+            "strictly greater than the point"
+        );
         assert_eq!(ring.lookup(19), Some("b"));
         assert_eq!(ring.lookup(20), Some("a"), "wraps to the first point");
         assert_eq!(ring.lookup(u32::MAX), Some("a"));

@@ -109,7 +109,10 @@ mod tests {
         let locator = FixedLocator::new(&config);
         assert_eq!(locator.resolve("v1").await.unwrap().endpoints[0].port(), 1);
         let picked = locator.resolve("g").await.unwrap();
-        assert_eq!((picked.service.as_str(), picked.endpoints[0].port()), ("v2", 2));
+        assert_eq!(
+            (picked.service.as_str(), picked.endpoints[0].port()),
+            ("v2", 2)
+        );
         assert!(locator.resolve("nope").await.unwrap_err().is_not_found());
         let routing = locator.routing();
         locator.set_group("g", Continuum::new(&[("v1".to_owned(), 1)].into()).unwrap());

@@ -86,7 +86,10 @@ impl Registry {
 
     /// Replaces every routing group at once (a config reload) and pushes a
     /// new dump. Nothing changes unless every group is valid.
-    pub fn set_groups(&self, groups: &BTreeMap<String, BTreeMap<String, u32>>) -> Result<(), String> {
+    pub fn set_groups(
+        &self,
+        groups: &BTreeMap<String, BTreeMap<String, u32>>,
+    ) -> Result<(), String> {
         let mut built = BTreeMap::new();
         for (name, weights) in groups {
             validate_group(weights).map_err(|e| format!("group `{name}`: {e}"))?;
@@ -343,7 +346,11 @@ mod tests {
         let port = |seed: &str| r.resolve("g", Some(seed.as_bytes())).unwrap().endpoints[0].port;
         assert_eq!((port("user-42"), port("alice"), port("bob")), (1, 1, 2));
         assert!(r.set_group("g", [("app_v1".into(), 0)].into()).is_err());
-        assert_eq!(r.groups()["g"]["app_v2"], 3, "a refused change keeps the old weights");
+        assert_eq!(
+            r.groups()["g"]["app_v2"],
+            3,
+            "a refused change keeps the old weights"
+        );
     }
 
     #[test]
@@ -353,7 +360,11 @@ mod tests {
         let (g2, t2) = r.subscribe(b"router");
         assert!(t1.is_cancelled() && !t2.is_cancelled());
         r.unsubscribe(b"router", g1);
-        assert_eq!(r.subscriber_count(), 1, "the old generation does not remove the new");
+        assert_eq!(
+            r.subscriber_count(),
+            1,
+            "the old generation does not remove the new"
+        );
         r.unsubscribe(b"router", g2);
         assert_eq!(r.subscriber_count(), 0);
     }

@@ -12,10 +12,10 @@ use tokio_util::task::TaskTracker;
 
 use super::config::{ConfigError, LocatorConfig};
 use super::registry::{Instance, Registry};
+use crate::proto::graph::{GOAWAY, PING, REVOKE};
 use crate::proto::locator::{
     ClusterReply, PublishRequest, ResolveRequest, RoutingRequest, UuidArgs, method,
 };
-use crate::proto::graph::{GOAWAY, PING, REVOKE};
 use crate::proto::{Args, ErrorCode, Graph, Protocol, RemoteError};
 use crate::session::{self, Call, Service, SessionConfig};
 
@@ -86,7 +86,11 @@ impl Service for LocatorService {
     }
 }
 
-async fn handle(call: Call, registry: &Registry, reloader: &Reloader) -> Result<(), session::ReplyError> {
+async fn handle(
+    call: Call,
+    registry: &Registry,
+    reloader: &Reloader,
+) -> Result<(), session::ReplyError> {
     let Call {
         method,
         args,
@@ -157,7 +161,9 @@ async fn handle(call: Call, registry: &Registry, reloader: &Reloader) -> Result<
             let result = async {
                 loop {
                     let update = Arc::clone(&dump.borrow_and_update());
-                    reply.send(crate::proto::Message::new(0, update.to_args())).await?;
+                    reply
+                        .send(crate::proto::Message::new(0, update.to_args()))
+                        .await?;
                     tokio::select! {
                         changed = dump.changed() => if changed.is_err() { break },
                         // The only thing a client may send is `discard`; a
@@ -178,7 +184,10 @@ async fn handle(call: Call, registry: &Registry, reloader: &Reloader) -> Result<
             // goaway / settings / revoke: unverified (\[U\] §1.5); answer
             // with an error rather than act on them.
             reply
-                .error(RemoteError::new(ErrorCode::SLOT_NOT_FOUND, "control message not supported"))
+                .error(RemoteError::new(
+                    ErrorCode::SLOT_NOT_FOUND,
+                    "control message not supported",
+                ))
                 .await
         }
     }
@@ -239,7 +248,12 @@ impl RunningLocator {
             reloader: Arc::clone(&reloader),
             tracker: tracker.clone(),
         });
-        tracker.spawn(accept_loop(listener, service, shutdown.clone(), tracker.clone()));
+        tracker.spawn(accept_loop(
+            listener,
+            service,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
         if let Some(admin) = admin {
             tracker.spawn(super::admin::serve(
                 admin,
@@ -302,13 +316,10 @@ async fn accept_loop(
         let service = Arc::clone(&service);
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            tokio::select! {
-                result = session::serve(stream, service, SessionConfig::default()) => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "locator session ended");
-                    }
-                }
-                () = shutdown.cancelled() => {}
+            let result =
+                session::serve_until(stream, service, SessionConfig::default(), shutdown).await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "locator session ended");
             }
         });
     }

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 pub use self::reply::{Incoming, Reply, ReplyError};
 use crate::proto::{DEFAULT_MAX_FRAME_LEN, Headers, Protocol};
@@ -88,7 +89,27 @@ pub enum SessionError {
 }
 
 /// Serves one connection until the client leaves or breaks the protocol.
-pub async fn serve<IO, S>(io: IO, service: Arc<S>, config: SessionConfig) -> Result<(), SessionError>
+pub async fn serve<IO, S>(
+    io: IO,
+    service: Arc<S>,
+    config: SessionConfig,
+) -> Result<(), SessionError>
+where
+    IO: AsyncRead + AsyncWrite,
+    S: Service + ?Sized,
+{
+    serve_until(io, service, config, CancellationToken::new()).await
+}
+
+/// Like [`serve`], and closes gracefully once `shutdown` is cancelled: it
+/// stops reading, writes every reply already queued, then closes. Call it
+/// after the handlers have finished, so their last frames go out.
+pub async fn serve_until<IO, S>(
+    io: IO,
+    service: Arc<S>,
+    config: SessionConfig,
+    shutdown: CancellationToken,
+) -> Result<(), SessionError>
 where
     IO: AsyncRead + AsyncWrite,
     S: Service + ?Sized,
@@ -96,8 +117,17 @@ where
     let (reader, writer) = tokio::io::split(io);
     let (replies_tx, replies_rx) = mpsc::channel(config.reply_queue.max(1));
     let (wake_tx, wake_rx) = mpsc::channel(1);
-    let shared = Arc::new(reply::Shared::new(replies_tx, wake_tx, config.max_frame_len));
-    task::Session::new(reader, writer, service.as_ref(), shared, replies_rx, wake_rx, config)
+    let shared = Arc::new(reply::Shared::new(
+        replies_tx,
+        wake_tx,
+        config.max_frame_len,
+    ));
+    let queues = task::ReplyQueues {
+        shared,
+        replies: replies_rx,
+        wake: wake_rx,
+    };
+    task::Session::new(reader, writer, service.as_ref(), queues, config, shutdown)
         .run()
         .await
 }

@@ -27,7 +27,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(replies: mpsc::Sender<Outgoing>, wake: mpsc::Sender<()>, max_frame_len: usize) -> Self {
+    pub(crate) fn new(
+        replies: mpsc::Sender<Outgoing>,
+        wake: mpsc::Sender<()>,
+        max_frame_len: usize,
+    ) -> Self {
         Self {
             replies,
             dropped: Mutex::new(Vec::new()),
@@ -157,7 +161,10 @@ pub(crate) fn dropped_reply_error(state: Protocol) -> Option<Message> {
     let ty = state.error_id()?;
     Some(Message::error(
         ty,
-        RemoteError::new(ErrorCode::UNCAUGHT_ERROR, "handler finished without a reply"),
+        RemoteError::new(
+            ErrorCode::UNCAUGHT_ERROR,
+            "handler finished without a reply",
+        ),
     ))
 }
 

@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
 
 use super::reply::{Incoming, Outgoing, Reply, Shared, dropped_reply_error};
 use super::{Call, Service, SessionConfig, SessionError};
@@ -42,6 +43,14 @@ struct Pending {
     frame: Frame,
 }
 
+/// The handlers' side of a session: the shared state their replies use,
+/// and the task's ends of the reply queue and the wake-up channel.
+pub(crate) struct ReplyQueues {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) replies: mpsc::Receiver<Outgoing>,
+    pub(crate) wake: mpsc::Receiver<()>,
+}
+
 pub(crate) struct Session<'s, R, W, S: ?Sized> {
     reader: R,
     writer: W,
@@ -57,6 +66,7 @@ pub(crate) struct Session<'s, R, W, S: ?Sized> {
     highest: u64,
     pending: Option<Pending>,
     dropped: Vec<(u64, Protocol)>,
+    shutdown: CancellationToken,
 }
 
 impl<'s, R, W, S> Session<'s, R, W, S>
@@ -69,11 +79,15 @@ where
         reader: R,
         writer: W,
         service: &'s S,
-        shared: Arc<Shared>,
-        replies: mpsc::Receiver<Outgoing>,
-        wake: mpsc::Receiver<()>,
+        queues: ReplyQueues,
         config: SessionConfig,
+        shutdown: CancellationToken,
     ) -> Self {
+        let ReplyQueues {
+            shared,
+            replies,
+            wake,
+        } = queues;
         Self {
             reader,
             writer,
@@ -89,6 +103,7 @@ where
             highest: 0,
             pending: None,
             dropped: Vec::new(),
+            shutdown,
         }
     }
 
@@ -116,12 +131,7 @@ where
             if read_closed {
                 // The client half-closed or left: write what is queued, then
                 // stop. A client that closed cannot read later replies anyway.
-                while !self.queue.is_empty() {
-                    let n = write_some(&mut self.writer, &self.queue)
-                        .await
-                        .map_err(SessionError::Io)?;
-                    self.queue.advance(n, &mut Vec::new());
-                }
+                self.flush().await?;
                 return Err(SessionError::Eof);
             }
             if self.read_buf.capacity() - self.read_buf.len() < READ_BUFFER / 4 {
@@ -131,6 +141,17 @@ where
             let can_take = self.queue.len() < WRITE_HIGH_WATER;
             let pending_incoming = self.pending.as_ref().map(|p| p.incoming.clone());
             tokio::select! {
+                () = self.shutdown.cancelled() => {
+                    // A graceful close: read nothing more, but write every
+                    // reply already queued (finished handlers' last frames).
+                    while let Ok(reply) = self.replies.try_recv() {
+                        self.send(reply);
+                    }
+                    self.end_dropped_replies();
+                    self.flush().await?;
+                    let _ = self.writer.shutdown().await;
+                    return Ok(());
+                }
                 Some(()) = self.wake.recv() => self.end_dropped_replies(),
                 permit = reserve(pending_incoming.as_ref()), if pending_incoming.is_some() => {
                     if let (Some(p), Some(permit)) = (self.pending.take(), permit) {
@@ -164,6 +185,20 @@ where
                 }
             }
         }
+    }
+
+    /// Writes everything queued.
+    async fn flush(&mut self) -> Result<(), SessionError> {
+        while !self.queue.is_empty() {
+            let n = write_some(&mut self.writer, &self.queue)
+                .await
+                .map_err(SessionError::Io)?;
+            if n == 0 {
+                return Err(SessionError::Io(std::io::ErrorKind::WriteZero.into()));
+            }
+            self.queue.advance(n, &mut Vec::new());
+        }
+        Ok(())
     }
 
     /// Routes one frame from the client.
@@ -301,7 +336,10 @@ async fn reserve(incoming: Option<&mpsc::Sender<Frame>>) -> Option<mpsc::Permit<
     }
 }
 
-async fn write_some<W: AsyncWrite + Unpin>(writer: &mut W, queue: &WriteQueue) -> std::io::Result<usize> {
+async fn write_some<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    queue: &WriteQueue,
+) -> std::io::Result<usize> {
     let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
     let n = queue.io_slices(&mut slices);
     writer.write_vectored(&slices[..n]).await

@@ -113,7 +113,9 @@ pub async fn pair(
 
 use rpcgate::locator::{LocatorConfig, RunningLocator};
 use rpcgate::mux::{Channel, Invocation};
-use rpcgate::proto::locator::{ResolveReply, ResolveRequest, RoutingRequest, RoutingUpdate, method};
+use rpcgate::proto::locator::{
+    ResolveReply, ResolveRequest, RoutingRequest, RoutingUpdate, method,
+};
 use rpcgate::proto::{PrimitiveEvent, Protocol, RemoteError, StreamEvent};
 
 /// A locator on 127.0.0.1 with an ephemeral port (and admin API).
@@ -129,7 +131,11 @@ pub fn locator_config(toml: &str) -> LocatorConfig {
 }
 
 /// `resolve [name, seed?]` on an open connection.
-pub async fn resolve(handle: &MuxHandle, name: &str, seed: Option<&str>) -> Result<ResolveReply, RemoteError> {
+pub async fn resolve(
+    handle: &MuxHandle,
+    name: &str,
+    seed: Option<&str>,
+) -> Result<ResolveReply, RemoteError> {
     let request = ResolveRequest {
         name: name.to_owned(),
         seed: seed.map(|s| bytes::Bytes::copy_from_slice(s.as_bytes())),
@@ -189,6 +195,43 @@ pub async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u1
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
     (status, body)
+}
+
+// === app helpers ===
+
+use rpcgate::proto::http::HttpRequest as HttpTuple;
+
+/// Opens an `enqueue` channel for `event`.
+pub async fn enqueue(handle: &MuxHandle, event: &str) -> Channel {
+    let message = Message::new(
+        0,
+        rpcgate::proto::Args::Bytes(bytes::Bytes::copy_from_slice(event.as_bytes())),
+    );
+    handle.open(Invocation::enqueue(message)).await.unwrap()
+}
+
+/// A GET request 5-tuple for `uri`.
+pub fn get(uri: &str) -> bytes::Bytes {
+    HttpTuple {
+        method: "GET".into(),
+        uri: bytes::Bytes::copy_from_slice(uri.as_bytes()),
+        version: "1.1".into(),
+        headers: vec![("Host".into(), "test".into())],
+        body: bytes::Bytes::new(),
+    }
+    .to_bytes()
+}
+
+/// Every stream event until the channel ends.
+pub async fn collect(channel: &mut Channel) -> Vec<StreamEvent> {
+    let mut events = Vec::new();
+    while let Some(frame) = channel.receiver.recv().await {
+        events.push(frame.unwrap().stream_event().unwrap());
+    }
+    events
 }
