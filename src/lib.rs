@@ -13,6 +13,16 @@
 //!
 //! # Layout
 //!
+//! - [`http`]: listeners, HTTP/1.1 + h2c serving, the single error → status
+//!   mapping ([`http::response`]).
+//! - [`route`]: request head → virtual service, event and uri. Pure.
+//! - [`dispatch`]: packing, deadlines, safe retries, cancellation, the
+//!   streamed reply body.
+//! - [`pool`]: per-service pools of multiplexed connections, refreshed on a
+//!   schedule and on routing changes.
+//! - [`config`]: the gateway's TOML config, validated.
+//! - [`admin`]: `/ping`, `/health`, `/ready`, `/pools`, `/config`.
+//! - [`gateway`]: the composition root and standalone mode.
 //! - [`proto`]: the wire. Frames, msgpack forms, headers, typed messages.
 //!   Sans-IO.
 //! - [`mux`]: one backend connection. A task owns the socket and the channel
@@ -27,9 +37,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod app;
+pub mod config;
+pub mod dispatch;
 pub mod fuzzing;
+pub mod gateway;
+pub mod http;
 pub mod locator;
 pub mod mux;
+pub mod pool;
 pub mod proto;
+pub mod route;
 pub mod session;

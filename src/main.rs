@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use rpcgate::app::demo;
+use rpcgate::config::Config;
+use rpcgate::gateway::{RunningGateway, Standalone};
 use rpcgate::locator::{LocatorConfig, RunningLocator};
 use tokio::signal::unix::{SignalKind, signal};
 
@@ -18,6 +20,23 @@ struct Cli {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, global = true, default_value = "info", env = "RPCGATE_LOG")]
     log_level: tracing::Level,
+
+    /// Run against a real cluster with this config file (TOML; every key is
+    /// documented in config/rpcgate.toml). Without it, rpcgate runs the
+    /// standalone default: gateway, embedded locator and demo apps.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// HTTP listen address; overrides `listen`. [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Admin listen address; overrides `admin`. [default: 127.0.0.1:9090]
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<SocketAddr>,
+    /// Locator to use (repeat for several); overrides `locators`. In
+    /// standalone mode, where the embedded locator listens.
+    /// [default: 127.0.0.1:10053]
+    #[arg(long = "locator", value_name = "ADDR")]
+    locators: Vec<SocketAddr>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -34,6 +53,11 @@ enum Command {
     /// Ask a locator where a service or routing group resolves; with
     /// --count, how the picks split over many resolves.
     Resolve(ResolveArgs),
+    /// Validate a gateway config file; exit non-zero with the reason.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -130,14 +154,12 @@ fn main() -> ExitCode {
             Some(Command::Locator(args)) => run_locator(args).await,
             Some(Command::DemoApp(args)) => run_demo_app(args).await,
             Some(Command::Resolve(args)) => run_resolve(args).await,
-            None => {
-                println!(
-                    "rpcgate {}: the gateway and standalone mode are not built yet.\n\
-                     Available now: `rpcgate locator` and `rpcgate demo-app` (see --help).",
-                    env!("CARGO_PKG_VERSION")
-                );
+            Some(Command::CheckConfig { file }) => {
+                Config::load(&file).map_err(|e| e.to_string())?;
+                println!("{}: ok", file.display());
                 Ok(())
             }
+            None => run_gateway(cli.config, cli.listen, cli.admin, cli.locators).await,
         }
     });
     match result {
@@ -267,5 +289,93 @@ async fn run_resolve(args: ResolveArgs) -> Result<(), String> {
             );
         }
     }
+    Ok(())
+}
+
+async fn wait_for_stop() -> Result<(), String> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}
+
+async fn run_gateway(
+    file: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    admin: Option<SocketAddr>,
+    locators: Vec<SocketAddr>,
+) -> Result<(), String> {
+    let mut config = match &file {
+        Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+        None => Config::default(),
+    };
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    if admin.is_some() {
+        config.admin = admin;
+    }
+    if file.is_some() {
+        if !locators.is_empty() {
+            config.locators = locators;
+        }
+        let listen = config.listen;
+        let (gateway, locator) = RunningGateway::start_remote(config)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        println!("rpcgate listening on http://{}", gateway.addr);
+        wait_for_stop().await?;
+        gateway.shutdown().await;
+        locator.shutdown().await;
+        return Ok(());
+    }
+    let locator_addr = locators
+        .first()
+        .copied()
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 10053)));
+    let standalone = Standalone::start(config, locator_addr)
+        .await
+        .map_err(|e| format!("cannot start the standalone gateway: {e}"))?;
+    let http = standalone.gateway.addr;
+    println!(
+        "rpcgate {} standalone: gateway http://{http}",
+        env!("CARGO_PKG_VERSION")
+    );
+    if let Some(admin) = standalone.gateway.admin_addr {
+        println!("  admin   http://{admin}  (/ping /health /ready /pools /config)");
+    }
+    println!(
+        "  locator {}  (routing group `canary`: echo-v1 weight 3, echo-v2 weight 1)",
+        standalone.locator.addr
+    );
+    println!(
+        "  apps    {}",
+        standalone
+            .apps
+            .iter()
+            .map(|a| a.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!();
+    println!("Try:");
+    println!("  curl -i http://{http}/hello/http/");
+    println!("  curl -s http://{http}/echo/http/some/path?x=1 -d 'hello'");
+    println!("  curl -N http://{http}/stream/http/?chunks=5&delay_ms=300");
+    println!("  curl -i http://{http}/slow/http/?delay_ms=2000");
+    println!("  curl -i 'http://{http}/fail/http/?category=43&code=7&message=boom'");
+    println!(
+        "  curl -si http://{http}/canary/http/ | grep -i x-app-version   # v1 about 3 in 4 times"
+    );
+    println!(
+        "  curl -i -H 'X-Cocaine-Service: echo' -H 'X-Cocaine-Event: http' http://{http}/any/uri"
+    );
+    println!("  curl --http2-prior-knowledge -i http://{http}/hello/http/");
+    println!("Ctrl-C stops it.");
+    wait_for_stop().await?;
+    standalone.shutdown().await;
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rpcgate::app::{AppBuilder, Request, Response, demo};
+use rpcgate::app::{AppBuilder, HttpRequest, HttpResponse, Request, Response, demo};
 use rpcgate::locator::LocatorConfig;
 use rpcgate::mux::MuxConfig;
 use rpcgate::proto::http::{HttpRequest as HttpTuple, ResponseMeta};
@@ -177,24 +177,41 @@ async fn close_before_meta_errors_panics_and_unknown_events_give_their_frames() 
 
 #[tokio::test]
 async fn the_http_helper_reads_the_tuple_and_streamed_body_chunks() {
-    let app = demo::build("echo", Some("v2")).unwrap();
+    // A handler that reads the whole streamed body, then answers with it.
+    let app = AppBuilder::new("collector").on_http(
+        "http",
+        |mut req: HttpRequest, res: HttpResponse| async move {
+            let mut body = req.body.to_vec();
+            while let Some(chunk) = req.next_body_chunk().await {
+                let chunk = chunk
+                    .map_err(|e| RemoteError::new(ErrorCode::INVALID_ARGUMENT, e.to_string()))?;
+                body.extend_from_slice(&chunk);
+            }
+            let cookies = req
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
+                .count();
+            let headers = vec![("X-Cookies".into(), Bytes::from(cookies.to_string()))];
+            let line = format!(
+                "{} {} {} ",
+                String::from_utf8_lossy(&req.method),
+                req.path(),
+                req.query_param("x").unwrap_or_default()
+            );
+            res.respond(200, headers, [line.as_bytes(), &body].concat())
+                .await
+                .ok();
+            Ok(())
+        },
+    );
     let app = app
         .bind("127.0.0.1:0".parse().unwrap(), vec![])
         .await
         .unwrap();
     let (handle, _conn) = support::connect(app.addr, MuxConfig::default()).await;
     let mut channel = support::enqueue(&handle, "http").await;
-    let tuple = HttpTuple {
-        method: "POST".into(),
-        uri: "/a/b?x=1".into(),
-        version: "1.1".into(),
-        headers: vec![
-            ("Cookie".into(), "a=1".into()),
-            ("Cookie".into(), "b=2".into()),
-        ],
-        body: "abc".into(),
-    };
-    channel.sender.write(tuple.to_bytes()).await.unwrap();
+    channel.sender.write(post_tuple()).await.unwrap();
     channel.sender.write("def").await.unwrap();
     channel.sender.write("ghi").await.unwrap();
     channel
@@ -205,20 +222,56 @@ async fn the_http_helper_reads_the_tuple_and_streamed_body_chunks() {
     let events = support::collect(&mut channel).await;
     let head = meta(&events[0]);
     assert_eq!(head.status, 200);
+    assert!(head.headers.contains(&("X-Cookies".into(), "2".into())));
+    assert_eq!(
+        events[1],
+        StreamEvent::Write("POST /a/b 1 abcdefghi".into())
+    );
+    assert_eq!(events.last(), Some(&StreamEvent::Close));
+}
+
+fn post_tuple() -> Bytes {
+    HttpTuple {
+        method: "POST".into(),
+        uri: "/a/b?x=1".into(),
+        version: "1.1".into(),
+        headers: vec![
+            ("Cookie".into(), "a=1".into()),
+            ("Cookie".into(), "b=2".into()),
+        ],
+        body: "abc".into(),
+    }
+    .to_bytes()
+}
+
+#[tokio::test]
+async fn echo_answers_from_the_first_chunk_as_json() {
+    let app = demo::build("echo", Some("v2")).unwrap();
+    let app = app
+        .bind("127.0.0.1:0".parse().unwrap(), vec![])
+        .await
+        .unwrap();
+    let (handle, _conn) = support::connect(app.addr, MuxConfig::default()).await;
+    let mut channel = support::enqueue(&handle, "http").await;
+    // Only the first chunk: echo answers without waiting for `close`.
+    channel.sender.write(post_tuple()).await.unwrap();
+    let first = channel.receiver.recv().await.unwrap().unwrap();
+    let head = meta(&first.stream_event().unwrap());
+    assert_eq!(head.status, 200);
     assert!(
         head.headers
             .contains(&("X-App-Version".into(), "v2".into()))
     );
-    let StreamEvent::Write(body) = &events[1] else {
-        panic!("{events:?}")
+    let second = channel.receiver.recv().await.unwrap().unwrap();
+    let StreamEvent::Write(body) = second.stream_event().unwrap() else {
+        panic!("a body chunk")
     };
-    let json: serde_json::Value = serde_json::from_slice(body).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["method"], "POST");
     assert_eq!(json["uri"], "/a/b?x=1");
-    assert_eq!(json["body"], "abcdefghi");
+    assert_eq!(json["body"], "abc");
     assert_eq!(json["app"], "echo-v2");
     assert_eq!(json["headers"][1], serde_json::json!(["Cookie", "b=2"]));
-    assert_eq!(events.last(), Some(&StreamEvent::Close));
 }
 
 #[tokio::test]

@@ -97,14 +97,10 @@ async fn echo(
     app: String,
     tag: Option<Bytes>,
 ) -> super::HandlerResult {
-    let mut req = req;
-    let mut body = req.body.to_vec();
-    while let Some(chunk) = req.next_body_chunk().await {
-        match chunk {
-            Ok(chunk) => body.extend_from_slice(&chunk),
-            Err(_) => return Ok(()), // the client went away: nobody to answer
-        }
-    }
+    // The body is the one in the 5-tuple, as Cocaine HTTP workers read it: a
+    // gateway keeps its side of the channel open until the reply ends (so it
+    // can still cancel), so waiting for more chunks would wait for ever.
+    let body = &req.body;
     let json = serde_json::json!({
         "app": app,
         "version": tag.as_ref().map(lossy),
@@ -112,7 +108,7 @@ async fn echo(
         "uri": lossy(&req.uri),
         "http_version": lossy(&req.version),
         "headers": req.headers.iter().map(|(n, v)| [lossy(n), lossy(v)]).collect::<Vec<_>>(),
-        "body": String::from_utf8_lossy(&body),
+        "body": String::from_utf8_lossy(body),
         "trace_id": req.frame_headers.trace_id().map(|t| format!("{t:016x}")),
     });
     let body = serde_json::to_vec_pretty(&json).unwrap_or_default();

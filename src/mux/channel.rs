@@ -42,6 +42,7 @@ impl Channel {
 pub struct ChannelSender {
     id: u64,
     state: Protocol,
+    close_on_drop: bool,
     commands: mpsc::Sender<Command>,
     shared: Arc<Shared>,
     channel: Arc<ChannelState>,
@@ -58,6 +59,7 @@ impl ChannelSender {
         Self {
             id,
             state,
+            close_on_drop: false,
             commands,
             shared,
             channel,
@@ -67,6 +69,13 @@ impl ChannelSender {
     /// The channel id.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Makes dropping this sender end our side with `close` instead of
+    /// cancelling with `error [[7, 3]]`. For a request whose reply is
+    /// complete: the app is told we are done, not that we gave up.
+    pub fn close_on_drop(&mut self) {
+        self.close_on_drop = true;
     }
 
     /// Our current send state.
@@ -127,7 +136,7 @@ impl ChannelSender {
 impl Drop for ChannelSender {
     fn drop(&mut self) {
         if !self.state.is_terminal() {
-            self.shared.cancel(self.id);
+            self.shared.cancel(self.id, self.close_on_drop);
         }
     }
 }
@@ -169,6 +178,37 @@ impl ChannelReceiver {
         self.state
     }
 
+    /// Polls for the next frame; see [`ChannelReceiver::recv`].
+    pub fn poll_recv(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame, ChannelError>>> {
+        if self.state.is_terminal() {
+            return std::task::Poll::Ready(None);
+        }
+        let polled = std::task::ready!(self.replies.poll_recv(cx));
+        std::task::Poll::Ready(Some(self.accept(polled)))
+    }
+
+    fn accept(&mut self, polled: Option<Frame>) -> Result<Frame, ChannelError> {
+        match polled {
+            Some(frame) => match self.state.next(frame.ty) {
+                Some(next) => {
+                    self.state = next;
+                    Ok(frame)
+                }
+                None => {
+                    self.state = Protocol::Terminal;
+                    Err(ChannelError::UnexpectedMessage { ty: frame.ty })
+                }
+            },
+            None => {
+                self.state = Protocol::Terminal;
+                Err(self.channel.error(&self.shared))
+            }
+        }
+    }
+
     /// The next frame from the peer, with headers decoded; `None` after the
     /// peer's terminal message or after an error.
     ///
@@ -184,21 +224,7 @@ impl ChannelReceiver {
         if self.state.is_terminal() {
             return None;
         }
-        match self.replies.recv().await {
-            Some(frame) => match self.state.next(frame.ty) {
-                Some(next) => {
-                    self.state = next;
-                    Some(Ok(frame))
-                }
-                None => {
-                    self.state = Protocol::Terminal;
-                    Some(Err(ChannelError::UnexpectedMessage { ty: frame.ty }))
-                }
-            },
-            None => {
-                self.state = Protocol::Terminal;
-                Some(Err(self.channel.error(&self.shared)))
-            }
-        }
+        let polled = self.replies.recv().await;
+        Some(self.accept(polled))
     }
 }

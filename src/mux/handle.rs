@@ -74,8 +74,9 @@ pub(crate) struct Shared {
     /// The next channel id, locked together with queueing its `Open`, so
     /// ids reach the wire strictly increasing.
     next_id: Mutex<u64>,
-    /// Ids whose senders were dropped before their side was terminal.
-    cancels: Mutex<Vec<u64>>,
+    /// Ids whose senders were dropped before their side was terminal, and
+    /// whether each asked to `close` rather than cancel.
+    cancels: Mutex<Vec<(u64, bool)>>,
     /// Wakes the task to process `cancels` (capacity 1: one pending wake
     /// covers any number of ids).
     wake: mpsc::Sender<()>,
@@ -101,17 +102,17 @@ impl Shared {
         }
     }
 
-    pub(crate) fn cancel(&self, id: u64) {
+    pub(crate) fn cancel(&self, id: u64, close: bool) {
         self.cancels
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(id);
+            .push((id, close));
         // Full means a wake is already pending; closed means the task is
         // gone and will never write anything again. Both are fine.
         let _ = self.wake.try_send(());
     }
 
-    pub(crate) fn take_cancels(&self, into: &mut Vec<u64>) {
+    pub(crate) fn take_cancels(&self, into: &mut Vec<(u64, bool)>) {
         into.append(&mut self.cancels.lock().unwrap_or_else(PoisonError::into_inner));
     }
 

@@ -59,6 +59,8 @@ pub enum Cancel {
     Error(u64),
     /// Send `discard []` (locator `publish` and `routing`).
     Discard,
+    /// Send `close []`: the owner finished its streaming side.
+    Close,
 }
 
 /// What to do with an incoming frame.
@@ -180,6 +182,16 @@ impl<S> ChannelTable<S> {
     /// id not opened yet is remembered, so the opening frame is never
     /// written.
     pub fn cancel(&mut self, id: u64) -> Option<Cancel> {
+        self.end(id, false)
+    }
+
+    /// Like [`ChannelTable::cancel`], but a streaming side that is still
+    /// open ends with `close` (the owner finished, rather than gave up).
+    pub fn finish(&mut self, id: u64) -> Option<Cancel> {
+        self.end(id, true)
+    }
+
+    fn end(&mut self, id: u64, close: bool) -> Option<Cancel> {
         let Some(entry) = self.entries.get_mut(&id) else {
             if id > self.highest {
                 self.precancelled.insert(id);
@@ -189,6 +201,7 @@ impl<S> ChannelTable<S> {
         let cancel = match entry.tx {
             Protocol::Terminal => return None,
             Protocol::Discard => Cancel::Discard,
+            Protocol::Streaming if close => Cancel::Close,
             other => Cancel::Error(other.error_id()?),
         };
         entry.tx = Protocol::Terminal;

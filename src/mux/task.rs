@@ -54,7 +54,7 @@ pub struct Connection<R, W> {
     draining: bool,
     commands_closed: bool,
     /// Scratch space reused across iterations.
-    cancels: Vec<u64>,
+    cancels: Vec<(u64, bool)>,
     passed: Vec<(u64, Delivery)>,
 }
 
@@ -226,13 +226,19 @@ where
     fn process_cancels(&mut self) {
         self.shared.take_cancels(&mut self.cancels);
         let mut cancels = std::mem::take(&mut self.cancels);
-        for id in cancels.drain(..) {
-            let message = match self.table.cancel(id) {
+        for (id, close) in cancels.drain(..) {
+            let ended = if close {
+                self.table.finish(id)
+            } else {
+                self.table.cancel(id)
+            };
+            let message = match ended {
                 Some(Cancel::Error(ty)) => Message::error(
                     ty,
                     RemoteError::new(ErrorCode::NOT_CONNECTED, CANCEL_MESSAGE),
                 ),
                 Some(Cancel::Discard) => Message::new(DISCARD, Args::Empty),
+                Some(Cancel::Close) => Message::close(),
                 None => continue,
             };
             self.queue.push(id, &message, None);

@@ -1,0 +1,118 @@
+//! The admin listener: owns `/ping`, `/health`, `/ready` (false while
+//! draining), `/pools` (each connection's endpoint, age, in-flight and
+//! state) and `/config`. Loopback by default; it has no auth.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::pool::Pools;
+
+/// What the admin API reads.
+#[derive(Debug)]
+pub struct AdminState {
+    /// The running config.
+    pub config: Arc<Config>,
+    /// The pools.
+    pub pools: Arc<Pools>,
+    /// False once shutdown starts.
+    pub ready: AtomicBool,
+}
+
+/// Serves the admin API until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AdminState>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let state = Arc::clone(&state);
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let state = Arc::clone(&state);
+                async move { Ok::<_, Infallible>(route(request.uri().path(), &state)) }
+            });
+            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                () = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
+fn route(path: &str, state: &AdminState) -> Response<Full<Bytes>> {
+    match path {
+        "/ping" => text(StatusCode::OK, "pong\n"),
+        "/health" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),
+        "/ready" => {
+            if state.ready.load(Ordering::Acquire) {
+                json(StatusCode::OK, &serde_json::json!({"ready": true}))
+            } else {
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"ready": false}),
+                )
+            }
+        }
+        "/pools" => {
+            let pools: serde_json::Map<String, serde_json::Value> = state
+                .pools
+                .all()
+                .iter()
+                .map(|pool| {
+                    let conns = serde_json::to_value(pool.snapshot()).unwrap_or_default();
+                    let entry =
+                        serde_json::json!({"size": pool.settings().size, "connections": conns});
+                    (pool.service().to_owned(), entry)
+                })
+                .collect();
+            json(StatusCode::OK, &pools)
+        }
+        // Nothing in the config is secret yet; if credentials are added,
+        // redact them here.
+        "/config" => text(StatusCode::OK, &format!("{:#?}\n", state.config)),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "no such admin route"}),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
+    *response.status_mut() = status;
+    response
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    let mut response = text(status, &serde_json::to_string(value).unwrap_or_default());
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}

@@ -1,0 +1,257 @@
+//! The gateway config file as written (serde, unknown keys refused), and its
+//! conversion into [`Config`] with each key checked.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Config, ConfigError, RouteConfig, ServiceConfig};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<String>,
+    admin: Option<String>,
+    locators: Option<Vec<String>>,
+    access_log: Option<bool>,
+    request: Option<RequestFile>,
+    pool: Option<PoolFile>,
+    retry: Option<RetryFile>,
+    #[serde(default)]
+    services: BTreeMap<String, ServiceFile>,
+    #[serde(default)]
+    routes: Vec<RouteFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RequestFile {
+    timeout_ms: Option<i64>,
+    body_limit: Option<i64>,
+    forward_headers: Option<BTreeMap<String, String>>,
+    tracing_probability: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PoolFile {
+    size: Option<i64>,
+    lifespan_ms: Option<i64>,
+    jitter: Option<f64>,
+    reconnect_share: Option<f64>,
+    connect_timeout_ms: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetryFile {
+    attempts: Option<i64>,
+    budget_share: Option<f64>,
+    budget_floor: Option<i64>,
+    backoff_ms: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceFile {
+    timeout_ms: Option<i64>,
+    pool_size: Option<i64>,
+    lifespan_ms: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    host: Option<String>,
+    prefix: Option<String>,
+    service: String,
+    event: Option<String>,
+    strip_prefix: Option<bool>,
+}
+
+struct Checker<'a> {
+    file: &'a Path,
+}
+
+impl Checker<'_> {
+    fn err(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_owned(),
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn addr(&self, key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+        value
+            .parse()
+            .map_err(|_| self.err(key, format!("`{value}` is not an ip:port address")))
+    }
+
+    fn ms(&self, key: &str, value: i64, min: i64, max: i64) -> Result<Duration, ConfigError> {
+        if !(min..=max).contains(&value) {
+            return Err(self.err(key, format!("must be from {min} to {max} ms, not {value}")));
+        }
+        Ok(Duration::from_millis(value as u64))
+    }
+
+    fn int(&self, key: &str, value: i64, min: i64, max: i64) -> Result<usize, ConfigError> {
+        if !(min..=max).contains(&value) {
+            return Err(self.err(key, format!("must be from {min} to {max}, not {value}")));
+        }
+        Ok(value as usize)
+    }
+
+    fn share(&self, key: &str, value: f64) -> Result<f64, ConfigError> {
+        if !(0.0..=1.0).contains(&value) {
+            return Err(self.err(key, format!("must be from 0 to 1, not {value}")));
+        }
+        Ok(value)
+    }
+}
+
+/// The longest timeout accepted anywhere: a day.
+const MAX_MS: i64 = 86_400_000;
+
+pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let c = Checker { file: path };
+    let raw: File = toml::from_str(text).map_err(|e| {
+        c.err(
+            "(syntax)",
+            e.to_string().replace('\n', " ").trim().to_owned(),
+        )
+    })?;
+    let mut config = Config::default();
+    if let Some(v) = &raw.listen {
+        config.listen = c.addr("listen", v)?;
+    }
+    if let Some(v) = &raw.admin {
+        config.admin = if v.is_empty() {
+            None
+        } else {
+            Some(c.addr("admin", v)?)
+        };
+    }
+    if let Some(list) = &raw.locators {
+        config.locators = list
+            .iter()
+            .map(|v| c.addr("locators", v))
+            .collect::<Result<_, _>>()?;
+        if config.locators.is_empty() {
+            return Err(c.err("locators", "needs at least one ip:port"));
+        }
+    }
+    if let Some(v) = raw.access_log {
+        config.access_log = v;
+    }
+    if let Some(r) = raw.request {
+        if let Some(v) = r.timeout_ms {
+            config.request.timeout = c.ms("request.timeout_ms", v, 1, MAX_MS)?;
+        }
+        if let Some(v) = r.body_limit {
+            config.request.body_limit = c.int("request.body_limit", v, 0, 1 << 30)?;
+        }
+        if let Some(map) = r.forward_headers {
+            for (http, cocaine) in &map {
+                let key = format!("request.forward_headers.{http}");
+                if http.is_empty() || cocaine.is_empty() {
+                    return Err(c.err(&key, "header names must not be empty"));
+                }
+                if hyper::header::HeaderName::from_bytes(http.as_bytes()).is_err() {
+                    return Err(c.err(&key, format!("`{http}` is not a valid HTTP header name")));
+                }
+                let mut probe = crate::proto::Headers::new();
+                if probe.insert(cocaine.clone(), vec![0u8; 3]).is_err() {
+                    return Err(c.err(
+                        &key,
+                        format!("`{cocaine}` is reserved for trace and timeout headers"),
+                    ));
+                }
+            }
+            config.request.forward_headers = map
+                .into_iter()
+                .map(|(http, cocaine)| (http.to_ascii_lowercase(), cocaine))
+                .collect();
+        }
+        if let Some(v) = r.tracing_probability {
+            config.request.tracing_probability = c.share("request.tracing_probability", v)?;
+        }
+    }
+    if let Some(p) = raw.pool {
+        if let Some(v) = p.size {
+            config.pool.size = c.int("pool.size", v, 1, 256)?;
+        }
+        if let Some(v) = p.lifespan_ms {
+            config.pool.lifespan = c.ms("pool.lifespan_ms", v, 10, MAX_MS)?;
+        }
+        if let Some(v) = p.jitter {
+            config.pool.jitter = c.share("pool.jitter", v)?;
+        }
+        if let Some(v) = p.reconnect_share {
+            config.pool.reconnect_share = c.share("pool.reconnect_share", v)?;
+        }
+        if let Some(v) = p.connect_timeout_ms {
+            config.pool.connect_timeout = c.ms("pool.connect_timeout_ms", v, 1, MAX_MS)?;
+        }
+    }
+    if let Some(r) = raw.retry {
+        if let Some(v) = r.attempts {
+            config.retry.attempts = c.int("retry.attempts", v, 1, 10)? as u32;
+        }
+        if let Some(v) = r.budget_share {
+            config.retry.budget_share = c.share("retry.budget_share", v)?;
+        }
+        if let Some(v) = r.budget_floor {
+            config.retry.budget_floor = c.int("retry.budget_floor", v, 0, 1_000_000)?;
+        }
+        if let Some(v) = r.backoff_ms {
+            config.retry.backoff = c.ms("retry.backoff_ms", v, 0, 60_000)?;
+        }
+    }
+    for (name, s) in raw.services {
+        let key = |k: &str| format!("services.{name}.{k}");
+        let service = ServiceConfig {
+            timeout: s
+                .timeout_ms
+                .map(|v| c.ms(&key("timeout_ms"), v, 1, MAX_MS))
+                .transpose()?,
+            pool_size: s
+                .pool_size
+                .map(|v| c.int(&key("pool_size"), v, 1, 256))
+                .transpose()?,
+            lifespan: s
+                .lifespan_ms
+                .map(|v| c.ms(&key("lifespan_ms"), v, 10, MAX_MS))
+                .transpose()?,
+        };
+        config.services.insert(name, service);
+    }
+    for (i, r) in raw.routes.into_iter().enumerate() {
+        let key = |k: &str| format!("routes[{i}].{k}");
+        if r.service.is_empty() {
+            return Err(c.err(&key("service"), "must not be empty"));
+        }
+        if r.host.is_none() && r.prefix.is_none() {
+            return Err(c.err(
+                &format!("routes[{i}]"),
+                "needs a `host`, a `prefix`, or both",
+            ));
+        }
+        if let Some(prefix) = &r.prefix {
+            if !prefix.starts_with('/') {
+                return Err(c.err(&key("prefix"), "must start with `/`"));
+            }
+        }
+        config.routes.push(RouteConfig {
+            host: r.host.map(|h| h.to_ascii_lowercase()),
+            prefix: r.prefix,
+            service: r.service,
+            event: r.event.unwrap_or_else(|| "http".to_owned()),
+            strip_prefix: r.strip_prefix.unwrap_or(false),
+        });
+    }
+    Ok(config)
+}

@@ -1,0 +1,199 @@
+//! Gateway configuration: owns the TOML file format of `rpcgate --config`
+//! (every key documented in `config/rpcgate.toml`) and its validation into
+//! typed values with defaults a user would pick. Unknown keys are errors and
+//! every error names the file and the key.
+
+mod file;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use crate::locator::ConfigError;
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where HTTP is served.
+    pub listen: SocketAddr,
+    /// Where the admin API is served.
+    pub admin: Option<SocketAddr>,
+    /// Locator endpoints, tried in order.
+    pub locators: Vec<SocketAddr>,
+    /// Request handling defaults.
+    pub request: RequestConfig,
+    /// Pool defaults.
+    pub pool: PoolConfig,
+    /// Retry policy.
+    pub retry: RetryConfig,
+    /// Per-service overrides.
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// Configured routes, tried after the header and path rules.
+    pub routes: Vec<RouteConfig>,
+    /// Whether each request is logged through `tracing` (target `access`).
+    pub access_log: bool,
+}
+
+/// How requests are handled.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RequestConfig {
+    /// The default deadline of a request (also sent as `request_timeout`).
+    pub timeout: Duration,
+    /// The largest request body buffered; beyond it, 413.
+    pub body_limit: usize,
+    /// HTTP header (lowercase) → Cocaine header forwarded on the enqueue.
+    pub forward_headers: BTreeMap<String, String>,
+    /// The share of requests sent with `trace_bit = 1`.
+    pub tracing_probability: f64,
+}
+
+/// How each service's connection pool behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolConfig {
+    /// Connections kept per service.
+    pub size: usize,
+    /// The age after which a connection is replaced.
+    pub lifespan: Duration,
+    /// Lifespans vary by up to this share either way.
+    pub jitter: f64,
+    /// At most this share of a pool reconnects at once (at least one).
+    pub reconnect_share: f64,
+    /// The limit on one TCP connect to a backend.
+    pub connect_timeout: Duration,
+}
+
+/// When and how much to retry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// Attempts per request, the first included.
+    pub attempts: u32,
+    /// Retries may be at most this share of the requests in flight...
+    pub budget_share: f64,
+    /// ...but this many are always allowed.
+    pub budget_floor: usize,
+    /// The base of the jittered backoff between attempts.
+    pub backoff: Duration,
+}
+
+/// Overrides for one virtual service.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ServiceConfig {
+    /// The deadline for this service's requests.
+    pub timeout: Option<Duration>,
+    /// Its pool size.
+    pub pool_size: Option<usize>,
+    /// Its connection lifespan.
+    pub lifespan: Option<Duration>,
+}
+
+/// A configured route: host and/or path prefix → service and event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    /// Match this `Host` (without port), if set.
+    pub host: Option<String>,
+    /// Match paths starting with this, if set.
+    pub prefix: Option<String>,
+    /// The virtual service.
+    pub service: String,
+    /// The event.
+    pub event: String,
+    /// Whether the prefix is removed from the uri sent to the app.
+    pub strip_prefix: bool,
+}
+
+impl Default for RequestConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+            body_limit: 10 << 20,
+            forward_headers: [("authorization".to_owned(), "authorization".to_owned())].into(),
+            tracing_probability: 0.01,
+        }
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            size: 32,
+            lifespan: Duration::from_secs(60),
+            jitter: 0.2,
+            reconnect_share: 0.25,
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            budget_share: 0.2,
+            budget_floor: 10,
+            backoff: Duration::from_millis(5),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            locators: vec![SocketAddr::from(([127, 0, 0, 1], 10053))],
+            request: RequestConfig::default(),
+            pool: PoolConfig::default(),
+            retry: RetryConfig::default(),
+            services: BTreeMap::new(),
+            routes: Vec::new(),
+            access_log: false,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.to_owned(),
+            key: "(file)".into(),
+            reason: e.to_string(),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates TOML; `file` names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        file::parse(text, file)
+    }
+
+    /// The deadline for `service`.
+    pub fn timeout_for(&self, service: &str) -> Duration {
+        self.services
+            .get(service)
+            .and_then(|s| s.timeout)
+            .unwrap_or(self.request.timeout)
+    }
+
+    /// The pool size for `service`.
+    pub fn pool_size_for(&self, service: &str) -> usize {
+        self.services
+            .get(service)
+            .and_then(|s| s.pool_size)
+            .unwrap_or(self.pool.size)
+    }
+
+    /// The connection lifespan for `service`.
+    pub fn lifespan_for(&self, service: &str) -> Duration {
+        self.services
+            .get(service)
+            .and_then(|s| s.lifespan)
+            .unwrap_or(self.pool.lifespan)
+    }
+}
+
+/// Where a config came from, for messages.
+pub fn inline() -> PathBuf {
+    PathBuf::from("<inline>")
+}

@@ -1,0 +1,115 @@
+//! The reply body: owns streaming the app's body chunks to hyper as they
+//! arrive, ending on `close` (or on an empty chunk under
+//! `X-Cocaine-HTTP-Proto-Version: 1.1`), aborting on errors so a failed
+//! response never looks complete, and ending our side of the channel:
+//! `close` when the reply is complete, `error [[7, 3]]` when dropped early.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame as HttpFrame, SizeHint};
+
+use crate::mux::{ChannelReceiver, ChannelSender};
+use crate::proto::StreamEvent;
+
+/// Why a streamed body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+#[error("backend failed mid-response: {0}")]
+pub struct BodyAborted(pub(crate) String);
+
+/// The app's body chunks as an HTTP body.
+#[derive(Debug)]
+pub struct ReplyBody {
+    sender: Option<ChannelSender>,
+    receiver: ChannelReceiver,
+    /// `X-Cocaine-HTTP-Proto-Version: 1.1`: an empty chunk ends the body.
+    proto11: bool,
+    done: bool,
+}
+
+impl ReplyBody {
+    pub(crate) fn new(sender: ChannelSender, receiver: ChannelReceiver, proto11: bool) -> Self {
+        Self {
+            sender: Some(sender),
+            receiver,
+            proto11,
+            done: false,
+        }
+    }
+
+    /// The reply is complete: end our side with `close`.
+    fn finish(&mut self) {
+        self.done = true;
+        if let Some(mut sender) = self.sender.take() {
+            sender.close_on_drop();
+        }
+    }
+
+    /// Discards the body, ending our side with `close` (HEAD, 204, 304).
+    pub fn discard(mut self) {
+        self.finish();
+    }
+}
+
+impl Body for ReplyBody {
+    type Data = Bytes;
+    type Error = BodyAborted;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<HttpFrame<Bytes>, BodyAborted>>> {
+        let this = &mut *self;
+        loop {
+            if this.done {
+                return Poll::Ready(None);
+            }
+            let frame = match std::task::ready!(this.receiver.poll_recv(cx)) {
+                None => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Some(Err(e)) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(BodyAborted(e.to_string()))));
+                }
+                Some(Ok(frame)) => frame,
+            };
+            match frame.stream_event() {
+                Ok(StreamEvent::Write(chunk)) if chunk.is_empty() && this.proto11 => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(StreamEvent::Write(chunk)) if chunk.is_empty() => {}
+                Ok(StreamEvent::Write(chunk)) => {
+                    return Poll::Ready(Some(Ok(HttpFrame::data(chunk))));
+                }
+                Ok(StreamEvent::Close) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(StreamEvent::Error(e)) => {
+                    // The app's own terminal message: our side ends cleanly.
+                    if let Some(mut sender) = this.sender.take() {
+                        sender.close_on_drop();
+                    }
+                    this.done = true;
+                    return Poll::Ready(Some(Err(BodyAborted(e.to_string()))));
+                }
+                Err(e) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(BodyAborted(e.to_string()))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

@@ -1,0 +1,279 @@
+//! Dispatch: owns turning a routed request into an `enqueue` stream and its
+//! reply into an HTTP response head and body stream: packing (PROTOCOL.md
+//! §5.2, §5.3), the deadline, the safe-retry rule (DESIGN.md §3.4) with a
+//! retry budget, and cancellation (`error [[7, 3]]`) when the client goes
+//! away or the deadline passes.
+//!
+//! Our side of the channel stays open until the reply ends, so that a
+//! cancel is still possible; the app gets `close` once its reply is
+//! complete (see [`crate::mux::ChannelSender::close_on_drop`]).
+
+mod body;
+mod pack;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::Rng;
+use tokio::time::Instant;
+
+pub use self::body::{BodyAborted, ReplyBody};
+pub use self::pack::{BadRequestId, PackedRequest, TraceDecision, pack_request};
+use crate::mux::{ChannelError, Invocation};
+use crate::pool::{PoolError, Pools};
+use crate::proto::http::ResponseMeta;
+use crate::proto::{Args, Message, RemoteError, StreamEvent};
+
+/// Why a request could not be answered by the app. Each says who failed;
+/// the single HTTP mapping lives in `http::response`.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    /// The locator does not know the service (503).
+    #[error("service `{0}` is not available")]
+    NotFound(String),
+    /// No backend connection before the deadline (503).
+    #[error("{0}")]
+    NoConnection(String),
+    /// Every attempt was refused as "queue full" or equivalent (503 +
+    /// Retry-After).
+    #[error("the app is overloaded after {attempts} attempts: {last}")]
+    Overloaded {
+        /// Attempts made.
+        attempts: u32,
+        /// The last refusal.
+        last: RemoteError,
+    },
+    /// The deadline passed (504).
+    #[error("no reply from the app within {0:?}")]
+    Deadline(Duration),
+    /// The backend broke the protocol before the response head (502).
+    #[error("bad gateway: {0}")]
+    BadGateway(String),
+    /// The app answered with an error (500).
+    #[error("app error {0}")]
+    App(RemoteError),
+    /// The gateway is shutting down (503).
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+/// The retry policy and its budget.
+#[derive(Debug)]
+pub struct Retry {
+    /// Attempts per request, the first included.
+    pub attempts: u32,
+    /// Retries may be this share of requests in flight...
+    pub budget_share: f64,
+    /// ...with this floor.
+    pub budget_floor: usize,
+    /// The base of the jittered backoff.
+    pub backoff: Duration,
+    in_flight: AtomicUsize,
+    retrying: AtomicUsize,
+}
+
+impl Retry {
+    /// A policy.
+    pub fn new(attempts: u32, budget_share: f64, budget_floor: usize, backoff: Duration) -> Self {
+        Self {
+            attempts,
+            budget_share,
+            budget_floor,
+            backoff,
+            in_flight: AtomicUsize::new(0),
+            retrying: AtomicUsize::new(0),
+        }
+    }
+
+    fn try_take(&self) -> Option<RetryToken<'_>> {
+        let allowed = ((self.in_flight.load(Ordering::Relaxed) as f64 * self.budget_share)
+            as usize)
+            .max(self.budget_floor);
+        let taken = self.retrying.fetch_add(1, Ordering::AcqRel);
+        if taken >= allowed {
+            self.retrying.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(RetryToken(self))
+    }
+
+    fn pause(&self, attempt: u32) -> Duration {
+        let base = self.backoff.saturating_mul(1 << attempt.min(10));
+        base.mul_f64(rand::rng().random_range(0.5..1.5))
+    }
+}
+
+struct RetryToken<'a>(&'a Retry);
+
+impl Drop for RetryToken<'_> {
+    fn drop(&mut self) {
+        self.0.retrying.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A request in flight counts toward the retry budget while it lives.
+struct InFlight<'a>(&'a Retry);
+
+impl<'a> InFlight<'a> {
+    fn new(retry: &'a Retry) -> Self {
+        retry.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(retry)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A successful start of a reply: the app's meta and the body to come.
+#[derive(Debug)]
+pub struct Reply {
+    /// The status and headers the app sent.
+    pub meta: ResponseMeta,
+    /// The body chunks, streamed.
+    pub body: ReplyBody,
+    /// Attempts made (1 when not retried).
+    pub attempts: u32,
+}
+
+/// Sends `request` to `service` and waits for the response head.
+///
+/// # Cancel safety
+///
+/// Cancel safe: dropping the future drops the channel, which sends
+/// `error [[7, 3]]` to the app if the request was sent.
+pub async fn dispatch(
+    pools: &Arc<Pools>,
+    retry: &Retry,
+    service: &str,
+    request: &PackedRequest,
+    deadline: Instant,
+) -> Result<Reply, DispatchError> {
+    let _in_flight = InFlight::new(retry);
+    let pool = pools.get(service);
+    let total = deadline.saturating_duration_since(Instant::now());
+    let mut attempt = 0;
+    let mut _token = None;
+    loop {
+        attempt += 1;
+        let handle = pool.checkout(deadline).await.map_err(|e| match e {
+            PoolError::NotFound(name) => DispatchError::NotFound(name),
+            PoolError::NoConnection { .. } => DispatchError::NoConnection(e.to_string()),
+            PoolError::ShuttingDown => DispatchError::ShuttingDown,
+        })?;
+        let outcome = tokio::time::timeout_at(deadline, attempt_once(&handle, request)).await;
+        let retriable = match outcome {
+            Err(_) => return Err(DispatchError::Deadline(total)),
+            Ok(Ok(reply)) => {
+                return Ok(Reply {
+                    attempts: attempt,
+                    ..reply
+                });
+            }
+            Ok(Err(Attempt::Failed(e))) => return Err(e),
+            Ok(Err(Attempt::Retriable(e))) => e,
+        };
+        if attempt >= retry.attempts {
+            return Err(match retriable {
+                DispatchError::App(last) => DispatchError::Overloaded {
+                    attempts: attempt,
+                    last,
+                },
+                other => other,
+            });
+        }
+        let Some(token) = retry.try_take() else {
+            return Err(match retriable {
+                DispatchError::App(last) => DispatchError::Overloaded {
+                    attempts: attempt,
+                    last,
+                },
+                other => other,
+            });
+        };
+        _token = Some(token);
+        let pause = retry.pause(attempt - 1);
+        if Instant::now() + pause >= deadline {
+            return Err(DispatchError::Deadline(total));
+        }
+        tokio::time::sleep(pause).await;
+    }
+}
+
+enum Attempt {
+    /// Provably not delivered to a worker: may be sent again.
+    Retriable(DispatchError),
+    Failed(DispatchError),
+}
+
+async fn attempt_once(
+    handle: &crate::mux::MuxHandle,
+    request: &PackedRequest,
+) -> Result<Reply, Attempt> {
+    let lost = |e: ChannelError| {
+        if e.is_retry_safe() {
+            Attempt::Retriable(DispatchError::BadGateway(e.to_string()))
+        } else {
+            Attempt::Failed(DispatchError::BadGateway(e.to_string()))
+        }
+    };
+    let enqueue =
+        Message::new(0, Args::Bytes(request.event.clone())).with_headers(request.headers.clone());
+    let channel = handle
+        .open(Invocation::enqueue(enqueue))
+        .await
+        .map_err(lost)?;
+    let (mut sender, mut receiver) = channel.split();
+    sender.write(request.tuple.clone()).await.map_err(lost)?;
+    let frame = match receiver.recv().await {
+        Some(Ok(frame)) => frame,
+        Some(Err(e)) => return Err(lost(e)),
+        None => {
+            return Err(Attempt::Failed(DispatchError::BadGateway(
+                "channel ended".into(),
+            )));
+        }
+    };
+    match frame.stream_event() {
+        Ok(StreamEvent::Write(chunk)) => {
+            let meta = ResponseMeta::decode(&chunk).map_err(|e| {
+                Attempt::Failed(DispatchError::BadGateway(format!("bad response meta: {e}")))
+            })?;
+            let proto11 = meta.headers.iter().any(|(n, v)| {
+                n.eq_ignore_ascii_case(b"x-cocaine-http-proto-version") && &v[..] == b"1.1"
+            });
+            Ok(Reply {
+                meta,
+                body: ReplyBody::new(sender, receiver, proto11),
+                attempts: 1,
+            })
+        }
+        Ok(StreamEvent::Error(error)) => {
+            // The app refused before reading: our side ends with `close`.
+            sender.close_on_drop();
+            if error.code.is_never_delivered() {
+                Err(Attempt::Retriable(DispatchError::App(error)))
+            } else {
+                Err(Attempt::Failed(DispatchError::App(error)))
+            }
+        }
+        Ok(StreamEvent::Close) => {
+            sender.close_on_drop();
+            Err(Attempt::Failed(DispatchError::BadGateway(
+                "the app closed the stream before sending the response meta".into(),
+            )))
+        }
+        Err(e) => Err(Attempt::Failed(DispatchError::BadGateway(format!(
+            "bad frame: {e}"
+        )))),
+    }
+}
+
+/// Bytes of the `enqueue` event, for callers building a [`PackedRequest`].
+pub fn event_bytes(event: &str) -> Bytes {
+    Bytes::copy_from_slice(event.as_bytes())
+}

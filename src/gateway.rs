@@ -1,0 +1,169 @@
+//! The composition root: owns building the gateway from a config and a
+//! locator (pools, handler, HTTP and admin listeners), standalone mode
+//! (embedded locator and demo apps on loopback), and ordered shutdown. The
+//! only module that knows all the others.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState};
+use crate::app::{RunningApp, demo};
+use crate::config::Config;
+use crate::http::{self, Handler};
+use crate::locator::{Locator, LocatorConfig, RemoteLocator, RemoteLocatorConfig, RunningLocator};
+use crate::pool::{PoolSettings, Pools};
+
+/// A gateway serving HTTP.
+#[derive(Debug)]
+pub struct RunningGateway {
+    /// Where HTTP is served.
+    pub addr: SocketAddr,
+    /// Where the admin API is served.
+    pub admin_addr: Option<SocketAddr>,
+    admin: Arc<AdminState>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl RunningGateway {
+    /// Binds the configured listeners and serves, resolving through `locator`.
+    pub async fn start(config: Config, locator: Arc<dyn Locator>) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let admin_listener = match config.admin {
+            Some(addr) => Some(TcpListener::bind(addr).await?),
+            None => None,
+        };
+        let config = Arc::new(config);
+        let settings_config = Arc::clone(&config);
+        let pools = Pools::new(locator, move |service| PoolSettings {
+            size: settings_config.pool_size_for(service),
+            lifespan: settings_config.lifespan_for(service),
+            jitter: settings_config.pool.jitter,
+            reconnect_share: settings_config.pool.reconnect_share,
+            connect_timeout: settings_config.pool.connect_timeout,
+            resolve_timeout: Duration::from_secs(3),
+        });
+        // Configured services connect at start; others on first use.
+        for service in config.services.keys() {
+            pools.get(service);
+        }
+        let handler = Arc::new(Handler::new(Arc::clone(&config), Arc::clone(&pools)));
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let addr = listener.local_addr()?;
+        let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        tracker.spawn(http::serve(
+            listener,
+            handler,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+        let admin = Arc::new(AdminState {
+            config,
+            pools,
+            ready: AtomicBool::new(true),
+        });
+        if let Some(listener) = admin_listener {
+            tracker.spawn(admin::serve(
+                listener,
+                Arc::clone(&admin),
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+        }
+        tracing::info!(%addr, admin = ?admin_addr, "gateway listening");
+        Ok(Self {
+            addr,
+            admin_addr,
+            admin,
+            shutdown,
+            tracker,
+        })
+    }
+
+    /// Starts a gateway that resolves through the config's locators.
+    pub async fn start_remote(config: Config) -> std::io::Result<(Self, RemoteLocator)> {
+        let locator = RemoteLocator::new(RemoteLocatorConfig {
+            endpoints: config.locators.clone(),
+            ..RemoteLocatorConfig::default()
+        });
+        let gateway = Self::start(config, Arc::new(locator.clone())).await?;
+        Ok((gateway, locator))
+    }
+
+    /// Ordered shutdown: not ready, stop accepting, close connections
+    /// gracefully, let in-flight requests finish, then close the backend
+    /// connections.
+    pub async fn shutdown(self) {
+        self.admin.ready.store(false, Ordering::Release);
+        self.shutdown.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.admin.pools.shutdown().await;
+    }
+}
+
+/// Everything `rpcgate` runs with no config: a locator, the demo apps, and
+/// the gateway, all on loopback.
+#[derive(Debug)]
+pub struct Standalone {
+    /// The gateway.
+    pub gateway: RunningGateway,
+    /// The embedded locator.
+    pub locator: RunningLocator,
+    /// The demo apps.
+    pub apps: Vec<RunningApp>,
+    client: RemoteLocator,
+}
+
+/// The routing group the standalone mode runs: echo-v1 (3) and echo-v2 (1).
+pub const CANARY: &str = "[groups.canary]\necho-v1 = 3\necho-v2 = 1\n";
+
+impl Standalone {
+    /// Starts the embedded locator on `locator_addr`, the demo apps (and
+    /// echo-v1/echo-v2 behind the `canary` group), then the gateway.
+    pub async fn start(mut config: Config, locator_addr: SocketAddr) -> std::io::Result<Self> {
+        let mut locator_config = LocatorConfig::parse(CANARY, std::path::Path::new("<standalone>"))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        locator_config.listen = locator_addr;
+        let locator = RunningLocator::start(locator_config, None).await?;
+        let mut apps = Vec::new();
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        for (name, version) in demo::NAMES
+            .iter()
+            .map(|n| (*n, None))
+            .chain([("echo", Some("v1")), ("echo", Some("v2"))])
+        {
+            let Some(app) = demo::build(name, version) else {
+                continue;
+            };
+            let app = app.bind(any, vec![locator.addr]).await?;
+            app.published().await;
+            apps.push(app);
+        }
+        config.locators = vec![locator.addr];
+        let (gateway, client) = RunningGateway::start_remote(config).await?;
+        Ok(Self {
+            gateway,
+            locator,
+            apps,
+            client,
+        })
+    }
+
+    /// Stops the gateway, then the apps, then the locator.
+    pub async fn shutdown(self) {
+        self.gateway.shutdown().await;
+        self.client.shutdown().await;
+        for app in self.apps {
+            app.stop().await;
+        }
+        self.locator.shutdown().await;
+    }
+}

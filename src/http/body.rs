@@ -1,0 +1,61 @@
+//! Response bodies: owns the body type the gateway hands hyper, either a
+//! complete buffer (errors, admin) or the app's streamed reply.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+
+use crate::dispatch::{BodyAborted, ReplyBody};
+
+/// The body of a gateway response.
+#[derive(Debug)]
+pub enum GatewayBody {
+    /// A complete body (taken once).
+    Full(Option<Bytes>),
+    /// The app's chunks as they arrive.
+    Stream(ReplyBody),
+}
+
+impl GatewayBody {
+    /// A complete body.
+    pub fn full(bytes: Bytes) -> Self {
+        Self::Full(Some(bytes).filter(|b| !b.is_empty()))
+    }
+
+    /// No body.
+    pub fn empty() -> Self {
+        Self::Full(None)
+    }
+}
+
+impl Body for GatewayBody {
+    type Data = Bytes;
+    type Error = BodyAborted;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
+        match self.get_mut() {
+            Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Self::Stream(stream) => Pin::new(stream).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(bytes) => bytes.is_none(),
+            Self::Stream(stream) => stream.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
+            Self::Full(None) => SizeHint::with_exact(0),
+            Self::Stream(stream) => stream.size_hint(),
+        }
+    }
+}

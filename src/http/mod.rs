@@ -1,0 +1,248 @@
+//! The HTTP side: owns the listeners and accept loop, serving HTTP/1.1 and
+//! HTTP/2 (h2c, prior knowledge) through hyper-util's auto builder, turning
+//! each request into a dispatch, and writing the streamed reply. Errors
+//! become responses only in [`response`].
+
+mod body;
+pub mod response;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Body;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use self::body::GatewayBody;
+pub use self::response::GatewayError;
+use crate::config::Config;
+use crate::dispatch::{self, Retry, TraceDecision, pack_request};
+use crate::pool::Pools;
+use crate::route;
+
+/// Headers that describe one hop and are never copied from the app.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Serves requests: route, pack, dispatch, respond.
+#[derive(Debug)]
+pub struct Handler {
+    config: Arc<Config>,
+    pools: Arc<Pools>,
+    retry: Retry,
+}
+
+impl Handler {
+    /// A handler over `pools` with `config`'s request and retry settings.
+    pub fn new(config: Arc<Config>, pools: Arc<Pools>) -> Self {
+        let r = &config.retry;
+        let retry = Retry::new(r.attempts, r.budget_share, r.budget_floor, r.backoff);
+        Self {
+            config,
+            pools,
+            retry,
+        }
+    }
+
+    /// Answers one request. Never fails: errors become responses.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<GatewayBody>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let started = Instant::now();
+        let (parts, body) = request.into_parts();
+        let fallback_id = rand::random();
+        let decision = match TraceDecision::from_headers(
+            &parts.headers,
+            self.config.request.tracing_probability,
+        ) {
+            Ok(decision) => decision,
+            Err(e) => return GatewayError::from(e).into_response(fallback_id),
+        };
+        let request_id = decision.trace.trace_id;
+        let result = self.answer(&parts, body, decision).await;
+        let response = match result {
+            Ok(response) => response,
+            Err(e) => e.into_response(request_id),
+        };
+        if self.config.access_log {
+            tracing::info!(
+                target: "access",
+                request_id = %format!("{request_id:016x}"),
+                method = %parts.method,
+                uri = %parts.uri,
+                status = response.status().as_u16(),
+                ms = started.elapsed().as_secs_f64() * 1000.0,
+                "request"
+            );
+        }
+        response
+    }
+
+    async fn answer<B>(
+        &self,
+        parts: &hyper::http::request::Parts,
+        body: B,
+        decision: TraceDecision,
+    ) -> Result<Response<GatewayBody>, GatewayError>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let host = parts
+            .headers
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.host());
+        let target = route::route(path_and_query, host, &parts.headers, &self.config.routes)?;
+        let mut timeout = self.config.timeout_for(&target.service);
+        if let Some(ms) = parts
+            .headers
+            .get("x-request-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            // A request may shorten its deadline, never extend it.
+            timeout = timeout.min(Duration::from_millis(ms.max(1)));
+        }
+        let deadline = Instant::now() + timeout;
+        let limit = self.config.request.body_limit;
+        if parts
+            .headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|len| len > limit as u64)
+        {
+            return Err(GatewayError::BodyTooLarge(limit));
+        }
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e)
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return Err(GatewayError::BodyTooLarge(limit));
+            }
+            Err(e) => return Err(GatewayError::Body(e.to_string())),
+        };
+        let packed = pack_request(
+            &parts.method,
+            parts.version,
+            &parts.headers,
+            &target.uri,
+            body,
+            &target.event,
+            &self.config.request.forward_headers,
+            decision,
+            deadline.saturating_duration_since(Instant::now()),
+        );
+        let reply =
+            dispatch::dispatch(&self.pools, &self.retry, &target.service, &packed, deadline)
+                .await?;
+        let status = StatusCode::from_u16(reply.meta.status).map_err(|_| {
+            GatewayError::Dispatch(dispatch::DispatchError::BadGateway(format!(
+                "the app sent status {}",
+                reply.meta.status
+            )))
+        })?;
+        let no_body = parts.method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+            || status.is_informational();
+        let body = if no_body {
+            reply.body.discard();
+            GatewayBody::empty()
+        } else {
+            GatewayBody::Stream(reply.body)
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        for (name, value) in &reply.meta.headers {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name),
+                HeaderValue::from_maybe_shared(value.clone()),
+            ) else {
+                tracing::debug!("dropping an invalid response header from the app");
+                continue;
+            };
+            if HOP_BY_HOP.contains(&name.as_str()) {
+                continue;
+            }
+            // `append`: repeated headers (Set-Cookie...) are all kept.
+            headers.append(name, value);
+        }
+        if no_body {
+            headers.remove(hyper::header::CONTENT_LENGTH);
+        }
+        response::set_request_id(headers, decision.trace.trace_id);
+        Ok(response)
+    }
+}
+
+/// Serves HTTP/1.1 and h2c on `listener` until `shutdown`; then each
+/// connection is closed gracefully (h1: after the response in flight; h2:
+/// GOAWAY) and tracked until done.
+pub async fn serve(
+    listener: TcpListener,
+    handler: Arc<Handler>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    // Out of fds and the like: pause briefly, keep serving.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let handler = Arc::clone(&handler);
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let handler = Arc::clone(&handler);
+                async move { Ok::<_, Infallible>(handler.handle(request).await) }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "http connection ended");
+                    }
+                }
+                () = shutdown.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,107 @@
+//! The one place an error becomes an HTTP status: every failure of the
+//! request path is a [`GatewayError`], mapped here to a status, a JSON body
+//! `{"error": {"status", "kind", "message", "category", "code",
+//! "request_id"}}`, `X-Error-Generated-By: rpcgate` and `X-Request-Id`.
+
+use bytes::Bytes;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{Response, StatusCode};
+
+use super::body::GatewayBody;
+use crate::dispatch::{BadRequestId, DispatchError};
+use crate::proto::category;
+use crate::route::RouteError;
+
+/// Every way the request path can fail, by who failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// No route (client: 400 or 404).
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// A malformed `X-Request-Id` (client: 400).
+    #[error(transparent)]
+    RequestId(#[from] BadRequestId),
+    /// The body is over the limit (client: 413).
+    #[error("request body larger than the limit of {0} bytes")]
+    BodyTooLarge(usize),
+    /// The body could not be read (client: 400).
+    #[error("reading the request body failed: {0}")]
+    Body(String),
+    /// The backend side failed (locator, connection, app).
+    #[error(transparent)]
+    Dispatch(#[from] DispatchError),
+}
+
+impl GatewayError {
+    /// The status, and a short machine-readable kind.
+    pub fn status(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::Route(e) if e.is_bad_request() => (StatusCode::BAD_REQUEST, "bad_route"),
+            Self::Route(_) => (StatusCode::NOT_FOUND, "no_route"),
+            Self::RequestId(_) => (StatusCode::BAD_REQUEST, "bad_request_id"),
+            Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::Body(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+            Self::Dispatch(e) => match e {
+                DispatchError::NotFound(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "service_not_found")
+                }
+                DispatchError::NoConnection(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "no_connection")
+                }
+                DispatchError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+                DispatchError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
+                DispatchError::Deadline(_) => (StatusCode::GATEWAY_TIMEOUT, "deadline"),
+                DispatchError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+                DispatchError::App(_) => (StatusCode::INTERNAL_SERVER_ERROR, "app_error"),
+            },
+        }
+    }
+
+    /// The error response.
+    pub fn into_response(self, request_id: u64) -> Response<GatewayBody> {
+        let (status, kind) = self.status();
+        let app_error = match &self {
+            Self::Dispatch(DispatchError::App(e)) => Some(e),
+            Self::Dispatch(DispatchError::Overloaded { last, .. }) => Some(last),
+            _ => None,
+        };
+        let message = match app_error {
+            Some(e) => e.to_string(),
+            None => self.to_string(),
+        };
+        let body = serde_json::json!({
+            "error": {
+                "status": status.as_u16(),
+                "kind": kind,
+                "message": message,
+                "category": app_error.map(|e| category::name(e.code.category)),
+                "code": app_error.map(|e| e.code.code),
+                "request_id": format!("{request_id:016x}"),
+            }
+        });
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut response = Response::new(GatewayBody::full(Bytes::from(bytes)));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(
+            hyper::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            HeaderName::from_static("x-error-generated-by"),
+            HeaderValue::from_static("rpcgate"),
+        );
+        if matches!(self, Self::Dispatch(DispatchError::Overloaded { .. })) {
+            headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        set_request_id(headers, request_id);
+        response
+    }
+}
+
+/// `X-Request-Id: <16 lowercase hex digits>`.
+pub fn set_request_id(headers: &mut hyper::HeaderMap, request_id: u64) {
+    if let Ok(value) = HeaderValue::from_str(&format!("{request_id:016x}")) {
+        headers.insert(HeaderName::from_static("x-request-id"), value);
+    }
+}

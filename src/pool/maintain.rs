@@ -1,0 +1,231 @@
+//! The pool maintainer: owns keeping one pool at its size, replacing expired
+//! or stale connections at most the reconnect cap at a time, replacing dead
+//! ones with backoff, and refreshing group pools on routing changes.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError, Weak};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until, timeout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::{Conn, LocatorOrConnect, Pool, Pools};
+use crate::locator::{Locator, Rings};
+use crate::mux::{self, MuxConfig};
+
+/// The first pause after a failed connect; doubles per failure.
+const BACKOFF_START: Duration = Duration::from_millis(100);
+/// The longest pause between connect attempts while a service fails.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often the maintainer looks even when nothing wakes it (to notice
+/// connections that died without a request noticing).
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+
+type Connected = Result<Conn, LocatorOrConnect>;
+
+pub(super) async fn run(
+    pool: Arc<Pool>,
+    locator: Arc<dyn Locator>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let mut connecting: JoinSet<Connected> = JoinSet::new();
+    let mut failures = 0u32;
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        let now = Instant::now();
+        let epoch = pool.epoch.load(Ordering::Acquire);
+        // Dead connections leave at once.
+        pool.conns
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|c| !c.handle.is_closed());
+        let (fresh, next_expiry) = {
+            let conns = pool.read();
+            let fresh = conns
+                .iter()
+                .filter(|c| c.is_usable() && c.epoch == epoch && c.expires > now)
+                .count();
+            let next = conns
+                .iter()
+                .filter(|c| c.expires > now)
+                .map(|c| c.expires)
+                .min();
+            (fresh, next)
+        };
+        let wanted = pool.settings.size.saturating_sub(fresh);
+        let allowed = wanted.min(pool.settings.reconnect_cap());
+        let backing_off = retry_at.is_some_and(|at| at > now);
+        if !backing_off {
+            while connecting.len() < allowed {
+                let locator = Arc::clone(&locator);
+                let service = pool.service.clone();
+                let settings = pool.settings.clone();
+                let tracker = tracker.clone();
+                connecting.spawn(connect(locator, service, settings, epoch, tracker));
+            }
+        }
+        let wake_at = [
+            next_expiry,
+            retry_at.filter(|at| *at > now),
+            Some(now + IDLE_CHECK),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + IDLE_CHECK);
+        tokio::select! {
+            () = shutdown.cancelled() => {
+                connecting.abort_all();
+                return;
+            }
+            () = pool.wake.notified() => {}
+            () = sleep_until(wake_at) => {}
+            Some(done) = connecting.join_next() => match done {
+                Ok(Ok(conn)) => {
+                    failures = 0;
+                    retry_at = None;
+                    if let Some(old) = add(&pool, conn) {
+                        // Never cut: it finishes its open channels, then closes.
+                        old.handle.drain().await;
+                    }
+                }
+                Ok(Err(error)) => {
+                    failures = failures.saturating_add(1);
+                    let pause = BACKOFF_START.saturating_mul(1 << failures.min(6)).min(BACKOFF_MAX);
+                    retry_at = Some(Instant::now() + pause);
+                    tracing::debug!(service = %pool.service, ?error, ?pause, "pool connect failed");
+                    *pool.last_error.write().unwrap_or_else(PoisonError::into_inner) = Some(error);
+                    // Waiting requests re-check: an unknown service fails at once.
+                    pool.ready.notify_waiters();
+                }
+                Err(join) => tracing::error!(service = %pool.service, error = %join, "pool connect task failed"),
+            },
+        }
+    }
+}
+
+/// Adds a new connection; if that makes the pool larger than its size,
+/// the stalest usable connection leaves selection and drains.
+fn add(pool: &Pool, conn: Conn) -> Option<Arc<Conn>> {
+    *pool
+        .last_error
+        .write()
+        .unwrap_or_else(PoisonError::into_inner) = None;
+    let epoch = pool.epoch.load(Ordering::Acquire);
+    let now = Instant::now();
+    let retired = {
+        let mut conns = pool.conns.write().unwrap_or_else(PoisonError::into_inner);
+        conns.push(Arc::new(conn));
+        let usable = conns.iter().filter(|c| c.is_usable()).count();
+        if usable > pool.settings.size {
+            // Old epoch first, then expired, then the oldest.
+            let victim = conns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.is_usable())
+                .min_by_key(|(_, c)| (c.epoch == epoch, c.expires > now, c.born))
+                .map(|(i, _)| i);
+            victim.map(|i| conns.remove(i))
+        } else {
+            None
+        }
+    };
+    pool.ready.notify_waiters();
+    retired
+}
+
+/// Resolves the service and connects to the first endpoint that accepts.
+async fn connect(
+    locator: Arc<dyn Locator>,
+    service: String,
+    settings: super::PoolSettings,
+    epoch: u64,
+    tracker: TaskTracker,
+) -> Connected {
+    let resolved = match timeout(settings.resolve_timeout, locator.resolve(&service)).await {
+        Ok(Ok(resolved)) => resolved,
+        Ok(Err(e)) => return Err(LocatorOrConnect::Locator(e)),
+        Err(_) => {
+            return Err(LocatorOrConnect::Connect(format!(
+                "resolving `{service}` timed out"
+            )));
+        }
+    };
+    let mut errors = Vec::new();
+    for endpoint in &resolved.endpoints {
+        match timeout(settings.connect_timeout, TcpStream::connect(endpoint)).await {
+            Ok(Ok(stream)) => {
+                return start(
+                    stream,
+                    *endpoint,
+                    resolved.service.clone(),
+                    &settings,
+                    epoch,
+                    &tracker,
+                );
+            }
+            Ok(Err(e)) => errors.push(format!("{endpoint}: {e}")),
+            Err(_) => errors.push(format!("{endpoint}: connect timed out")),
+        }
+    }
+    Err(LocatorOrConnect::Connect(format!(
+        "`{}` ({}): {}",
+        service,
+        resolved.service,
+        errors.join("; ")
+    )))
+}
+
+fn start(
+    stream: TcpStream,
+    endpoint: SocketAddr,
+    member: String,
+    settings: &super::PoolSettings,
+    epoch: u64,
+    tracker: &TaskTracker,
+) -> Result<Conn, LocatorOrConnect> {
+    let (handle, connection) = mux::from_tcp(stream, MuxConfig::default())
+        .map_err(|e| LocatorOrConnect::Connect(format!("{endpoint}: {e}")))?;
+    tracker.spawn(connection.run());
+    let born = Instant::now();
+    Ok(Conn {
+        handle,
+        endpoint,
+        member,
+        born,
+        expires: born + settings.jittered_lifespan(),
+        epoch,
+    })
+}
+
+/// Refreshes a group's pool when (and only when) its ring changes.
+pub(super) async fn follow_routing(
+    pools: Weak<Pools>,
+    mut routing: watch::Receiver<Arc<Rings>>,
+    shutdown: CancellationToken,
+) {
+    let mut previous = Arc::clone(&routing.borrow_and_update());
+    loop {
+        tokio::select! {
+            changed = routing.changed() => if changed.is_err() { return },
+            () = shutdown.cancelled() => return,
+        }
+        let current = Arc::clone(&routing.borrow_and_update());
+        let Some(pools) = pools.upgrade() else { return };
+        for pool in pools.all() {
+            let before = previous.get(pool.service()).map(|r| r.points());
+            let after = current.get(pool.service()).map(|r| r.points());
+            if before != after {
+                tracing::info!(service = %pool.service(), "routing group changed; rolling refresh");
+                pool.refresh();
+            }
+        }
+        previous = current;
+    }
+}

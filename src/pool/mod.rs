@@ -1,0 +1,384 @@
+//! Connection pools: owns, per virtual service, a fixed number of
+//! multiplexed backend connections, each resolved through the [`Locator`]
+//! when it connects; their refresh by jittered lifespan with a cap on
+//! simultaneous reconnects; rolling refresh when a routing group changes;
+//! replacing dead connections with backoff; and choosing a connection per
+//! request (least in flight of two random picks, fresh ones first).
+//!
+//! Old connections are never cut: one leaves selection only when its
+//! replacement is up, and then drains its open channels before closing.
+//! While the locator is down, existing connections keep serving.
+//!
+//! Not bb8: bb8 hands out an item exclusively and takes it back, which for
+//! a multiplexed handle means a mutex round trip per request and no way to
+//! pick the least loaded connection; it also has no jittered lifespans,
+//! capped rolling refresh or refresh-on-routing-change. A pool here is a
+//! read-mostly list plus one maintainer task.
+
+mod maintain;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::locator::{Locator, LocatorError};
+use crate::mux::MuxHandle;
+
+/// Settings of one service's pool.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSettings {
+    /// Connections to keep.
+    pub size: usize,
+    /// Age after which a connection is replaced.
+    pub lifespan: Duration,
+    /// Lifespans vary by up to this share either way.
+    pub jitter: f64,
+    /// At most this share of the pool reconnects at once (at least one).
+    pub reconnect_share: f64,
+    /// Limit on one TCP connect.
+    pub connect_timeout: Duration,
+    /// Limit on one resolve.
+    pub resolve_timeout: Duration,
+}
+
+impl PoolSettings {
+    /// How many connections may be (re)connecting at once.
+    pub fn reconnect_cap(&self) -> usize {
+        ((self.size as f64 * self.reconnect_share).ceil() as usize).max(1)
+    }
+
+    /// A lifespan with jitter applied.
+    pub fn jittered_lifespan(&self) -> Duration {
+        let spread = self.jitter.clamp(0.0, 1.0);
+        let factor = if spread > 0.0 {
+            rand::rng().random_range(1.0 - spread..=1.0 + spread)
+        } else {
+            1.0
+        };
+        self.lifespan.mul_f64(factor)
+    }
+}
+
+/// Why no connection could be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PoolError {
+    /// The locator does not know the service.
+    #[error("service `{0}` is not available")]
+    NotFound(String),
+    /// No connection came up before the deadline.
+    #[error("no connection to `{service}` before the deadline: {last_error}")]
+    NoConnection {
+        /// The service.
+        service: String,
+        /// The last connect or resolve failure, if any.
+        last_error: String,
+    },
+    /// The gateway is shutting down.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+/// One pooled connection.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) handle: MuxHandle,
+    pub(crate) endpoint: SocketAddr,
+    /// The service the name resolved to (a routing group's member).
+    pub(crate) member: String,
+    pub(crate) born: Instant,
+    pub(crate) expires: Instant,
+    /// The pool's refresh epoch when it connected.
+    pub(crate) epoch: u64,
+}
+
+impl Conn {
+    fn is_usable(&self) -> bool {
+        !self.handle.is_closed() && !self.handle.is_draining()
+    }
+}
+
+/// The pool of one virtual service.
+#[derive(Debug)]
+pub struct Pool {
+    service: String,
+    settings: PoolSettings,
+    pub(crate) conns: RwLock<Vec<Arc<Conn>>>,
+    /// Bumped to replace every connection (a routing change).
+    pub(crate) epoch: AtomicU64,
+    /// Wakes the maintainer (a request found nothing usable, a refresh).
+    pub(crate) wake: Notify,
+    /// Signals that a connection was added.
+    pub(crate) ready: Notify,
+    pub(crate) last_error: RwLock<Option<LocatorOrConnect>>,
+}
+
+/// The last reason a connection could not be made.
+#[derive(Debug, Clone)]
+pub(crate) enum LocatorOrConnect {
+    Locator(LocatorError),
+    Connect(String),
+}
+
+impl Pool {
+    fn new(service: String, settings: PoolSettings) -> Self {
+        Self {
+            service,
+            settings,
+            conns: RwLock::new(Vec::new()),
+            epoch: AtomicU64::new(0),
+            wake: Notify::new(),
+            ready: Notify::new(),
+            last_error: RwLock::new(None),
+        }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Vec<Arc<Conn>>> {
+        self.conns
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The service this pool serves.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Its settings.
+    pub fn settings(&self) -> &PoolSettings {
+        &self.settings
+    }
+
+    /// Starts a rolling refresh: every connection is replaced, at most the
+    /// reconnect cap at a time, each old one draining once its replacement
+    /// is up.
+    pub fn refresh(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+
+    /// A usable connection: the less loaded of two random picks, preferring
+    /// connections from the current refresh epoch.
+    pub fn pick(&self) -> Option<MuxHandle> {
+        let conns = self.read();
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let fresh: Vec<&Arc<Conn>> = conns
+            .iter()
+            .filter(|c| c.epoch == epoch && c.is_usable())
+            .collect();
+        let candidates = if fresh.is_empty() {
+            conns.iter().filter(|c| c.is_usable()).collect()
+        } else {
+            fresh
+        };
+        match candidates.len() {
+            0 => None,
+            1 => Some(candidates[0].handle.clone()),
+            n => {
+                let mut rng = rand::rng();
+                let a = candidates[rng.random_range(0..n)];
+                let b = candidates[rng.random_range(0..n)];
+                let best = if a.handle.in_flight() <= b.handle.in_flight() {
+                    a
+                } else {
+                    b
+                };
+                Some(best.handle.clone())
+            }
+        }
+    }
+
+    /// A usable connection, waiting for one to come up until `deadline`.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only waits.
+    pub async fn checkout(&self, deadline: Instant) -> Result<MuxHandle, PoolError> {
+        loop {
+            let ready = self.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if let Some(handle) = self.pick() {
+                return Ok(handle);
+            }
+            if let Some(LocatorOrConnect::Locator(LocatorError::NotFound(name))) = self
+                .last_error
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+            {
+                return Err(PoolError::NotFound(name));
+            }
+            self.wake.notify_one();
+            if tokio::time::timeout_at(deadline, ready).await.is_err() {
+                let last_error = match self
+                    .last_error
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone()
+                {
+                    Some(LocatorOrConnect::Locator(e)) => e.to_string(),
+                    Some(LocatorOrConnect::Connect(e)) => e,
+                    None => "still connecting".into(),
+                };
+                return Err(PoolError::NoConnection {
+                    service: self.service.clone(),
+                    last_error,
+                });
+            }
+        }
+    }
+
+    /// A snapshot of every connection, for the admin API.
+    pub fn snapshot(&self) -> Vec<ConnSnapshot> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let now = Instant::now();
+        self.read()
+            .iter()
+            .map(|c| ConnSnapshot {
+                endpoint: c.endpoint,
+                member: c.member.clone(),
+                age: now.saturating_duration_since(c.born),
+                in_flight: c.handle.in_flight(),
+                state: if c.handle.is_closed() {
+                    "closed"
+                } else if c.handle.is_draining() {
+                    "draining"
+                } else if c.epoch != epoch || c.expires <= now {
+                    "stale"
+                } else {
+                    "live"
+                },
+            })
+            .collect()
+    }
+}
+
+/// One connection as the admin API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnSnapshot {
+    /// The backend address.
+    pub endpoint: SocketAddr,
+    /// The service it resolved to.
+    pub member: String,
+    /// How long it has been up.
+    #[serde(serialize_with = "as_secs")]
+    pub age: Duration,
+    /// Channels open on it.
+    pub in_flight: usize,
+    /// live, stale (awaiting replacement), draining or closed.
+    pub state: &'static str,
+}
+
+fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// Every service's pool.
+pub struct Pools {
+    pools: RwLock<HashMap<String, Arc<Pool>>>,
+    locator: Arc<dyn Locator>,
+    settings: Box<dyn Fn(&str) -> PoolSettings + Send + Sync>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pools")
+            .field(
+                "services",
+                &self
+                    .all()
+                    .iter()
+                    .map(|p| p.service().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Pools {
+    /// Pools resolving through `locator`, with settings per service from
+    /// `settings`. Follows the locator's routing groups: when a group's
+    /// ring changes, that group's pool (only) refreshes.
+    pub fn new(
+        locator: Arc<dyn Locator>,
+        settings: impl Fn(&str) -> PoolSettings + Send + Sync + 'static,
+    ) -> Arc<Self> {
+        let pools = Arc::new(Self {
+            pools: RwLock::new(HashMap::new()),
+            locator,
+            settings: Box::new(settings),
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+        });
+        pools.tracker.spawn(maintain::follow_routing(
+            Arc::downgrade(&pools),
+            pools.locator.routing(),
+            pools.shutdown.clone(),
+        ));
+        pools
+    }
+
+    /// The pool of `service`, created (and started) on first use.
+    pub fn get(self: &Arc<Self>, service: &str) -> Arc<Pool> {
+        if let Some(pool) = self
+            .pools
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(service)
+        {
+            return Arc::clone(pool);
+        }
+        let mut pools = self
+            .pools
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(pool) = pools.get(service) {
+            return Arc::clone(pool);
+        }
+        let pool = Arc::new(Pool::new(service.to_owned(), (self.settings)(service)));
+        pools.insert(service.to_owned(), Arc::clone(&pool));
+        self.tracker.spawn(maintain::run(
+            Arc::clone(&pool),
+            Arc::clone(&self.locator),
+            self.shutdown.clone(),
+            self.tracker.clone(),
+        ));
+        pool
+    }
+
+    /// Every pool, by service.
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        let mut all: Vec<_> = self
+            .pools
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.service.cmp(&b.service));
+        all
+    }
+
+    /// Stops maintaining, drains every connection, and waits for them.
+    pub async fn shutdown(&self) {
+        self.shutdown.cancel();
+        for pool in self.all() {
+            let conns: Vec<_> = pool.read().iter().cloned().collect();
+            for conn in conns {
+                conn.handle.drain().await;
+            }
+        }
+        self.tracker.close();
+        self.tracker.wait().await;
+    }
+}
