@@ -235,3 +235,108 @@ pub async fn collect(channel: &mut Channel) -> Vec<StreamEvent> {
     }
     events
 }
+
+// === gateway helpers ===
+
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rpcgate::app::{AppBuilder, RunningApp};
+use rpcgate::config::Config;
+use rpcgate::gateway::RunningGateway;
+use rpcgate::locator::{RemoteLocator, RemoteLocatorConfig};
+
+/// A locator, some apps published to it, and a gateway in front.
+pub struct Cluster {
+    pub locator: RunningLocator,
+    pub apps: Vec<RunningApp>,
+    pub gateway: RunningGateway,
+    pub client: RemoteLocator,
+}
+
+/// Starts a cluster: `locator_toml` configures the locator (groups...),
+/// `apps` are bound and published, `config` is the gateway's (its
+/// addresses are replaced with ephemeral loopback ones).
+pub async fn cluster(locator_toml: &str, apps: Vec<AppBuilder>, mut config: Config) -> Cluster {
+    let locator = start_locator(locator_config(locator_toml)).await;
+    let mut running = Vec::new();
+    for app in apps {
+        let app = app.bind("127.0.0.1:0".parse().unwrap(), vec![locator.addr]).await.unwrap();
+        app.published().await;
+        running.push(app);
+    }
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin = Some("127.0.0.1:0".parse().unwrap());
+    config.locators = vec![locator.addr];
+    let client = RemoteLocator::new(RemoteLocatorConfig {
+        endpoints: vec![locator.addr],
+        ..RemoteLocatorConfig::default()
+    });
+    tokio::time::timeout(std::time::Duration::from_secs(10), client.routing_ready())
+        .await
+        .unwrap();
+    let gateway = RunningGateway::start(config, std::sync::Arc::new(client.clone())).await.unwrap();
+    Cluster {
+        locator,
+        apps: running,
+        gateway,
+        client,
+    }
+}
+
+/// A response: status, headers, whole body.
+pub struct Got {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: bytes::Bytes,
+}
+
+impl Got {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Opens an HTTP/1.1 connection to `addr`.
+pub async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// Opens an HTTP/2 (h2c, prior knowledge) connection to `addr`.
+pub async fn h2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<bytes::Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// A request.
+pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> hyper::Request<Full<bytes::Bytes>> {
+    let mut builder = hyper::Request::builder().method(method).uri(path).header("host", "test");
+    for (n, v) in headers {
+        builder = builder.header(*n, *v);
+    }
+    builder
+        .body(Full::new(bytes::Bytes::copy_from_slice(body.as_bytes())))
+        .unwrap()
+}
+
+/// One request on a fresh HTTP/1.1 connection.
+pub async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Got {
+    let mut sender = h1(addr).await;
+    let response = sender.send_request(request(method, path, headers, body)).await.unwrap();
+    let (parts, body) = response.into_parts();
+    Got {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}

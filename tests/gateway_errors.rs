@@ -1,0 +1,195 @@
+//! Every row of the error table, produced for real: the `fail` app, a slow
+//! app past its deadline, a backend that breaks the protocol or dies, a
+//! locator that does not know the name, an overloaded app.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
+use rpcgate::app::{AppBuilder, Response, demo};
+use rpcgate::config::Config;
+use rpcgate::proto::{ErrorCode, RemoteError};
+
+fn small() -> Config {
+    let mut config = Config::default();
+    config.pool.size = 2;
+    config
+}
+
+fn assert_error(got: &support::Got, status: u16, kind: &str) {
+    assert_eq!(got.status, status, "{:?}", got.body);
+    assert_eq!(got.header("x-error-generated-by"), Some("rpcgate"));
+    assert_eq!(got.header("content-type"), Some("application/json"));
+    let json = got.json();
+    assert_eq!(json["error"]["status"], status);
+    assert_eq!(json["error"]["kind"], kind);
+    let id = got.header("x-request-id").unwrap();
+    assert_eq!(id.len(), 16);
+    assert_eq!(json["error"]["request_id"], id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_errors_are_400_and_404() {
+    let c = support::cluster("", vec![demo::build("echo", None).unwrap()], small()).await;
+    let addr = c.gateway.addr;
+    let got = support::send(addr, "GET", "/x", &[("x-cocaine-service", "echo")], "").await;
+    assert_error(&got, 400, "bad_route");
+    let got = support::send(addr, "GET", "/echo/http/", &[("x-request-id", "0xnothex")], "").await;
+    assert_error(&got, 400, "bad_request_id");
+    assert_error(&support::send(addr, "GET", "/", &[], "").await, 404, "no_route");
+    assert_error(&support::send(addr, "GET", "//http/x", &[], "").await, 404, "no_route");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_the_limit_is_413_and_never_reaches_the_app() {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&seen);
+    let app = AppBuilder::new("count").on("http", move |_req, res: Response| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            res.close().await.ok();
+            Ok(())
+        }
+    });
+    let mut config = small();
+    config.request.body_limit = 1024;
+    let c = support::cluster("", vec![app], config).await;
+    let big = "x".repeat(2048);
+    let got = support::send(c.gateway.addr, "POST", "/count/http/", &[], &big).await;
+    assert_error(&got, 413, "body_too_large");
+    assert_eq!(seen.load(Ordering::SeqCst), 0, "nothing was sent to the app");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_service_and_no_connection_are_503() {
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let toml = format!("[services.dead]\nendpoints = [\"{dead}\"]\n");
+    let c = support::cluster(&toml, vec![], small()).await;
+    let got = support::send(c.gateway.addr, "GET", "/nope/http/", &[], "").await;
+    assert_error(&got, 503, "service_not_found");
+    let got = support::send(c.gateway.addr, "GET", "/dead/http/", &[("x-request-timeout", "300")], "").await;
+    assert_error(&got, 503, "no_connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_full_after_the_retries_is_503_with_retry_after() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&attempts);
+    let app = AppBuilder::new("busy").on("http", move |_req, _res| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move { Err(RemoteError::new(ErrorCode::QUEUE_IS_FULL, "queue is full")) }
+    });
+    let c = support::cluster("", vec![app], small()).await;
+    let got = support::send(c.gateway.addr, "GET", "/busy/http/", &[], "").await;
+    assert_error(&got, 503, "overloaded");
+    assert_eq!(got.header("retry-after"), Some("1"));
+    assert_eq!(attempts.load(Ordering::SeqCst), 3, "the default 3 attempts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_full_is_retried_and_succeeds() {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&attempts);
+    let app = AppBuilder::new("flaky").on("http", move |_req, res: Response| {
+        let n = counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            if n == 0 {
+                return Err(RemoteError::new(ErrorCode::QUEUE_IS_FULL, "queue is full"));
+            }
+            let meta = rpcgate::proto::http::ResponseMeta { status: 200, headers: vec![] };
+            res.write(meta.to_bytes()).await.ok();
+            res.write("second time lucky").await.ok();
+            res.close().await.ok();
+            Ok(())
+        }
+    });
+    let c = support::cluster("", vec![app], small()).await;
+    let got = support::send(c.gateway.addr, "GET", "/flaky/http/", &[], "").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(&got.body[..], b"second time lucky");
+    assert_eq!(attempts.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_is_504() {
+    let c = support::cluster("", vec![demo::build("slow", None).unwrap()], small()).await;
+    let got = support::send(
+        c.gateway.addr,
+        "GET",
+        "/slow/http/?delay_ms=5000",
+        &[("x-request-timeout", "200")],
+        "",
+    )
+    .await;
+    assert_error(&got, 504, "deadline");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_errors_are_500_with_category_code_and_message() {
+    let c = support::cluster("", vec![demo::build("fail", None).unwrap()], small()).await;
+    let got = support::send(c.gateway.addr, "GET", "/fail/http/?category=43&code=7&message=boom", &[], "").await;
+    assert_error(&got, 500, "app_error");
+    let json = got.json();
+    assert_eq!(json["error"]["category"], "app");
+    assert_eq!(json["error"]["code"], 7);
+    assert_eq!(json["error"]["message"], "[7]: boom");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_breaks_are_502() {
+    let closer = AppBuilder::new("closer").on("http", |_req, res: Response| async move {
+        res.close().await.ok();
+        Ok(())
+    });
+    let garbage = AppBuilder::new("garbage").on("http", |_req, res: Response| async move {
+        res.write(Bytes::from_static(b"\xc1 not a meta")).await.ok();
+        res.close().await.ok();
+        Ok(())
+    });
+    // A backend that sends a corrupt frame, and one that dies mid-request.
+    let corrupt = support::Peer::bind().await;
+    let dying = support::Peer::bind().await;
+    let toml = format!(
+        "[services.corrupt]\nendpoints = [\"{}\"]\n[services.dying]\nendpoints = [\"{}\"]\n",
+        corrupt.addr, dying.addr
+    );
+    tokio::spawn(async move {
+        loop {
+            let mut conn = corrupt.accept().await;
+            tokio::spawn(async move {
+                while let Some(frame) = conn.next_frame().await {
+                    if frame.ty == 0 && frame.chunk().is_ok_and(|c| c.len() > 8) {
+                        conn.send_raw(b"\x94\x01\x00\x91\x00\xff\xff").await;
+                    }
+                }
+            });
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            let mut conn = dying.accept().await;
+            tokio::spawn(async move {
+                // Read the enqueue and the request, then vanish.
+                conn.next_frame().await;
+                conn.next_frame().await;
+                drop(conn);
+            });
+        }
+    });
+    let c = support::cluster(&toml, vec![closer, garbage], small()).await;
+    let addr = c.gateway.addr;
+    let got = support::send(addr, "GET", "/closer/http/", &[], "").await;
+    assert_error(&got, 502, "bad_gateway");
+    assert!(got.json()["error"]["message"].as_str().unwrap().contains("before sending the response meta"));
+    let got = support::send(addr, "GET", "/garbage/http/", &[], "").await;
+    assert_error(&got, 502, "bad_gateway");
+    assert!(got.json()["error"]["message"].as_str().unwrap().contains("meta"));
+    let got = support::send(addr, "GET", "/corrupt/http/", &[], "").await;
+    assert_error(&got, 502, "bad_gateway");
+    let got = support::send(addr, "GET", "/dying/http/", &[], "").await;
+    assert_error(&got, 502, "bad_gateway");
+}
