@@ -38,10 +38,25 @@ async fn client_errors_are_400_and_404() {
     let addr = c.gateway.addr;
     let got = support::send(addr, "GET", "/x", &[("x-cocaine-service", "echo")], "").await;
     assert_error(&got, 400, "bad_route");
-    let got = support::send(addr, "GET", "/echo/http/", &[("x-request-id", "0xnothex")], "").await;
+    let got = support::send(
+        addr,
+        "GET",
+        "/echo/http/",
+        &[("x-request-id", "0xnothex")],
+        "",
+    )
+    .await;
     assert_error(&got, 400, "bad_request_id");
-    assert_error(&support::send(addr, "GET", "/", &[], "").await, 404, "no_route");
-    assert_error(&support::send(addr, "GET", "//http/x", &[], "").await, 404, "no_route");
+    assert_error(
+        &support::send(addr, "GET", "/", &[], "").await,
+        404,
+        "no_route",
+    );
+    assert_error(
+        &support::send(addr, "GET", "//http/x", &[], "").await,
+        404,
+        "no_route",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -61,17 +76,32 @@ async fn body_over_the_limit_is_413_and_never_reaches_the_app() {
     let big = "x".repeat(2048);
     let got = support::send(c.gateway.addr, "POST", "/count/http/", &[], &big).await;
     assert_error(&got, 413, "body_too_large");
-    assert_eq!(seen.load(Ordering::SeqCst), 0, "nothing was sent to the app");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "nothing was sent to the app"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_service_and_no_connection_are_503() {
-    let dead = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let toml = format!("[services.dead]\nendpoints = [\"{dead}\"]\n");
     let c = support::cluster(&toml, vec![], small()).await;
     let got = support::send(c.gateway.addr, "GET", "/nope/http/", &[], "").await;
     assert_error(&got, 503, "service_not_found");
-    let got = support::send(c.gateway.addr, "GET", "/dead/http/", &[("x-request-timeout", "300")], "").await;
+    let got = support::send(
+        c.gateway.addr,
+        "GET",
+        "/dead/http/",
+        &[("x-request-timeout", "300")],
+        "",
+    )
+    .await;
     assert_error(&got, 503, "no_connection");
 }
 
@@ -100,7 +130,10 @@ async fn queue_full_is_retried_and_succeeds() {
             if n == 0 {
                 return Err(RemoteError::new(ErrorCode::QUEUE_IS_FULL, "queue is full"));
             }
-            let meta = rpcgate::proto::http::ResponseMeta { status: 200, headers: vec![] };
+            let meta = rpcgate::proto::http::ResponseMeta {
+                status: 200,
+                headers: vec![],
+            };
             res.write(meta.to_bytes()).await.ok();
             res.write("second time lucky").await.ok();
             res.close().await.ok();
@@ -131,7 +164,14 @@ async fn the_deadline_is_504() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_errors_are_500_with_category_code_and_message() {
     let c = support::cluster("", vec![demo::build("fail", None).unwrap()], small()).await;
-    let got = support::send(c.gateway.addr, "GET", "/fail/http/?category=43&code=7&message=boom", &[], "").await;
+    let got = support::send(
+        c.gateway.addr,
+        "GET",
+        "/fail/http/?category=43&code=7&message=boom",
+        &[],
+        "",
+    )
+    .await;
     assert_error(&got, 500, "app_error");
     let json = got.json();
     assert_eq!(json["error"]["category"], "app");
@@ -184,10 +224,20 @@ async fn protocol_breaks_are_502() {
     let addr = c.gateway.addr;
     let got = support::send(addr, "GET", "/closer/http/", &[], "").await;
     assert_error(&got, 502, "bad_gateway");
-    assert!(got.json()["error"]["message"].as_str().unwrap().contains("before sending the response meta"));
+    assert!(
+        got.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("before sending the response meta")
+    );
     let got = support::send(addr, "GET", "/garbage/http/", &[], "").await;
     assert_error(&got, 502, "bad_gateway");
-    assert!(got.json()["error"]["message"].as_str().unwrap().contains("meta"));
+    assert!(
+        got.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("meta")
+    );
     let got = support::send(addr, "GET", "/corrupt/http/", &[], "").await;
     assert_error(&got, 502, "bad_gateway");
     let got = support::send(addr, "GET", "/dying/http/", &[], "").await;

@@ -22,14 +22,24 @@ fn small() -> Config {
 }
 
 fn h(name: &'static str, value: &'static str) -> (Bytes, Bytes) {
-    (Bytes::from_static(name.as_bytes()), Bytes::from_static(value.as_bytes()))
+    (
+        Bytes::from_static(name.as_bytes()),
+        Bytes::from_static(value.as_bytes()),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_headers_and_by_path_and_echoes_the_request_id() {
     let c = support::cluster("", vec![demo::build("echo", None).unwrap()], small()).await;
     let addr = c.gateway.addr;
-    let got = support::send(addr, "POST", "/echo/http/a/b?x=1", &[("x-request-id", "00000000000004d2")], "hi").await;
+    let got = support::send(
+        addr,
+        "POST",
+        "/echo/http/a/b?x=1",
+        &[("x-request-id", "00000000000004d2")],
+        "hi",
+    )
+    .await;
     assert_eq!(got.status, 200);
     assert_eq!(got.header("x-request-id"), Some("00000000000004d2"));
     let json = got.json();
@@ -58,7 +68,9 @@ async fn the_first_chunk_reaches_the_client_before_the_app_closes() {
         AppBuilder::new("gated").on_http("http", move |_req: HttpRequest, mut res: HttpResponse| {
             let gate = Arc::clone(&gate);
             async move {
-                res.head(200, vec![h("Content-Type", "text/plain")]).await.ok();
+                res.head(200, vec![h("Content-Type", "text/plain")])
+                    .await
+                    .ok();
                 res.body("first ").await.ok();
                 let _permit = gate.acquire().await;
                 res.body("second").await.ok();
@@ -75,13 +87,20 @@ async fn the_first_chunk_reaches_the_client_before_the_app_closes() {
         .unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(
-        response.headers().get("transfer-encoding").map(|v| v.to_str().unwrap()),
+        response
+            .headers()
+            .get("transfer-encoding")
+            .map(|v| v.to_str().unwrap()),
         Some("chunked"),
         "no Content-Length from the app: chunked"
     );
     let mut body = response.into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
-    assert_eq!(&first[..], b"first ", "arrived while the app is still blocked");
+    assert_eq!(
+        &first[..],
+        b"first ",
+        "arrived while the app is still blocked"
+    );
     gate.add_permits(1);
     let rest = body.collect().await.unwrap().to_bytes();
     assert_eq!(&rest[..], b"second");
@@ -89,48 +108,76 @@ async fn the_first_chunk_reaches_the_client_before_the_app_closes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_headers_and_bodiless_responses() {
-    let app = AppBuilder::new("meta").on_http("http", |req: HttpRequest, res: HttpResponse| async move {
-        let status = req.query_param("status").and_then(|s| s.parse().ok()).unwrap_or(200);
-        let headers = vec![h("Set-Cookie", "a=1"), h("Set-Cookie", "b=2"), h("Content-Length", "4")];
-        res.respond(status, headers, "body").await.ok();
-        Ok(())
-    });
+    let app =
+        AppBuilder::new("meta").on_http("http", |req: HttpRequest, res: HttpResponse| async move {
+            let status = req
+                .query_param("status")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(200);
+            let headers = vec![
+                h("Set-Cookie", "a=1"),
+                h("Set-Cookie", "b=2"),
+                h("Content-Length", "4"),
+            ];
+            res.respond(status, headers, "body").await.ok();
+            Ok(())
+        });
     let c = support::cluster("", vec![app], small()).await;
     let addr = c.gateway.addr;
     let got = support::send(addr, "GET", "/meta/http/", &[], "").await;
-    let cookies: Vec<_> = got.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    let cookies: Vec<_> = got
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
     assert_eq!(cookies, ["a=1", "b=2"], "both kept");
     assert_eq!(&got.body[..], b"body");
     let head = support::send(addr, "HEAD", "/meta/http/", &[], "").await;
     assert_eq!(head.status, 200);
     assert!(head.body.is_empty());
     for status in ["204", "304"] {
-        let got = support::send(addr, "GET", &format!("/meta/http/?status={status}"), &[], "").await;
+        let got = support::send(
+            addr,
+            "GET",
+            &format!("/meta/http/?status={status}"),
+            &[],
+            "",
+        )
+        .await;
         assert_eq!(got.status.to_string(), status);
         assert!(got.body.is_empty(), "{status} has no body");
     }
     // The connection is still usable after bodiless responses.
-    assert_eq!(support::send(addr, "GET", "/meta/http/", &[], "").await.status, 200);
+    assert_eq!(
+        support::send(addr, "GET", "/meta/http/", &[], "")
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_cancels_the_app_channel() {
     let (started_tx, mut started) = mpsc::channel(1);
     let (cancelled_tx, mut cancelled) = mpsc::channel(1);
-    let app = AppBuilder::new("wait").on_http("http", move |mut req: HttpRequest, _res: HttpResponse| {
-        let started = started_tx.clone();
-        let cancelled = cancelled_tx.clone();
-        async move {
-            started.send(()).await.ok();
-            let reason = req.cancelled().await;
-            cancelled.send(reason).await.ok();
-            Ok(())
-        }
-    });
+    let app =
+        AppBuilder::new("wait").on_http("http", move |mut req: HttpRequest, _res: HttpResponse| {
+            let started = started_tx.clone();
+            let cancelled = cancelled_tx.clone();
+            async move {
+                started.send(()).await.ok();
+                let reason = req.cancelled().await;
+                cancelled.send(reason).await.ok();
+                Ok(())
+            }
+        });
     let c = support::cluster("", vec![app], small()).await;
     let mut sender = support::h1(c.gateway.addr).await;
     let request = tokio::spawn(async move {
-        sender.send_request(support::request("GET", "/wait/http/", &[], "")).await
+        sender
+            .send_request(support::request("GET", "/wait/http/", &[], ""))
+            .await
     });
     started.recv().await.unwrap();
     request.abort(); // the client goes away: its connection closes
@@ -144,16 +191,24 @@ async fn a_client_that_goes_away_cancels_the_app_channel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_deadline_cancels_the_app_channel() {
     let (cancelled_tx, mut cancelled) = mpsc::channel(1);
-    let app = AppBuilder::new("wait").on_http("http", move |mut req: HttpRequest, _res: HttpResponse| {
-        let cancelled = cancelled_tx.clone();
-        async move {
-            let reason = req.cancelled().await;
-            cancelled.send(reason).await.ok();
-            Ok(())
-        }
-    });
+    let app =
+        AppBuilder::new("wait").on_http("http", move |mut req: HttpRequest, _res: HttpResponse| {
+            let cancelled = cancelled_tx.clone();
+            async move {
+                let reason = req.cancelled().await;
+                cancelled.send(reason).await.ok();
+                Ok(())
+            }
+        });
     let c = support::cluster("", vec![app], small()).await;
-    let got = support::send(c.gateway.addr, "GET", "/wait/http/", &[("x-request-timeout", "200")], "").await;
+    let got = support::send(
+        c.gateway.addr,
+        "GET",
+        "/wait/http/",
+        &[("x-request-timeout", "200")],
+        "",
+    )
+    .await;
     assert_eq!(got.status, 504);
     let reason = cancelled.recv().await.unwrap();
     assert!(matches!(reason, RequestError::Cancelled(e) if e.code == ErrorCode::NOT_CONNECTED));
@@ -179,20 +234,43 @@ async fn h2c_with_prior_knowledge() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_after_the_head_aborts_the_response() {
-    let app = AppBuilder::new("breaks").on_http("http", |_req: HttpRequest, mut res: HttpResponse| async move {
-        res.head(200, vec![h("Content-Type", "text/plain")]).await.ok();
-        res.body("partial").await.ok();
-        Err(rpcgate::proto::RemoteError::new(ErrorCode::new(43, 9), "died mid-body"))
-    });
+    let gate = Arc::new(Semaphore::new(0));
+    let app = {
+        let gate = Arc::clone(&gate);
+        AppBuilder::new("breaks").on_http(
+            "http",
+            move |_req: HttpRequest, mut res: HttpResponse| {
+                let gate = Arc::clone(&gate);
+                async move {
+                    res.head(200, vec![h("Content-Type", "text/plain")])
+                        .await
+                        .ok();
+                    res.body("partial").await.ok();
+                    let _permit = gate.acquire().await;
+                    Err(rpcgate::proto::RemoteError::new(
+                        ErrorCode::new(43, 9),
+                        "died mid-body",
+                    ))
+                }
+            },
+        )
+    };
     let c = support::cluster("", vec![app], small()).await;
     let mut sender = support::h1(c.gateway.addr).await;
     let response = sender
         .send_request(support::request("GET", "/breaks/http/", &[], ""))
         .await
         .unwrap();
-    assert_eq!(response.status(), 200, "the head was already sent");
-    let body = response.into_body().collect().await;
-    assert!(body.is_err(), "the client sees an aborted body, not a complete one");
+    assert_eq!(response.status(), 200, "the head was sent");
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert_eq!(&first[..], b"partial");
+    gate.add_permits(1);
+    let rest = body.collect().await;
+    assert!(
+        rest.is_err(),
+        "the client sees an aborted body, not a complete one"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,7 +281,9 @@ async fn proto_1_1_ends_the_body_at_an_empty_chunk() {
         AppBuilder::new("p11").on_http("http", move |_req: HttpRequest, mut res: HttpResponse| {
             let gate = Arc::clone(&gate);
             async move {
-                res.head(200, vec![h("X-Cocaine-HTTP-Proto-Version", "1.1")]).await.ok();
+                res.head(200, vec![h("X-Cocaine-HTTP-Proto-Version", "1.1")])
+                    .await
+                    .ok();
                 res.body("abc").await.ok();
                 res.body(Bytes::new()).await.ok();
                 // Never closes until released: the empty chunk ended the body.

@@ -260,7 +260,10 @@ pub async fn cluster(locator_toml: &str, apps: Vec<AppBuilder>, mut config: Conf
     let locator = start_locator(locator_config(locator_toml)).await;
     let mut running = Vec::new();
     for app in apps {
-        let app = app.bind("127.0.0.1:0".parse().unwrap(), vec![locator.addr]).await.unwrap();
+        let app = app
+            .bind("127.0.0.1:0".parse().unwrap(), vec![locator.addr])
+            .await
+            .unwrap();
         app.published().await;
         running.push(app);
     }
@@ -274,7 +277,9 @@ pub async fn cluster(locator_toml: &str, apps: Vec<AppBuilder>, mut config: Conf
     tokio::time::timeout(std::time::Duration::from_secs(10), client.routing_ready())
         .await
         .unwrap();
-    let gateway = RunningGateway::start(config, std::sync::Arc::new(client.clone())).await.unwrap();
+    let gateway = RunningGateway::start(config, std::sync::Arc::new(client.clone()))
+        .await
+        .unwrap();
     Cluster {
         locator,
         apps: running,
@@ -292,7 +297,8 @@ pub struct Got {
 
 impl Got {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -303,7 +309,9 @@ impl Got {
 /// Opens an HTTP/1.1 connection to `addr`.
 pub async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>> {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     sender
 }
@@ -311,16 +319,25 @@ pub async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Ful
 /// Opens an HTTP/2 (h2c, prior knowledge) connection to `addr`.
 pub async fn h2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Full<bytes::Bytes>> {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     sender
 }
 
 /// A request.
-pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> hyper::Request<Full<bytes::Bytes>> {
-    let mut builder = hyper::Request::builder().method(method).uri(path).header("host", "test");
+pub fn request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> hyper::Request<Full<bytes::Bytes>> {
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "test");
     for (n, v) in headers {
         builder = builder.header(*n, *v);
     }
@@ -330,9 +347,18 @@ pub fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &str) -
 }
 
 /// One request on a fresh HTTP/1.1 connection.
-pub async fn send(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Got {
+pub async fn send(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Got {
     let mut sender = h1(addr).await;
-    let response = sender.send_request(request(method, path, headers, body)).await.unwrap();
+    let response = sender
+        .send_request(request(method, path, headers, body))
+        .await
+        .unwrap();
     let (parts, body) = response.into_parts();
     Got {
         status: parts.status.as_u16(),
