@@ -87,6 +87,11 @@ impl RunningGateway {
         })
     }
 
+    /// The pools, by service.
+    pub fn pools(&self) -> &Arc<Pools> {
+        &self.admin.pools
+    }
+
     /// Starts a gateway that resolves through the config's locators.
     pub async fn start_remote(config: Config) -> std::io::Result<(Self, RemoteLocator)> {
         let locator = RemoteLocator::new(RemoteLocatorConfig {

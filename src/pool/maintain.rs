@@ -63,6 +63,9 @@ pub(super) async fn run(
         let backing_off = retry_at.is_some_and(|at| at > now);
         if !backing_off {
             while connecting.len() < allowed {
+                let now_connecting = pool.connecting.fetch_add(1, Ordering::AcqRel) + 1;
+                pool.connecting_peak
+                    .fetch_max(now_connecting, Ordering::AcqRel);
                 let locator = Arc::clone(&locator);
                 let service = pool.service.clone();
                 let settings = pool.settings.clone();
@@ -86,7 +89,7 @@ pub(super) async fn run(
             }
             () = pool.wake.notified() => {}
             () = sleep_until(wake_at) => {}
-            Some(done) = connecting.join_next() => match done {
+            Some(done) = connecting.join_next() => match { pool.connecting.fetch_sub(1, Ordering::AcqRel); done } {
                 Ok(Ok(conn)) => {
                     failures = 0;
                     retry_at = None;

@@ -118,6 +118,10 @@ pub struct Pool {
     /// Signals that a connection was added.
     pub(crate) ready: Notify,
     pub(crate) last_error: RwLock<Option<LocatorOrConnect>>,
+    /// Connections being made right now (at most the reconnect cap).
+    pub(crate) connecting: std::sync::atomic::AtomicUsize,
+    /// The most connections ever being made at once.
+    pub(crate) connecting_peak: std::sync::atomic::AtomicUsize,
 }
 
 /// The last reason a connection could not be made.
@@ -137,6 +141,8 @@ impl Pool {
             wake: Notify::new(),
             ready: Notify::new(),
             last_error: RwLock::new(None),
+            connecting: std::sync::atomic::AtomicUsize::new(0),
+            connecting_peak: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -236,6 +242,32 @@ impl Pool {
         }
     }
 
+    /// Connections being made right now, and the most ever at once.
+    pub fn connecting(&self) -> (usize, usize) {
+        (
+            self.connecting.load(Ordering::Acquire),
+            self.connecting_peak.load(Ordering::Acquire),
+        )
+    }
+
+    /// Waits until `accept` holds for the pool's connections, re-checking
+    /// each time a connection is added or a connect fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes.
+    pub async fn wait_until(&self, accept: impl Fn(&[ConnSnapshot]) -> bool) {
+        loop {
+            let ready = self.ready.notified();
+            tokio::pin!(ready);
+            ready.as_mut().enable();
+            if accept(&self.snapshot()) {
+                return;
+            }
+            ready.await;
+        }
+    }
+
     /// A snapshot of every connection, for the admin API.
     pub fn snapshot(&self) -> Vec<ConnSnapshot> {
         let epoch = self.epoch.load(Ordering::Acquire);
@@ -246,6 +278,7 @@ impl Pool {
                 endpoint: c.endpoint,
                 member: c.member.clone(),
                 age: now.saturating_duration_since(c.born),
+                lifespan: c.expires.saturating_duration_since(c.born),
                 in_flight: c.handle.in_flight(),
                 state: if c.handle.is_closed() {
                     "closed"
@@ -271,6 +304,9 @@ pub struct ConnSnapshot {
     /// How long it has been up.
     #[serde(serialize_with = "as_secs")]
     pub age: Duration,
+    /// Its jittered lifespan.
+    #[serde(serialize_with = "as_secs")]
+    pub lifespan: Duration,
     /// Channels open on it.
     pub in_flight: usize,
     /// live, stale (awaiting replacement), draining or closed.
