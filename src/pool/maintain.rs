@@ -89,7 +89,9 @@ pub(super) async fn run(
             }
             () = pool.wake.notified() => {}
             () = sleep_until(wake_at) => {}
-            Some(done) = connecting.join_next() => match { pool.connecting.fetch_sub(1, Ordering::AcqRel); done } {
+            Some(done) = connecting.join_next() => {
+                pool.connecting.fetch_sub(1, Ordering::AcqRel);
+                match done {
                 Ok(Ok(conn)) => {
                     failures = 0;
                     retry_at = None;
@@ -108,7 +110,8 @@ pub(super) async fn run(
                     pool.ready.notify_waiters();
                 }
                 Err(join) => tracing::error!(service = %pool.service, error = %join, "pool connect task failed"),
-            },
+                }
+            }
         }
     }
 }
