@@ -95,7 +95,7 @@ async fn lifespan_refresh_is_jittered_capped_and_drains() {
     .await;
     let (now, peak) = pool.connecting();
     assert!(
-        peak >= 1 && peak <= 2,
+        (1..=2).contains(&peak),
         "never more than the cap (2) at once: peak {peak}, now {now}"
     );
     for _ in 0..20 {
