@@ -39,3 +39,57 @@ fn a_bad_file_names_the_file_and_key() {
             .starts_with("/nonexistent/locator.toml: ")
     );
 }
+
+#[test]
+fn gateway_example_parses_with_every_key() {
+    use rpcgate::config::Config;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rpcgate.toml");
+    let config = Config::load(&path).unwrap();
+    let defaults = Config::default();
+    // The file shows the defaults, plus one service override and one route.
+    assert_eq!(config.listen, defaults.listen);
+    assert_eq!(config.admin, defaults.admin);
+    assert_eq!(config.locators, defaults.locators);
+    assert_eq!(config.request, defaults.request);
+    assert_eq!(config.pool, defaults.pool);
+    assert_eq!(config.retry, defaults.retry);
+    assert_eq!(config.services["echo"].pool_size, Some(8));
+    assert_eq!(config.routes[0].prefix.as_deref(), Some("/v2/"));
+    assert!(config.routes[0].strip_prefix);
+}
+
+#[test]
+fn gateway_errors_name_the_file_and_key() {
+    use rpcgate::config::Config;
+    for (text, key) in [
+        ("[pool]\nsize = 0", "pool.size"),
+        ("[pool]\nsize = 300", "pool.size"),
+        ("[pool]\njitter = 2.0", "pool.jitter"),
+        ("[request]\ntimeout_ms = 0", "request.timeout_ms"),
+        ("[request.forward_headers]\nauthorization = \"trace_id\"", "request.forward_headers.authorization"),
+        ("[[routes]]\nservice = \"x\"", "routes[0]"),
+        ("[retry]\nattempts = 0", "retry.attempts"),
+        ("listn = \"x\"", "listn"),
+    ] {
+        let err = Config::parse(text, Path::new("gw.toml")).unwrap_err().to_string();
+        assert!(err.starts_with("gw.toml: "), "{err}");
+        assert!(err.contains(key), "{text:?} → {err}");
+    }
+}
+
+#[test]
+fn check_config_exits_non_zero_with_one_line() {
+    let bin = env!("CARGO_BIN_EXE_rpcgate");
+    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rpcgate.toml");
+    let out = std::process::Command::new(bin).arg("check-config").arg(&good).output().unwrap();
+    assert!(out.status.success());
+    let dir = std::env::temp_dir().join(format!("rpcgate-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[pool]\nsize = 0\n").unwrap();
+    let out = std::process::Command::new(bin).arg("check-config").arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("bad.toml") && stderr.contains("pool.size"), "{stderr}");
+}
