@@ -40,19 +40,7 @@ impl RunningGateway {
             None => None,
         };
         let config = Arc::new(config);
-        let settings_config = Arc::clone(&config);
-        let pools = Pools::new(locator, move |service| PoolSettings {
-            size: settings_config.pool_size_for(service),
-            lifespan: settings_config.lifespan_for(service),
-            jitter: settings_config.pool.jitter,
-            reconnect_share: settings_config.pool.reconnect_share,
-            connect_timeout: settings_config.pool.connect_timeout,
-            resolve_timeout: Duration::from_secs(3),
-        });
-        // Configured services connect at start; others on first use.
-        for service in config.services.keys() {
-            pools.get(service);
-        }
+        let pools = pools_for(&config, locator);
         let handler = Arc::new(Handler::new(Arc::clone(&config), Arc::clone(&pools)));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -111,6 +99,113 @@ impl RunningGateway {
         self.tracker.close();
         self.tracker.wait().await;
         self.admin.pools.shutdown().await;
+    }
+}
+
+// === the library entry point ===
+
+/// Builds the gateway as a tower [`Service`](tower_service::Service), for
+/// mounting inside another hyper or axum server.
+///
+/// ```no_run
+/// # async fn demo() {
+/// use rpcgate::config::Config;
+/// use rpcgate::gateway::GatewayBuilder;
+/// let service = GatewayBuilder::new(Config::default()).build();
+/// // hand `service` to your server; `service.shutdown().await` drains it.
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct GatewayBuilder {
+    config: Config,
+    locator: Option<Arc<dyn Locator>>,
+}
+
+impl GatewayBuilder {
+    /// A gateway with `config` (its listen and admin addresses are unused).
+    pub fn new(config: Config) -> Self {
+        Self {
+            config,
+            locator: None,
+        }
+    }
+
+    /// Resolves through `locator` instead of the config's locators.
+    pub fn with_locator(mut self, locator: Arc<dyn Locator>) -> Self {
+        self.locator = Some(locator);
+        self
+    }
+
+    /// Starts the pools (in the current runtime) and returns the service.
+    pub fn build(self) -> GatewayService {
+        let locator = self.locator.unwrap_or_else(|| {
+            Arc::new(RemoteLocator::new(RemoteLocatorConfig {
+                endpoints: self.config.locators.clone(),
+                ..RemoteLocatorConfig::default()
+            }))
+        });
+        let config = Arc::new(self.config);
+        let pools = pools_for(&config, locator);
+        GatewayService {
+            handler: Arc::new(Handler::new(config, Arc::clone(&pools))),
+            pools,
+        }
+    }
+}
+
+fn pools_for(config: &Arc<Config>, locator: Arc<dyn Locator>) -> Arc<Pools> {
+    let settings_config = Arc::clone(config);
+    let pools = Pools::new(locator, move |service| PoolSettings {
+        size: settings_config.pool_size_for(service),
+        lifespan: settings_config.lifespan_for(service),
+        jitter: settings_config.pool.jitter,
+        reconnect_share: settings_config.pool.reconnect_share,
+        connect_timeout: settings_config.pool.connect_timeout,
+        resolve_timeout: Duration::from_secs(3),
+    });
+    // Configured services connect at start; others on first use.
+    for service in config.services.keys() {
+        pools.get(service);
+    }
+    pools
+}
+
+/// The gateway as a `Service<http::Request<B>>`: cheap to clone, never
+/// fails (errors are responses).
+#[derive(Debug, Clone)]
+pub struct GatewayService {
+    handler: Arc<Handler>,
+    pools: Arc<Pools>,
+}
+
+impl GatewayService {
+    /// Drains and closes the backend connections.
+    pub async fn shutdown(&self) {
+        self.pools.shutdown().await;
+    }
+}
+
+impl<B> tower_service::Service<hyper::Request<B>> for GatewayService
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Response = hyper::Response<crate::http::GatewayBody>;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: hyper::Request<B>) -> Self::Future {
+        let handler = Arc::clone(&self.handler);
+        Box::pin(async move { Ok(handler.handle(request).await) })
     }
 }
 

@@ -66,12 +66,17 @@ fn gateway_errors_name_the_file_and_key() {
         ("[pool]\nsize = 300", "pool.size"),
         ("[pool]\njitter = 2.0", "pool.jitter"),
         ("[request]\ntimeout_ms = 0", "request.timeout_ms"),
-        ("[request.forward_headers]\nauthorization = \"trace_id\"", "request.forward_headers.authorization"),
+        (
+            "[request.forward_headers]\nauthorization = \"trace_id\"",
+            "request.forward_headers.authorization",
+        ),
         ("[[routes]]\nservice = \"x\"", "routes[0]"),
         ("[retry]\nattempts = 0", "retry.attempts"),
         ("listn = \"x\"", "listn"),
     ] {
-        let err = Config::parse(text, Path::new("gw.toml")).unwrap_err().to_string();
+        let err = Config::parse(text, Path::new("gw.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("gw.toml: "), "{err}");
         assert!(err.contains(key), "{text:?} → {err}");
     }
@@ -81,15 +86,26 @@ fn gateway_errors_name_the_file_and_key() {
 fn check_config_exits_non_zero_with_one_line() {
     let bin = env!("CARGO_BIN_EXE_rpcgate");
     let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rpcgate.toml");
-    let out = std::process::Command::new(bin).arg("check-config").arg(&good).output().unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("check-config")
+        .arg(&good)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let dir = std::env::temp_dir().join(format!("rpcgate-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[pool]\nsize = 0\n").unwrap();
-    let out = std::process::Command::new(bin).arg("check-config").arg(&bad).output().unwrap();
+    let out = std::process::Command::new(bin)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("bad.toml") && stderr.contains("pool.size"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("pool.size"),
+        "{stderr}"
+    );
 }

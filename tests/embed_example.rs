@@ -1,0 +1,26 @@
+//! `examples/embed.rs` (built by `cargo test`) runs and succeeds: the
+//! gateway mounted as a tower Service in another hyper server.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
+
+#[test]
+fn the_embed_example_serves_a_request() {
+    // Tests run from target/<profile>/deps; examples are built beside it.
+    let deps = std::env::current_exe().unwrap();
+    let example = deps
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join("embed");
+    assert!(example.exists(), "{} not built", example.display());
+    let out = std::process::Command::new(&example).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "200 OK Hello, World!");
+}
