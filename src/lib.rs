@@ -21,7 +21,8 @@
 //! - [`pool`]: per-service pools of multiplexed connections, refreshed on a
 //!   schedule and on routing changes.
 //! - [`config`]: the gateway's TOML config, validated.
-//! - [`admin`]: `/ping`, `/health`, `/ready`, `/pools`, `/config`.
+//! - [`admin`]: `/ping`, `/health`, `/ready`, `/metrics`, `/pools`, `/config`.
+//! - [`metrics`]: metric names, labels and help text.
 //! - [`gateway`]: the composition root and standalone mode.
 //! - [`proto`]: the wire. Frames, msgpack forms, headers, typed messages.
 //!   Sans-IO.
@@ -45,6 +46,7 @@ pub mod fuzzing;
 pub mod gateway;
 pub mod http;
 pub mod locator;
+pub mod metrics;
 pub mod mux;
 pub mod pool;
 pub mod proto;

@@ -1,6 +1,6 @@
 //! The admin listener: owns `/ping`, `/health`, `/ready` (false while
-//! draining), `/pools` (each connection's endpoint, age, in-flight and
-//! state) and `/config`. Loopback by default; it has no auth.
+//! draining), `/metrics` (Prometheus text), `/pools` (each connection's
+//! endpoint, age, in-flight and state) and `/config`. Loopback by default; it has no auth.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -92,6 +92,20 @@ fn route(path: &str, state: &AdminState) -> Response<Full<Bytes>> {
                 .collect();
             json(StatusCode::OK, &pools)
         }
+        "/metrics" => match crate::metrics::render() {
+            Some(text) => {
+                let mut response = text_response(StatusCode::OK, &text);
+                response.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                response
+            }
+            None => json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({"error": "no metrics recorder installed"}),
+            ),
+        },
         // Nothing in the config is secret yet; if credentials are added,
         // redact them here.
         "/config" => text(StatusCode::OK, &format!("{:#?}\n", state.config)),
@@ -100,6 +114,10 @@ fn route(path: &str, state: &AdminState) -> Response<Full<Bytes>> {
             &serde_json::json!({"error": "no such admin route"}),
         ),
     }
+}
+
+fn text_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    text(status, body)
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

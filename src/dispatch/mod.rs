@@ -196,6 +196,8 @@ pub async fn dispatch(
             });
         };
         _token = Some(token);
+        metrics::counter!(crate::metrics::RETRIES, crate::metrics::SERVICE => service.to_owned())
+            .increment(1);
         let pause = retry.pause(attempt - 1);
         if Instant::now() + pause >= deadline {
             return Err(DispatchError::Deadline(total));

@@ -67,6 +67,7 @@ impl Handler {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
+        let _in_flight = crate::metrics::InFlightGuard::new();
         let (parts, body) = request.into_parts();
         let fallback_id = rand::random();
         let decision = match TraceDecision::from_headers(
@@ -77,11 +78,30 @@ impl Handler {
             Err(e) => return GatewayError::from(e).into_response(fallback_id),
         };
         let request_id = decision.trace.trace_id;
-        let result = self.answer(&parts, body, decision).await;
+        let mut service = None;
+        let result = self.answer(&parts, body, decision, &mut service).await;
         let response = match result {
             Ok(response) => response,
-            Err(e) => e.into_response(request_id),
+            Err(e) => {
+                let (_, kind) = e.status();
+                if matches!(
+                    kind,
+                    "service_not_found" | "no_route" | "bad_route" | "bad_request_id"
+                ) {
+                    service = None;
+                }
+                let category = e.app_category().unwrap_or("none");
+                metrics::counter!(crate::metrics::ERRORS, crate::metrics::KIND => kind, crate::metrics::CATEGORY => category)
+                    .increment(1);
+                e.into_response(request_id)
+            }
         };
+        let label = service.unwrap_or_else(|| crate::metrics::UNKNOWN_SERVICE.to_owned());
+        let class = crate::metrics::status_class(response.status().as_u16());
+        metrics::counter!(crate::metrics::REQUESTS, crate::metrics::SERVICE => label.clone(), crate::metrics::STATUS => class)
+            .increment(1);
+        metrics::histogram!(crate::metrics::REQUEST_SECONDS, crate::metrics::SERVICE => label)
+            .record(started.elapsed().as_secs_f64());
         if self.config.access_log {
             tracing::info!(
                 target: "access",
@@ -101,6 +121,7 @@ impl Handler {
         parts: &hyper::http::request::Parts,
         body: B,
         decision: TraceDecision,
+        service: &mut Option<String>,
     ) -> Result<Response<GatewayBody>, GatewayError>
     where
         B: Body<Data = Bytes> + Send,
@@ -113,6 +134,7 @@ impl Handler {
             .and_then(|h| h.to_str().ok())
             .or_else(|| parts.uri.host());
         let target = route::route(path_and_query, host, &parts.headers, &self.config.routes)?;
+        *service = Some(target.service.clone());
         let mut timeout = self.config.timeout_for(&target.service);
         if let Some(ms) = parts
             .headers
@@ -199,6 +221,15 @@ impl Handler {
     }
 }
 
+/// Counts an open HTTP connection until dropped.
+struct ConnectionGauge;
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS).decrement(1.0);
+    }
+}
+
 /// Serves HTTP/1.1 and h2c on `listener` until `shutdown`; then each
 /// connection is closed gracefully (h1: after the response in flight; h2:
 /// GOAWAY) and tracked until done.
@@ -224,7 +255,9 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let handler = Arc::clone(&handler);
         let shutdown = shutdown.clone();
+        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS).increment(1.0);
         tracker.spawn(async move {
+            let _open = ConnectionGauge;
             let service = hyper::service::service_fn(move |request| {
                 let handler = Arc::clone(&handler);
                 async move { Ok::<_, Infallible>(handler.handle(request).await) }

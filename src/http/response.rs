@@ -57,6 +57,16 @@ impl GatewayError {
         }
     }
 
+    /// The app error's category name, when the app answered with one.
+    pub fn app_category(&self) -> Option<&'static str> {
+        match self {
+            Self::Dispatch(DispatchError::App(e) | DispatchError::Overloaded { last: e, .. }) => {
+                Some(category::name(e.code.category))
+            }
+            _ => None,
+        }
+    }
+
     /// The error response.
     pub fn into_response(self, request_id: u64) -> Response<GatewayBody> {
         let (status, kind) = self.status();

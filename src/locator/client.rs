@@ -183,12 +183,19 @@ impl RemoteLocator {
 
     async fn resolve_remote(&self, name: &str) -> Result<Resolved, LocatorError> {
         let limit = self.inner.config.resolve_timeout;
-        match timeout(limit, self.resolve_once(name)).await {
+        let result = match timeout(limit, self.resolve_once(name)).await {
             Ok(result) => result,
             Err(_) => Err(LocatorError::Unavailable(format!(
                 "resolve of `{name}` took longer than {limit:?}"
             ))),
-        }
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) if e.is_not_found() => "not_found",
+            Err(_) => "error",
+        };
+        metrics::counter!(crate::metrics::RESOLVES, crate::metrics::RESULT => outcome).increment(1);
+        result
     }
 
     async fn resolve_once(&self, name: &str) -> Result<Resolved, LocatorError> {

@@ -58,6 +58,7 @@ pub(super) async fn run(
                 .min();
             (fresh, next)
         };
+        publish_gauges(&pool);
         let wanted = pool.settings.size.saturating_sub(fresh);
         let allowed = wanted.min(pool.settings.reconnect_cap());
         let backing_off = retry_at.is_some_and(|at| at > now);
@@ -91,6 +92,13 @@ pub(super) async fn run(
             () = sleep_until(wake_at) => {}
             Some(done) = connecting.join_next() => {
                 pool.connecting.fetch_sub(1, Ordering::AcqRel);
+                let result = if matches!(done, Ok(Ok(_))) { "ok" } else { "error" };
+                metrics::counter!(
+                    crate::metrics::POOL_CONNECTS,
+                    crate::metrics::SERVICE => pool.service.clone(),
+                    crate::metrics::RESULT => result
+                )
+                .increment(1);
                 match done {
                 Ok(Ok(conn)) => {
                     failures = 0;
@@ -113,6 +121,20 @@ pub(super) async fn run(
                 }
             }
         }
+    }
+}
+
+/// Sets the per-state connection gauges of a pool.
+fn publish_gauges(pool: &Pool) {
+    let mut counts = [("live", 0usize), ("stale", 0), ("draining", 0)];
+    for conn in pool.snapshot() {
+        if let Some(entry) = counts.iter_mut().find(|(state, _)| *state == conn.state) {
+            entry.1 += 1;
+        }
+    }
+    for (state, n) in counts {
+        metrics::gauge!(crate::metrics::POOL_CONNECTIONS, crate::metrics::SERVICE => pool.service.clone(), crate::metrics::STATE => state)
+            .set(n as f64);
     }
 }
 

@@ -166,6 +166,7 @@ impl Pool {
     /// reconnect cap at a time, each old one draining once its replacement
     /// is up.
     pub fn refresh(&self) {
+        metrics::counter!(crate::metrics::POOL_REFRESHES, crate::metrics::SERVICE => self.service.clone()).increment(1);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.wake.notify_one();
     }

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Load harness: rpcgate standalone (gateway → `hello` demo app) against a
+# plain hyper hello server, both serving a 13-byte body.
+#
+#   benches/load.sh [SECONDS] [CONNECTIONS] [ROUNDS]     (defaults 10 64 3)
+#
+# Servers run on core 0, wrk on core 1 (taskset). The two targets alternate,
+# ROUNDS times each, and the script prints req/s, p50/p99 latency, server
+# CPU per request, and the rpcgate/hello ratio of the medians. Loopback
+# only; every run is bounded by SECONDS and stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs="${1:-10}"; conns="${2:-64}"; rounds="${3:-3}"
+if ! command -v wrk >/dev/null; then
+    echo "installing wrk (apt)..." >&2
+    apt-get update -qq >/dev/null && apt-get install -y -qq wrk >/dev/null
+fi
+command -v taskset >/dev/null || { echo "load.sh: taskset is missing (util-linux)" >&2; exit 1; }
+cargo build --release --bin rpcgate --example hello_server >&2
+GW=127.0.0.1:18080; HELLO=127.0.0.1:18081
+taskset -c 0 target/release/rpcgate --listen $GW --admin 127.0.0.1:19090 --locator 127.0.0.1:20053 \
+    --log-level warn >/tmp/rpcgate-load.out 2>&1 &
+gw_pid=$!
+taskset -c 0 target/release/examples/hello_server $HELLO >/dev/null 2>&1 &
+hello_pid=$!
+trap 'kill $gw_pid $hello_pid 2>/dev/null || true' EXIT
+# Readiness: wait (bounded) until both answer.
+for url in "http://$GW/hello/http/" "http://$HELLO/"; do
+    for _ in $(seq 1 100); do
+        curl -sf -o /dev/null "$url" && break
+        sleep 0.1
+    done
+    curl -sf -o /dev/null "$url" || { echo "load.sh: $url never answered" >&2; exit 1; }
+done
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+run() { # name pid url
+    local before after out rps p50 p99 reqs
+    before=$(cpu_ticks "$2")
+    out=$(taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency "$3")
+    after=$(cpu_ticks "$2")
+    rps=$(awk '/^Requests\/sec/ {print $2}' <<<"$out")
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
+    p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+    local cpu_us
+    cpu_us=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$reqs" 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+    printf '%-8s %12s %10s %10s %14s\n' "$1" "$rps" "$p50" "$p99" "${cpu_us} us"
+    echo "$1 $rps" >> /tmp/rpcgate-load.rps
+}
+: > /tmp/rpcgate-load.rps
+printf '%-8s %12s %10s %10s %14s\n' target req/s p50 p99 cpu/request
+for _ in $(seq 1 "$rounds"); do
+    run rpcgate $gw_pid "http://$GW/hello/http/"
+    run hello $hello_pid "http://$HELLO/"
+done
+median() { grep "^$1 " /tmp/rpcgate-load.rps | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+g=$(median rpcgate); h=$(median hello)
+awk -v g="$g" -v h="$h" 'BEGIN {printf "median req/s: rpcgate %s, hello %s, ratio rpcgate/hello = %.2f\n", g, h, g / h}'

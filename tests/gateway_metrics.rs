@@ -1,0 +1,48 @@
+//! `/metrics` serves Prometheus text with requests by service and status
+//! class, pool connections by state, resolves and errors. (One test: a
+//! process has one global recorder.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
+
+mod support;
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+use rpcgate::app::demo;
+use rpcgate::config::Config;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_served_in_prometheus_text() {
+    let handle = PrometheusBuilder::new().install_recorder().unwrap();
+    rpcgate::metrics::set_renderer(Box::new(move || handle.render()));
+    rpcgate::metrics::describe();
+    let mut config = Config::default();
+    config.pool.size = 2;
+    let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
+    for _ in 0..3 {
+        assert_eq!(
+            support::send(c.gateway.addr, "GET", "/hello/http/", &[], "")
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        support::send(c.gateway.addr, "GET", "/nope/http/", &[], "")
+            .await
+            .status,
+        503
+    );
+    let (status, text) = support::http(c.gateway.admin_addr.unwrap(), "GET", "/metrics", "").await;
+    assert_eq!(status, 200);
+    for expected in [
+        "rpcgate_requests_total{service=\"hello\",status=\"2xx\"} 3",
+        "rpcgate_requests_total{service=\"_unknown\",status=\"5xx\"} 1",
+        "rpcgate_errors_total{kind=\"service_not_found\",category=\"none\"} 1",
+        "rpcgate_pool_connects_total{service=\"hello\",result=\"ok\"}",
+        "rpcgate_resolves_total{result=\"ok\"}",
+        "rpcgate_request_duration_seconds",
+        "# HELP rpcgate_requests_total",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+}
