@@ -66,7 +66,7 @@ mod error;
 mod handle;
 mod table;
 mod task;
-mod write;
+pub(crate) mod write;
 
 use std::sync::Arc;
 

@@ -4,7 +4,6 @@
 //! channel when the connection dies. All protocol decisions are the
 //! [`ChannelTable`]'s; this file only moves bytes.
 
-use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -17,7 +16,7 @@ use tokio_util::codec::Decoder;
 use super::error::{ConnectionError, Delivery};
 use super::handle::{Command, Shared, Sink};
 use super::table::{Cancel, ChannelTable, OpenAction, ReceiveAction, SendAction};
-use super::write::{MAX_IOVECS, WriteQueue};
+use super::write::{WriteQueue, reserve};
 use crate::proto::protocol::DISCARD;
 use crate::proto::{Args, ErrorCode, Frame, FrameCodec, Message, RemoteError};
 
@@ -141,7 +140,7 @@ where
                         }
                     }
                 }
-                written = write_some(&mut self.writer, &self.queue), if !self.queue.is_empty() => {
+                written = self.queue.write_once(&mut self.writer), if !self.queue.is_empty() => {
                     let n = written.map_err(ConnectionError::Io)?;
                     if n == 0 {
                         return Err(ConnectionError::Io(std::io::ErrorKind::WriteZero.into()));
@@ -316,22 +315,4 @@ where
         }
         self.shared.closed_notify.notify_waiters();
     }
-}
-
-/// Waits for room in a channel's reply queue; `None` if its owner is gone.
-async fn reserve(replies: Option<&mpsc::Sender<Frame>>) -> Option<mpsc::Permit<'_, Frame>> {
-    match replies {
-        Some(replies) => replies.reserve().await.ok(),
-        None => std::future::pending().await,
-    }
-}
-
-/// One vectored write of the queued bytes.
-async fn write_some<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    queue: &WriteQueue,
-) -> std::io::Result<usize> {
-    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-    let n = queue.io_slices(&mut slices);
-    writer.write_vectored(&slices[..n]).await
 }

@@ -10,6 +10,8 @@ use std::collections::VecDeque;
 use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
 
 use super::error::Delivery;
 use crate::proto::frame::{FrameWrite, LARGE_PAYLOAD, Message};
@@ -86,6 +88,21 @@ impl WriteQueue {
         n
     }
 
+    /// One vectored write of the queued bytes; returns how many were
+    /// written (call [`WriteQueue::advance`] with it).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a write that did not complete wrote nothing.
+    pub async fn write_once<W: AsyncWrite + Unpin>(
+        &self,
+        writer: &mut W,
+    ) -> std::io::Result<usize> {
+        let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+        let n = self.io_slices(&mut slices);
+        writer.write_vectored(&slices[..n]).await
+    }
+
     /// Consumes `n` written bytes and returns the channels whose marks were
     /// passed, in order.
     pub fn advance(&mut self, mut n: usize, passed: &mut Vec<(u64, Delivery)>) {
@@ -115,6 +132,15 @@ impl WriteQueue {
             passed.push((mark.id, mark.delivery));
             self.marks.pop_front();
         }
+    }
+}
+
+/// Waits for room in a bounded queue; `None` if its receiver is gone. With
+/// no queue it never completes (a disabled `select!` branch).
+pub(crate) async fn reserve<T>(queue: Option<&mpsc::Sender<T>>) -> Option<mpsc::Permit<'_, T>> {
+    match queue {
+        Some(queue) => queue.reserve().await.ok(),
+        None => std::future::pending().await,
     }
 }
 

@@ -2,7 +2,6 @@
 //! of the channels its client opened.
 
 use std::collections::HashMap;
-use std::io::IoSlice;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -14,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::reply::{Incoming, Outgoing, Reply, Shared, dropped_reply_error};
 use super::{Call, Service, SessionConfig, SessionError};
-use crate::mux::{MAX_IOVECS, WriteQueue};
+use crate::mux::WriteQueue;
+use crate::mux::write::reserve;
 use crate::proto::{Frame, FrameCodec, Protocol};
 
 /// Read buffer size: one read takes many small requests at once.
@@ -158,7 +158,7 @@ where
                         permit.send(p.frame);
                     }
                 }
-                written = write_some(&mut self.writer, &self.queue), if !self.queue.is_empty() => {
+                written = self.queue.write_once(&mut self.writer), if !self.queue.is_empty() => {
                     let n = written.map_err(SessionError::Io)?;
                     if n == 0 {
                         return Err(SessionError::Io(std::io::ErrorKind::WriteZero.into()));
@@ -190,7 +190,9 @@ where
     /// Writes everything queued.
     async fn flush(&mut self) -> Result<(), SessionError> {
         while !self.queue.is_empty() {
-            let n = write_some(&mut self.writer, &self.queue)
+            let n = self
+                .queue
+                .write_once(&mut self.writer)
                 .await
                 .map_err(SessionError::Io)?;
             if n == 0 {
@@ -327,20 +329,4 @@ where
             self.channels.remove(&id);
         }
     }
-}
-
-async fn reserve(incoming: Option<&mpsc::Sender<Frame>>) -> Option<mpsc::Permit<'_, Frame>> {
-    match incoming {
-        Some(incoming) => incoming.reserve().await.ok(),
-        None => std::future::pending().await,
-    }
-}
-
-async fn write_some<W: AsyncWrite + Unpin>(
-    writer: &mut W,
-    queue: &WriteQueue,
-) -> std::io::Result<usize> {
-    let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
-    let n = queue.io_slices(&mut slices);
-    writer.write_vectored(&slices[..n]).await
 }
