@@ -155,12 +155,7 @@ impl Default for Config {
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            key: "(file)".into(),
-            reason: e.to_string(),
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&crate::locator::config::read_file(path)?, path)
     }
 
     /// Parses and validates TOML; `file` names it in errors.

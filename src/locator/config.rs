@@ -85,15 +85,19 @@ impl Default for LocatorConfig {
     }
 }
 
+/// Reads a config file; a failure names the file.
+pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        key: "(file)".into(),
+        reason: e.to_string(),
+    })
+}
+
 impl LocatorConfig {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            file: path.to_owned(),
-            key: "(file)".into(),
-            reason: e.to_string(),
-        })?;
-        Self::parse(&text, path)
+        Self::parse(&read_file(path)?, path)
     }
 
     /// Parses and validates TOML text; `file` names it in errors.
