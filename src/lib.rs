@@ -21,6 +21,7 @@
 //! - [`pool`]: per-service pools of multiplexed connections, refreshed on a
 //!   schedule and on routing changes.
 //! - [`config`]: the gateway's TOML config, validated.
+//! - [`listener`]: the accept step all listeners share.
 //! - [`admin`]: `/ping`, `/health`, `/ready`, `/metrics`, `/pools`, `/config`.
 //! - [`metrics`]: metric names, labels and help text.
 //! - [`gateway`]: the composition root and standalone mode.
@@ -45,6 +46,7 @@ pub mod dispatch;
 pub mod fuzzing;
 pub mod gateway;
 pub mod http;
+pub mod listener;
 pub mod locator;
 pub mod metrics;
 pub mod mux;

@@ -416,20 +416,7 @@ async fn accept_loop(
     sessions_stop: CancellationToken,
     sessions: TaskTracker,
 ) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of fds and the like: pause briefly, keep serving.
-                    tracing::warn!(error = %e, "app accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = accept_stop.cancelled() => return,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some(stream) = crate::listener::accept(&listener, &accept_stop, "app").await {
         let service = Arc::clone(&service);
         let stop = sessions_stop.clone();
         sessions.spawn(async move {

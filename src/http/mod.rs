@@ -239,20 +239,7 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    // Out of fds and the like: pause briefly, keep serving.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => return,
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some(stream) = crate::listener::accept(&listener, &shutdown, "http").await {
         let handler = Arc::clone(&handler);
         let shutdown = shutdown.clone();
         metrics::gauge!(crate::metrics::HTTP_CONNECTIONS).increment(1.0);

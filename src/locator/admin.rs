@@ -38,17 +38,7 @@ pub(crate) async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    continue;
-                }
-            },
-            () = shutdown.cancelled() => return,
-        };
+    while let Some(stream) = crate::listener::accept(&listener, &shutdown, "locator admin").await {
         let registry = Arc::clone(&registry);
         let reloader = Arc::clone(&reloader);
         let shutdown = shutdown.clone();

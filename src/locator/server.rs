@@ -298,21 +298,7 @@ async fn accept_loop(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => return,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Out of fds and the like: back off briefly, keep serving.
-                tracing::warn!(error = %e, "locator accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some(stream) = crate::listener::accept(&listener, &shutdown, "locator").await {
         let service = Arc::clone(&service);
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
