@@ -277,6 +277,19 @@ enum ModelChannel {
     Gone,
 }
 
+/// The model's side of `finish_rx`: an open channel's peer side is done.
+fn mark_rx_done(model: &mut std::collections::BTreeMap<u64, ModelChannel>, id: u64) {
+    if let Some(ModelChannel::Open { tx_done, .. }) = model.get(&id).copied() {
+        model.insert(
+            id,
+            ModelChannel::Open {
+                tx_done,
+                rx_done: true,
+            },
+        );
+    }
+}
+
 /// Drives a [`ChannelTable`] with arbitrary open / send / cancel / reply /
 /// close operations read from `data`, checking the mux invariants: ids open
 /// strictly increasing; nothing is written after a terminal message or a
@@ -374,29 +387,13 @@ pub fn mux_ops(data: &[u8]) {
                     assert!(!rx_done, "delivered after the peer's terminal message");
                     if last {
                         table.finish_rx(id);
-                        if let Some(ModelChannel::Open { tx_done, .. }) = model.get(&id).copied() {
-                            model.insert(
-                                id,
-                                ModelChannel::Open {
-                                    tx_done,
-                                    rx_done: true,
-                                },
-                            );
-                        }
+                        mark_rx_done(&mut model, id);
                     }
                 }
             }
             4 => {
                 table.finish_rx(id);
-                if let Some(ModelChannel::Open { tx_done, .. }) = model.get(&id).copied() {
-                    model.insert(
-                        id,
-                        ModelChannel::Open {
-                            tx_done,
-                            rx_done: true,
-                        },
-                    );
-                }
+                mark_rx_done(&mut model, id);
             }
             _ => table.mark_written(id, crate::mux::Delivery::Partial),
         }
