@@ -9,9 +9,8 @@ use std::alloc::System;
 use std::hint::black_box;
 
 use bytes::{Bytes, BytesMut};
-use rpcgate::mux::{self, Invocation, MuxConfig};
 use rpcgate::proto::http::{HttpRequest, ResponseMeta};
-use rpcgate::proto::{Args, FrameCodec, Message, StreamEvent};
+use rpcgate::proto::{FrameCodec, Message, StreamEvent};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -145,24 +144,9 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let handle = runtime.block_on(async {
-        let (client, server) = tokio::io::duplex(1 << 20);
-        tokio::spawn(echo_peer::serve(server));
-        let (handle, connection) = mux::from_io(client, MuxConfig::default());
-        tokio::spawn(connection.run());
-        handle
-    });
+    let handle = runtime.block_on(async { echo_peer::connect() });
     let body = Bytes::from(vec![b'x'; 1024]);
     measure("mux request round trip (client + peer)", || {
-        runtime.block_on(async {
-            let message = Message::new(0, Args::Bytes(Bytes::from_static(b"http")));
-            let channel = handle.open(Invocation::enqueue(message)).await.unwrap();
-            let (mut tx, mut rx) = channel.split();
-            tx.write(body.clone()).await.unwrap();
-            tx.close().await.unwrap();
-            while let Some(frame) = rx.recv().await {
-                black_box(frame.unwrap());
-            }
-        });
+        black_box(runtime.block_on(echo_peer::request(&handle, body.clone())));
     });
 }

@@ -9,26 +9,9 @@ use std::hint::black_box;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use rpcgate::mux::{self, Invocation, MuxConfig, MuxHandle};
-use rpcgate::proto::{Args, Message};
 
 #[path = "support/echo_peer.rs"]
 mod echo_peer;
-
-/// One request round trip on its own channel.
-async fn request(handle: MuxHandle, body: Bytes) -> usize {
-    let message = Message::new(0, Args::Bytes(Bytes::from_static(b"http")));
-    let channel = handle.open(Invocation::enqueue(message)).await.unwrap();
-    let (mut tx, mut rx) = channel.split();
-    tx.write(body).await.unwrap();
-    tx.close().await.unwrap();
-    let mut frames = 0;
-    while let Some(frame) = rx.recv().await {
-        frame.unwrap();
-        frames += 1;
-    }
-    frames
-}
 
 fn concurrent_channels(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -36,13 +19,7 @@ fn concurrent_channels(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let handle = runtime.block_on(async {
-        let (client, server) = tokio::io::duplex(1 << 20);
-        tokio::spawn(echo_peer::serve(server));
-        let (handle, connection) = mux::from_io(client, MuxConfig::default());
-        tokio::spawn(connection.run());
-        handle
-    });
+    let handle = runtime.block_on(async { echo_peer::connect() });
     let body = Bytes::from(vec![b'x'; 1024]);
     let mut group = c.benchmark_group("mux");
     for concurrency in [1usize, 64, 1024] {
@@ -56,7 +33,12 @@ fn concurrent_channels(c: &mut Criterion) {
                     let body = body.clone();
                     async move {
                         let tasks: Vec<_> = (0..n)
-                            .map(|_| tokio::spawn(request(handle.clone(), body.clone())))
+                            .map(|_| {
+                                tokio::spawn({
+                                    let (handle, body) = (handle.clone(), body.clone());
+                                    async move { echo_peer::request(&handle, body).await }
+                                })
+                            })
                             .collect();
                         let mut frames = 0;
                         for task in tasks {

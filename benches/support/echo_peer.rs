@@ -2,8 +2,9 @@
 //! channel, on its `close`, with a 13-byte `write` and a `close`. Replies
 //! to everything decoded from one read go out in one write.
 
-use bytes::BytesMut;
-use rpcgate::proto::{FrameCodec, Message};
+use bytes::{Bytes, BytesMut};
+use rpcgate::mux::{self, Invocation, MuxConfig, MuxHandle};
+use rpcgate::proto::{Args, FrameCodec, Message};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 
@@ -32,4 +33,30 @@ pub(crate) async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(mut io: IO) {
             output.clear();
         }
     }
+}
+
+/// A mux over an in-memory duplex to a spawned [`serve`] peer. Call it
+/// inside the runtime that will drive it.
+pub(crate) fn connect() -> MuxHandle {
+    let (client, server) = tokio::io::duplex(1 << 20);
+    tokio::spawn(serve(server));
+    let (handle, connection) = mux::from_io(client, MuxConfig::default());
+    tokio::spawn(connection.run());
+    handle
+}
+
+/// One request round trip on its own channel: enqueue + `body` + close,
+/// then every reply frame. Returns the number of frames.
+pub(crate) async fn request(handle: &MuxHandle, body: Bytes) -> usize {
+    let message = Message::new(0, Args::Bytes(Bytes::from_static(b"http")));
+    let channel = handle.open(Invocation::enqueue(message)).await.unwrap();
+    let (mut tx, mut rx) = channel.split();
+    tx.write(body).await.unwrap();
+    tx.close().await.unwrap();
+    let mut frames = 0;
+    while let Some(frame) = rx.recv().await {
+        frame.unwrap();
+        frames += 1;
+    }
+    frames
 }
