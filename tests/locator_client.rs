@@ -177,21 +177,7 @@ const GROUP: &str = "[groups.myapp]\napp_v1 = 1\napp_v2 = 1\n";
 async fn groups_are_picked_client_side_and_the_subscription_resumes() {
     let locator = support::start_locator(support::locator_config(GROUP)).await;
     let addr = locator.addr;
-    let tracker = TaskTracker::new();
-    let mut publications = Vec::new();
-    for (name, port) in [("app_v1", 1001), ("app_v2", 1002)] {
-        publications.push(
-            publish(
-                &[addr],
-                name,
-                vec![endpoint(port)],
-                Duration::from_secs(5),
-                &tracker,
-            )
-            .await
-            .unwrap(),
-        );
-    }
+    let publications = support::publish_members(addr, &[("app_v1", 1001), ("app_v2", 1002)]).await;
     let remote = client(vec![addr], true);
     ready(&remote).await;
     let mut routing = remote.routing();

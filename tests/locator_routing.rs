@@ -7,13 +7,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-use rpcgate::locator::{Continuum, Publication, RunningLocator, publish};
+use rpcgate::locator::{Continuum, Publication, RunningLocator};
 use rpcgate::mux::{MuxConfig, MuxHandle};
 use rpcgate::proto::StreamEvent;
-use rpcgate::proto::locator::Endpoint;
-use tokio_util::task::TaskTracker;
 
 const GROUP: &str = "[groups.myapp]\napp_v1 = 1\napp_v2 = 3\n";
 
@@ -26,24 +23,8 @@ struct Setup {
 /// A locator with group `myapp` over app_v1 (port 1001) and app_v2 (1002).
 async fn setup() -> Setup {
     let locator = support::start_locator(support::locator_config(GROUP)).await;
-    let tracker = TaskTracker::new();
-    let mut publications = Vec::new();
-    for (name, port) in [("app_v1", 1001), ("app_v2", 1002)] {
-        let endpoint = Endpoint {
-            host: "127.0.0.1".into(),
-            port,
-        };
-        let publication = publish(
-            &[locator.addr],
-            name,
-            vec![endpoint],
-            Duration::from_secs(5),
-            &tracker,
-        )
-        .await
-        .unwrap();
-        publications.push(publication);
-    }
+    let publications =
+        support::publish_members(locator.addr, &[("app_v1", 1001), ("app_v2", 1002)]).await;
     let (handle, _conn) = support::connect(locator.addr, MuxConfig::default()).await;
     Setup {
         locator,

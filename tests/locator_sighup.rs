@@ -10,14 +10,10 @@ mod support;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::Duration;
 
-use rpcgate::locator::publish;
 use rpcgate::mux::MuxConfig;
-use rpcgate::proto::locator::Endpoint;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
-use tokio_util::task::TaskTracker;
 
 struct Locator {
     child: Child,
@@ -76,25 +72,8 @@ const V1_ONLY: &str = "[groups.myapp]\napp_v1 = 1\n";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_and_a_broken_file_keeps_the_running_state() {
     let mut locator = Locator::start(V1_HEAVY).await;
-    let tracker = TaskTracker::new();
-    let mut publications = Vec::new();
-    for (name, port) in [("app_v1", 1001), ("app_v2", 1002)] {
-        let endpoint = Endpoint {
-            host: "127.0.0.1".into(),
-            port,
-        };
-        publications.push(
-            publish(
-                &[locator.addr],
-                name,
-                vec![endpoint],
-                Duration::from_secs(5),
-                &tracker,
-            )
-            .await
-            .unwrap(),
-        );
-    }
+    let publications =
+        support::publish_members(locator.addr, &[("app_v1", 1001), ("app_v2", 1002)]).await;
     let (handle, _conn) = support::connect(locator.addr, MuxConfig::default()).await;
     let mut stream = support::subscribe(&handle, "sighup-test").await;
     let first = support::next_dump(&mut stream).await;

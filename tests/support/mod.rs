@@ -366,3 +366,30 @@ pub async fn send(
         body: body.collect().await.unwrap().to_bytes(),
     }
 }
+
+/// Publishes each `(name, port)` at 127.0.0.1:port to the locator at
+/// `locator`; the services stay published while the returned values live.
+pub async fn publish_members(
+    locator: SocketAddr,
+    members: &[(&str, u16)],
+) -> Vec<rpcgate::locator::Publication> {
+    let tracker = tokio_util::task::TaskTracker::new();
+    let mut publications = Vec::new();
+    for (name, port) in members {
+        let endpoint = rpcgate::proto::locator::Endpoint {
+            host: "127.0.0.1".into(),
+            port: *port,
+        };
+        let publication = rpcgate::locator::publish(
+            &[locator],
+            name,
+            vec![endpoint],
+            std::time::Duration::from_secs(5),
+            &tracker,
+        )
+        .await
+        .unwrap();
+        publications.push(publication);
+    }
+    publications
+}
