@@ -12,6 +12,10 @@ use rpcgate::gateway::{RunningGateway, Standalone};
 use rpcgate::locator::{LocatorConfig, RunningLocator};
 use tokio::signal::unix::{SignalKind, signal};
 
+/// The binary uses mimalloc; the library leaves the allocator to its host.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// rpcgate: an HTTP to Cocaine v12 msgpack-RPC gateway, with its own
 /// locator and demo apps.
 #[derive(Debug, Parser)]
@@ -37,6 +41,9 @@ struct Cli {
     /// [default: 127.0.0.1:10053]
     #[arg(long = "locator", value_name = "ADDR")]
     locators: Vec<SocketAddr>,
+    /// Connections kept per service; overrides `pool.size`. [default: 32]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pool_size: Option<u16>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -159,7 +166,16 @@ fn main() -> ExitCode {
                 println!("{}: ok", file.display());
                 Ok(())
             }
-            None => run_gateway(cli.config, cli.listen, cli.admin, cli.locators).await,
+            None => {
+                run_gateway(
+                    cli.config,
+                    cli.listen,
+                    cli.admin,
+                    cli.locators,
+                    cli.pool_size,
+                )
+                .await
+            }
         }
     });
     match result {
@@ -307,11 +323,15 @@ async fn run_gateway(
     listen: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     locators: Vec<SocketAddr>,
+    pool_size: Option<u16>,
 ) -> Result<(), String> {
     let mut config = match &file {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
+    if let Some(size) = pool_size {
+        config.pool.size = usize::from(size);
+    }
     if let Some(listen) = listen {
         config.listen = listen;
     }

@@ -25,17 +25,31 @@ pub struct ReplyBody {
     receiver: ChannelReceiver,
     /// `X-Cocaine-HTTP-Proto-Version: 1.1`: an empty chunk ends the body.
     proto11: bool,
+    /// Bytes still due under the meta's `Content-Length`. The body is
+    /// complete when they have arrived: hyper stops polling there, so the
+    /// channel must end with `close` without waiting for the app's.
+    remaining: Option<u64>,
     done: bool,
 }
 
 impl ReplyBody {
-    pub(crate) fn new(sender: ChannelSender, receiver: ChannelReceiver, proto11: bool) -> Self {
-        Self {
+    pub(crate) fn new(
+        sender: ChannelSender,
+        receiver: ChannelReceiver,
+        proto11: bool,
+        content_length: Option<u64>,
+    ) -> Self {
+        let mut body = Self {
             sender: Some(sender),
             receiver,
             proto11,
+            remaining: content_length,
             done: false,
+        };
+        if content_length == Some(0) {
+            body.finish();
         }
+        body
     }
 
     /// The reply is complete: end our side with `close`.
@@ -83,6 +97,12 @@ impl Body for ReplyBody {
                 }
                 Ok(StreamEvent::Write(chunk)) if chunk.is_empty() => {}
                 Ok(StreamEvent::Write(chunk)) => {
+                    if let Some(remaining) = &mut this.remaining {
+                        *remaining = remaining.saturating_sub(chunk.len() as u64);
+                        if *remaining == 0 {
+                            this.finish();
+                        }
+                    }
                     return Poll::Ready(Some(Ok(HttpFrame::data(chunk))));
                 }
                 Ok(StreamEvent::Close) => {

@@ -248,9 +248,14 @@ async fn attempt_once(
             let proto11 = meta.headers.iter().any(|(n, v)| {
                 n.eq_ignore_ascii_case(b"x-cocaine-http-proto-version") && &v[..] == b"1.1"
             });
+            let content_length = meta
+                .headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(b"content-length"))
+                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok());
             Ok(Reply {
                 meta,
-                body: ReplyBody::new(sender, receiver, proto11),
+                body: ReplyBody::new(sender, receiver, proto11, content_length),
                 attempts: 1,
             })
         }

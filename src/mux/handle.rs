@@ -84,6 +84,10 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     pub(crate) closed_notify: Notify,
     pub(crate) in_flight: AtomicUsize,
+    /// Set while the task gathers queued requests for its next write: a
+    /// request opened now travels in the same write (see
+    /// [`MuxHandle::is_gathering`]).
+    pub(crate) gathering: AtomicBool,
     cause: OnceLock<Arc<ConnectionError>>,
 }
 
@@ -98,6 +102,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             closed_notify: Notify::new(),
             in_flight: AtomicUsize::new(0),
+            gathering: AtomicBool::new(false),
             cause: OnceLock::new(),
         }
     }
@@ -233,6 +238,14 @@ impl MuxHandle {
     /// Channels opened and not yet finished on both sides.
     pub fn in_flight(&self) -> usize {
         self.shared.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether the connection is gathering requests for a write it has not
+    /// made yet. A channel opened now shares that write (one syscall on
+    /// each side for the whole batch), so a pool may prefer this
+    /// connection. A hint: it may change at any moment.
+    pub fn is_gathering(&self) -> bool {
+        self.shared.gathering.load(Ordering::Relaxed)
     }
 
     /// Why the connection closed, once it has (a clean drain gives `None`).

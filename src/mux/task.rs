@@ -24,6 +24,12 @@ use crate::proto::{Args, ErrorCode, Frame, FrameCodec, Message, RemoteError};
 /// so one busy connection cannot starve the read side.
 const MAX_BATCH: usize = 256;
 
+/// How long a `close` that ends a finished exchange may wait for other
+/// frames to travel with. Under load the next request carries it at once;
+/// on an idle connection it goes alone after this delay. Nothing waits for
+/// it: the reply is complete and the channel has left the table.
+const CLOSE_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The message carried by the `error` that cancels a channel.
 const CANCEL_MESSAGE: &str = "rpcgate: request cancelled by the client";
 
@@ -52,6 +58,11 @@ pub struct Connection<R, W> {
     pending: Option<Pending>,
     draining: bool,
     commands_closed: bool,
+    /// Channels whose `close` waits to travel with the next write.
+    deferred_closes: Vec<u64>,
+    /// Armed while `deferred_closes` is not empty: when it fires they are
+    /// written alone.
+    close_timer: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// Scratch space reused across iterations.
     cancels: Vec<(u64, bool)>,
     passed: Vec<(u64, Delivery)>,
@@ -82,6 +93,8 @@ where
             pending: None,
             draining: false,
             commands_closed: false,
+            deferred_closes: Vec::new(),
+            close_timer: Box::pin(tokio::time::sleep(CLOSE_DELAY)),
             cancels: Vec::new(),
             passed: Vec::new(),
             shared,
@@ -110,6 +123,9 @@ where
                     Err(e) => return Err(ConnectionError::Decode(e)),
                 }
             }
+            if !self.queue.is_empty() || self.draining || self.commands_closed {
+                self.queue_deferred_closes();
+            }
             if (self.draining || self.commands_closed)
                 && self.table.is_empty()
                 && self.queue.is_empty()
@@ -132,6 +148,9 @@ where
             // fixed order would starve the later ones (reads, typically).
             tokio::select! {
                 Some(()) = self.wake.recv() => self.process_cancels(),
+                () = &mut self.close_timer, if !self.deferred_closes.is_empty() => {
+                    self.queue_deferred_closes();
+                }
                 permit = reserve(pending_replies.as_ref()), if pending_replies.is_some() => {
                     if let Some(p) = self.pending.take() {
                         match permit {
@@ -155,15 +174,16 @@ where
                 }
                 command = self.commands.recv(), if can_take => match command {
                     Some(command) => {
+                        let was_idle = self.queue.is_empty();
                         self.handle(command);
-                        for _ in 1..MAX_BATCH {
-                            if self.queue.len() >= self.shared.config.write_high_water {
-                                break;
-                            }
-                            match self.commands.try_recv() {
-                                Ok(command) => self.handle(command),
-                                Err(_) => break,
-                            }
+                        self.take_queued();
+                        if was_idle {
+                            // Coalesce: let the other ready tasks queue their
+                            // requests too, so one write carries them all.
+                            self.shared.gathering.store(true, Ordering::Relaxed);
+                            tokio::task::yield_now().await;
+                            self.shared.gathering.store(false, Ordering::Relaxed);
+                            self.take_queued();
                         }
                     }
                     None => self.commands_closed = true,
@@ -173,6 +193,19 @@ where
                         return Err(ConnectionError::Eof);
                     }
                 }
+            }
+        }
+    }
+
+    /// Takes the commands already queued, up to a batch.
+    fn take_queued(&mut self) {
+        for _ in 1..MAX_BATCH {
+            if self.queue.len() >= self.shared.config.write_high_water {
+                break;
+            }
+            match self.commands.try_recv() {
+                Ok(command) => self.handle(command),
+                Err(_) => break,
             }
         }
     }
@@ -237,12 +270,27 @@ where
                     RemoteError::new(ErrorCode::NOT_CONNECTED, CANCEL_MESSAGE),
                 ),
                 Some(Cancel::Discard) => Message::new(DISCARD, Args::Empty),
-                Some(Cancel::Close) => Message::close(),
+                Some(Cancel::Close) => {
+                    if self.deferred_closes.is_empty() {
+                        let at = tokio::time::Instant::now() + CLOSE_DELAY;
+                        self.close_timer.as_mut().reset(at);
+                    }
+                    self.deferred_closes.push(id);
+                    continue;
+                }
                 None => continue,
             };
             self.queue.push(id, &message, None);
         }
         self.cancels = cancels;
+    }
+
+    /// Moves the deferred `close` frames into the write queue.
+    fn queue_deferred_closes(&mut self) {
+        let close = Message::close();
+        for id in self.deferred_closes.drain(..) {
+            self.queue.push(id, &close, None);
+        }
     }
 
     fn dispatch(&mut self, frame: Frame) {

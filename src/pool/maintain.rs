@@ -38,6 +38,16 @@ pub(super) async fn run(
     let mut failures = 0u32;
     let mut retry_at: Option<Instant> = None;
     loop {
+        if shutdown.is_cancelled() {
+            // A connection may have come up after `Pools::shutdown` drained
+            // the others: drain whatever the pool holds now.
+            connecting.abort_all();
+            let conns: Vec<_> = pool.read().iter().cloned().collect();
+            for conn in conns {
+                conn.handle.drain().await;
+            }
+            return;
+        }
         let now = Instant::now();
         let epoch = pool.epoch.load(Ordering::Acquire);
         // Dead connections leave at once.
@@ -84,10 +94,7 @@ pub(super) async fn run(
         .min()
         .unwrap_or(now + IDLE_CHECK);
         tokio::select! {
-            () = shutdown.cancelled() => {
-                connecting.abort_all();
-                return;
-            }
+            () = shutdown.cancelled() => {}
             () = pool.wake.notified() => {}
             () = sleep_until(wake_at) => {}
             Some(done) = connecting.join_next() => {

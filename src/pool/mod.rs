@@ -32,6 +32,10 @@ use tokio_util::task::TaskTracker;
 use crate::locator::{Locator, LocatorError};
 use crate::mux::MuxHandle;
 
+/// A request joins the connection gathering a write only while that
+/// connection has fewer than this many requests in flight.
+pub const GATHER_LIMIT: usize = 64;
+
 /// Settings of one service's pool.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PoolSettings {
@@ -122,6 +126,8 @@ pub struct Pool {
     pub(crate) connecting: std::sync::atomic::AtomicUsize,
     /// The most connections ever being made at once.
     pub(crate) connecting_peak: std::sync::atomic::AtomicUsize,
+    /// Index of the connection picked last (for batching, see [`Pool::pick`]).
+    last_pick: std::sync::atomic::AtomicUsize,
 }
 
 /// The last reason a connection could not be made.
@@ -143,6 +149,7 @@ impl Pool {
             last_error: RwLock::new(None),
             connecting: std::sync::atomic::AtomicUsize::new(0),
             connecting_peak: std::sync::atomic::AtomicUsize::new(0),
+            last_pick: std::sync::atomic::AtomicUsize::new(usize::MAX),
         }
     }
 
@@ -173,33 +180,56 @@ impl Pool {
 
     /// A usable connection: the less loaded of two random picks, preferring
     /// connections from the current refresh epoch.
+    ///
+    /// Batching: while the connection picked last is still gathering a
+    /// write (see [`MuxHandle::is_gathering`]), requests join it, up to
+    /// [`GATHER_LIMIT`] in flight. Requests arriving together then cost one
+    /// write and one read on each side instead of one each; each batch
+    /// still goes where two random picks say, so load spreads the same.
     pub fn pick(&self) -> Option<MuxHandle> {
         let conns = self.read();
+        let last = self.last_pick.load(Ordering::Relaxed);
+        if let Some(conn) = conns.get(last)
+            && conn.handle.is_gathering()
+            && conn.handle.in_flight() < GATHER_LIMIT
+            && conn.is_usable()
+        {
+            return Some(conn.handle.clone());
+        }
         let epoch = self.epoch.load(Ordering::Acquire);
-        let fresh: Vec<&Arc<Conn>> = conns
+        let fresh = conns
             .iter()
             .filter(|c| c.epoch == epoch && c.is_usable())
-            .collect();
-        let candidates = if fresh.is_empty() {
-            conns.iter().filter(|c| c.is_usable()).collect()
+            .count();
+        let (count, from_epoch) = if fresh == 0 {
+            (conns.iter().filter(|c| c.is_usable()).count(), None)
         } else {
-            fresh
+            (fresh, Some(epoch))
         };
-        match candidates.len() {
-            0 => None,
-            1 => Some(candidates[0].handle.clone()),
+        // The n-th usable connection (of the chosen epoch), by index.
+        let nth = |n: usize| {
+            conns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.is_usable() && from_epoch.is_none_or(|e| c.epoch == e))
+                .nth(n)
+        };
+        let (index, best) = match count {
+            0 => return None,
+            1 => nth(0)?,
             n => {
                 let mut rng = rand::rng();
-                let a = candidates[rng.random_range(0..n)];
-                let b = candidates[rng.random_range(0..n)];
-                let best = if a.handle.in_flight() <= b.handle.in_flight() {
+                let a = nth(rng.random_range(0..n))?;
+                let b = nth(rng.random_range(0..n))?;
+                if a.1.handle.in_flight() <= b.1.handle.in_flight() {
                     a
                 } else {
                     b
-                };
-                Some(best.handle.clone())
+                }
             }
-        }
+        };
+        self.last_pick.store(index, Ordering::Relaxed);
+        Some(best.handle.clone())
     }
 
     /// A usable connection, waiting for one to come up until `deadline`.

@@ -169,12 +169,14 @@ where
                     // The session holds a sender through `shared`, so the
                     // queue never closes while it runs.
                     if let Some(reply) = reply {
+                        let was_idle = self.queue.is_empty();
                         self.send(reply);
-                        for _ in 1..MAX_BATCH {
-                            match self.replies.try_recv() {
-                                Ok(reply) => self.send(reply),
-                                Err(_) => break,
-                            }
+                        self.take_queued();
+                        if was_idle {
+                            // Coalesce: let the other ready handlers reply
+                            // too, so one write carries them all.
+                            tokio::task::yield_now().await;
+                            self.take_queued();
                         }
                     }
                 }
@@ -183,6 +185,16 @@ where
                         read_closed = true;
                     }
                 }
+            }
+        }
+    }
+
+    /// Takes the replies already queued, up to a batch.
+    fn take_queued(&mut self) {
+        for _ in 1..MAX_BATCH {
+            match self.replies.try_recv() {
+                Ok(reply) => self.send(reply),
+                Err(_) => break,
             }
         }
     }
