@@ -243,3 +243,102 @@ async fn protocol_breaks_are_502() {
     let got = support::send(addr, "GET", "/dying/http/", &[], "").await;
     assert_error(&got, 502, "bad_gateway");
 }
+
+/// An app that answers "queue is full" to every request, but holds the
+/// first `held` of them until all have arrived, so their failures reach
+/// the gateway together. Returns the app and its attempt counter.
+fn full_after_all_arrive(name: &str, held: usize) -> (AppBuilder, Arc<AtomicUsize>) {
+    let attempts = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&attempts);
+    let all_in = Arc::new(tokio::sync::Barrier::new(held));
+    let app = AppBuilder::new(name)
+        .concurrency(held * 4)
+        .on("http", move |_req, _res| {
+            let n = counted.fetch_add(1, Ordering::SeqCst) + 1;
+            let all_in = Arc::clone(&all_in);
+            async move {
+                if n <= held {
+                    all_in.wait().await;
+                }
+                Err(RemoteError::new(ErrorCode::QUEUE_IS_FULL, "queue is full"))
+            }
+        });
+    (app, attempts)
+}
+
+async fn concurrent_overloads(config: Config, requests: usize) -> usize {
+    let (app, attempts) = full_after_all_arrive("full", requests);
+    let c = support::cluster("", vec![app], config).await;
+    let addr = c.gateway.addr;
+    let sends: Vec<_> = (0..requests)
+        .map(|_| {
+            tokio::spawn(async move { support::send(addr, "GET", "/full/http/", &[], "").await })
+        })
+        .collect();
+    for send in sends {
+        assert_error(&send.await.unwrap(), 503, "overloaded");
+    }
+    attempts.load(Ordering::SeqCst)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_budget_limits_retries_across_requests() {
+    const REQUESTS: usize = 8;
+    // A generous budget: every request makes its 3 attempts.
+    let mut config = small();
+    config.retry.backoff = std::time::Duration::from_millis(1);
+    assert_eq!(concurrent_overloads(config, REQUESTS).await, REQUESTS * 3);
+    // A budget of one request in retry at a time (floor 1, no share): the
+    // eight fail together, one of them retries (twice, on one token), the
+    // others answer after their first attempt. The long backoff keeps the
+    // token taken while the others fail.
+    let mut config = small();
+    config.retry.budget_share = 0.0;
+    config.retry.budget_floor = 1;
+    config.retry.backoff = std::time::Duration::from_millis(300);
+    assert_eq!(concurrent_overloads(config, REQUESTS).await, REQUESTS + 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_timeout_overrides_the_default_and_a_header_only_shortens_it() {
+    let mut config = small();
+    config.request.timeout = std::time::Duration::from_secs(20);
+    config.services.insert(
+        "slow".into(),
+        rpcgate::config::ServiceConfig {
+            timeout: Some(std::time::Duration::from_millis(300)),
+            ..Default::default()
+        },
+    );
+    let c = support::cluster("", vec![demo::build("slow", None).unwrap()], config).await;
+    let addr = c.gateway.addr;
+    // The service's 300 ms applies, not the 20 s default...
+    let got = support::send(addr, "GET", "/slow/http/?delay_ms=10000", &[], "").await;
+    assert_error(&got, 504, "deadline");
+    let message = got.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("300ms"), "{message}");
+    // ...a longer header does not extend it...
+    let got = support::send(
+        addr,
+        "GET",
+        "/slow/http/?delay_ms=10000",
+        &[("x-request-timeout", "15000")],
+        "",
+    )
+    .await;
+    assert_error(&got, 504, "deadline");
+    let message = got.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("300ms"), "{message}");
+    // ...and a shorter one shortens it.
+    let got = support::send(
+        addr,
+        "GET",
+        "/slow/http/?delay_ms=10000",
+        &[("x-request-timeout", "100")],
+        "",
+    )
+    .await;
+    assert_error(&got, 504, "deadline");
+    let message = got.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("100ms"), "{message}");
+}

@@ -220,3 +220,52 @@ async fn live_connections_keep_serving_while_the_locator_is_down() {
     }
     drop((apps, gateway, client));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_keeps_failing_is_retried_with_growing_pauses() {
+    // A backend that accepts and drops every connection at once: each
+    // connect "succeeds", then the connection dies.
+    let backend = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = backend.local_addr().unwrap().port();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = backend.accept().await {
+            let _ = accepted_tx.send(tokio::time::Instant::now());
+            drop(stream);
+        }
+    });
+    let mut config = Config::default();
+    config.pool.size = 2;
+    config
+        .services
+        .insert("dying".into(), ServiceConfig::default());
+    let c = support::cluster("", vec![], config).await;
+    let _published = support::publish_members(c.locator.addr, &[("dying", port)]).await;
+    // The configured pool starts connecting at once; collect six attempts.
+    let mut at = Vec::new();
+    while at.len() < 6 {
+        at.push(
+            bounded("another connect attempt", accepted.recv())
+                .await
+                .unwrap(),
+        );
+    }
+    let gaps: Vec<Duration> = at.windows(2).map(|w| w[1] - w[0]).collect();
+    // Without backoff the maintainer would reconnect in a tight loop (gaps
+    // of microseconds). With it, the pauses double from 100 ms: by the
+    // sixth attempt at least three failures were counted, so the last gap
+    // is at least 400 ms and the whole run at least 100+200+400 ms.
+    // These are lower bounds: a slow machine only makes gaps longer.
+    assert!(gaps[4] >= Duration::from_millis(400), "gaps {gaps:?}");
+    assert!(at[5] - at[0] >= Duration::from_millis(700), "gaps {gaps:?}");
+    // Requests meanwhile fail cleanly (no live connection before the deadline).
+    let got = support::send(
+        c.gateway.addr,
+        "GET",
+        "/dying/http/",
+        &[("x-request-timeout", "200")],
+        "",
+    )
+    .await;
+    assert_eq!(got.status, 503, "{:?}", got.body);
+}

@@ -140,7 +140,8 @@ pub struct Reply {
     pub attempts: u32,
 }
 
-/// Sends `request` to `service` and waits for the response head.
+/// Sends `request` to `service` and waits for the response head until
+/// `deadline`, which is `timeout` (as reported in errors) after the start.
 ///
 /// # Cancel safety
 ///
@@ -152,12 +153,13 @@ pub async fn dispatch(
     service: &str,
     request: &PackedRequest,
     deadline: Instant,
+    timeout: Duration,
 ) -> Result<Reply, DispatchError> {
     let _in_flight = InFlight::new(retry);
     let pool = pools.get(service);
-    let total = deadline.saturating_duration_since(Instant::now());
+    let total = timeout;
     let mut attempt = 0;
-    let mut _token = None;
+    let mut token = None;
     loop {
         attempt += 1;
         let handle = pool.checkout(deadline).await.map_err(|e| match e {
@@ -186,7 +188,12 @@ pub async fn dispatch(
                 other => other,
             });
         }
-        let Some(token) = retry.try_take() else {
+        // A request takes one token for all its retries: the budget counts
+        // requests being retried, not attempts.
+        if token.is_none() {
+            token = retry.try_take();
+        }
+        if token.is_none() {
             return Err(match retriable {
                 DispatchError::App(last) => DispatchError::Overloaded {
                     attempts: attempt,
@@ -194,8 +201,7 @@ pub async fn dispatch(
                 },
                 other => other,
             });
-        };
-        _token = Some(token);
+        }
         metrics::counter!(crate::metrics::RETRIES, crate::metrics::SERVICE => service.to_owned())
             .increment(1);
         let pause = retry.pause(attempt - 1);

@@ -177,9 +177,15 @@ impl Handler {
             decision,
             deadline.saturating_duration_since(Instant::now()),
         );
-        let reply =
-            dispatch::dispatch(&self.pools, &self.retry, &target.service, &packed, deadline)
-                .await?;
+        let reply = dispatch::dispatch(
+            &self.pools,
+            &self.retry,
+            &target.service,
+            &packed,
+            deadline,
+            timeout,
+        )
+        .await?;
         let status = StatusCode::from_u16(reply.meta.status).map_err(|_| {
             GatewayError::Dispatch(dispatch::DispatchError::BadGateway(format!(
                 "the app sent status {}",

@@ -22,6 +22,17 @@ use crate::mux::{self, MuxConfig};
 const BACKOFF_START: Duration = Duration::from_millis(100);
 /// The longest pause between connect attempts while a service fails.
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A connection that closes sooner than this after connecting, without
+/// being told to drain, counts as a failed connect: a backend that accepts
+/// and drops at once is backed off like one that refuses.
+const HEALTHY_AFTER: Duration = Duration::from_secs(1);
+
+/// The pause after `failures` failures in a row.
+fn backoff(failures: u32) -> Duration {
+    BACKOFF_START
+        .saturating_mul(1 << failures.saturating_sub(1).min(6))
+        .min(BACKOFF_MAX)
+}
 /// How often the maintainer looks even when nothing wakes it (to notice
 /// connections that died without a request noticing).
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -50,11 +61,40 @@ pub(super) async fn run(
         }
         let now = Instant::now();
         let epoch = pool.epoch.load(Ordering::Acquire);
-        // Dead connections leave at once.
+        // Dead connections leave at once; ones that died young are failures.
+        let mut died_young = None;
         pool.conns
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .retain(|c| !c.handle.is_closed());
+            .retain(|c| {
+                if !c.handle.is_closed() {
+                    return true;
+                }
+                if !c.handle.is_draining() && now.duration_since(c.born) < HEALTHY_AFTER {
+                    died_young = Some(c.endpoint);
+                }
+                false
+            });
+        if let Some(endpoint) = died_young {
+            failures = failures.saturating_add(1);
+            let pause = backoff(failures);
+            retry_at = Some(now + pause);
+            tracing::debug!(service = %pool.service, %endpoint, ?pause, "pool connection closed right after connecting");
+            *pool
+                .last_error
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Some(LocatorOrConnect::Connect(
+                format!("{endpoint}: closed right after connecting"),
+            ));
+        } else if failures > 0
+            && pool
+                .read()
+                .iter()
+                .any(|c| c.is_usable() && now.duration_since(c.born) >= HEALTHY_AFTER)
+        {
+            // A connection proved healthy: the service works again.
+            failures = 0;
+        }
         let (fresh, next_expiry) = {
             let conns = pool.read();
             let fresh = conns
@@ -70,7 +110,11 @@ pub(super) async fn run(
         };
         publish_gauges(&pool);
         let wanted = pool.settings.size.saturating_sub(fresh);
-        let allowed = wanted.min(pool.settings.reconnect_cap());
+        let mut allowed = wanted.min(pool.settings.reconnect_cap());
+        if failures > 0 {
+            // While the service fails: one probe at a time.
+            allowed = allowed.min(1);
+        }
         let backing_off = retry_at.is_some_and(|at| at > now);
         if !backing_off {
             while connecting.len() < allowed {
@@ -78,10 +122,8 @@ pub(super) async fn run(
                 pool.connecting_peak
                     .fetch_max(now_connecting, Ordering::AcqRel);
                 let locator = Arc::clone(&locator);
-                let service = pool.service.clone();
-                let settings = pool.settings.clone();
                 let tracker = tracker.clone();
-                connecting.spawn(connect(locator, service, settings, epoch, tracker));
+                connecting.spawn(connect(locator, Arc::clone(&pool), epoch, tracker));
             }
         }
         let wake_at = [
@@ -108,8 +150,9 @@ pub(super) async fn run(
                 .increment(1);
                 match done {
                 Ok(Ok(conn)) => {
-                    failures = 0;
-                    retry_at = None;
+                    // While failing, a connect is only a probe: the next one
+                    // waits its pause until a connection proves healthy.
+                    retry_at = (failures > 0).then(|| Instant::now() + backoff(failures));
                     if let Some(old) = add(&pool, conn) {
                         // Never cut: it finishes its open channels, then closes.
                         old.handle.drain().await;
@@ -117,7 +160,7 @@ pub(super) async fn run(
                 }
                 Ok(Err(error)) => {
                     failures = failures.saturating_add(1);
-                    let pause = BACKOFF_START.saturating_mul(1 << failures.min(6)).min(BACKOFF_MAX);
+                    let pause = backoff(failures);
                     retry_at = Some(Instant::now() + pause);
                     tracing::debug!(service = %pool.service, ?error, ?pause, "pool connect failed");
                     *pool.last_error.write().unwrap_or_else(PoisonError::into_inner) = Some(error);
@@ -178,12 +221,12 @@ fn add(pool: &Pool, conn: Conn) -> Option<Arc<Conn>> {
 /// Resolves the service and connects to the first endpoint that accepts.
 async fn connect(
     locator: Arc<dyn Locator>,
-    service: String,
-    settings: super::PoolSettings,
+    pool: Arc<Pool>,
     epoch: u64,
     tracker: TaskTracker,
 ) -> Connected {
-    let resolved = match timeout(settings.resolve_timeout, locator.resolve(&service)).await {
+    let (service, settings) = (&pool.service, &pool.settings);
+    let resolved = match timeout(settings.resolve_timeout, locator.resolve(service)).await {
         Ok(Ok(resolved)) => resolved,
         Ok(Err(e)) => return Err(LocatorOrConnect::Locator(e)),
         Err(_) => {
@@ -200,7 +243,7 @@ async fn connect(
                     stream,
                     *endpoint,
                     resolved.service.clone(),
-                    &settings,
+                    &pool,
                     epoch,
                     &tracker,
                 );
@@ -221,13 +264,22 @@ fn start(
     stream: TcpStream,
     endpoint: SocketAddr,
     member: String,
-    settings: &super::PoolSettings,
+    pool: &Arc<Pool>,
     epoch: u64,
     tracker: &TaskTracker,
 ) -> Result<Conn, LocatorOrConnect> {
     let (handle, connection) = mux::from_tcp(stream, MuxConfig::default())
         .map_err(|e| LocatorOrConnect::Connect(format!("{endpoint}: {e}")))?;
-    tracker.spawn(connection.run());
+    // The maintainer replaces a connection as soon as it closes.
+    let closed = Arc::downgrade(pool);
+    tracker.spawn(async move {
+        let result = connection.run().await;
+        if let Some(pool) = closed.upgrade() {
+            pool.wake.notify_one();
+        }
+        result
+    });
+    let settings = &pool.settings;
     let born = Instant::now();
     Ok(Conn {
         handle,
