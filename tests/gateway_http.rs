@@ -298,3 +298,41 @@ async fn proto_1_1_ends_the_body_at_an_empty_chunk() {
     assert_eq!(&got.body[..], b"abc");
     gate.add_permits(1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_response_ends_the_app_channel_with_close_not_a_cancel() {
+    // The app answers, then waits to see how the gateway ends its side:
+    // `None` is a `close`, an error is a cancel.
+    let (ended_tx, mut ended) = mpsc::channel(4);
+    let app = AppBuilder::new("fixed").on_http(
+        "http",
+        move |mut req: HttpRequest, mut res: HttpResponse| {
+            let ended = ended_tx.clone();
+            async move {
+                let sized = req.uri.ends_with(b"sized");
+                let headers = if sized {
+                    vec![h("Content-Length", "5")]
+                } else {
+                    vec![]
+                };
+                res.head(200, headers).await.unwrap();
+                res.body("hello").await.unwrap();
+                res.finish().await.unwrap();
+                let how = req.next_body_chunk().await;
+                ended.send(how.map(|r| r.map_err(|e| e.to_string()))).await.ok();
+                Ok(())
+            }
+        },
+    );
+    let c = support::cluster("", vec![app], small()).await;
+    for path in ["/fixed/http/sized", "/fixed/http/chunked"] {
+        let got = support::send(c.gateway.addr, "GET", path, &[], "").await;
+        assert_eq!(got.status, 200);
+        assert_eq!(&got.body[..], b"hello");
+        // hyper stops reading a sized body at its length and drops it; the
+        // channel must still end with `close` (sent even on an idle
+        // connection, where no later request carries it).
+        let how = ended.recv().await.unwrap();
+        assert!(how.is_none(), "{path}: the app saw {how:?}, not a close");
+    }
+}
