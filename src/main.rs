@@ -325,6 +325,7 @@ async fn run_gateway(
     locators: Vec<SocketAddr>,
     pool_size: Option<u16>,
 ) -> Result<(), String> {
+    rpcgate::metrics::install_prometheus()?;
     let mut config = match &file {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::default(),
@@ -365,7 +366,7 @@ async fn run_gateway(
         env!("CARGO_PKG_VERSION")
     );
     if let Some(admin) = standalone.gateway.admin_addr {
-        println!("  admin   http://{admin}  (/ping /health /ready /pools /config)");
+        println!("  admin   http://{admin}  (/ping /health /ready /metrics /pools /config)");
     }
     println!(
         "  locator {}  (routing group `canary`: echo-v1 weight 3, echo-v2 weight 1)",

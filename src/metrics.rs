@@ -72,17 +72,6 @@ pub fn describe() {
     describe_counter!(ERRORS, "Error responses by kind and app error category.");
 }
 
-/// `200` → `2xx`.
-pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    }
-}
-
 /// Renders the installed recorder's metrics as Prometheus text.
 pub type Renderer = Box<dyn Fn() -> String + Send + Sync>;
 
@@ -99,19 +88,116 @@ pub fn render() -> Option<String> {
     RENDERER.get().map(|render| render())
 }
 
-/// Keeps [`IN_FLIGHT`] right even if a request future is dropped.
-#[derive(Debug)]
-pub(crate) struct InFlightGuard;
+/// Installs the Prometheus recorder as the process's `metrics` recorder,
+/// registers it as the `/metrics` renderer and describes every metric.
+/// Call it once, inside a tokio runtime, before serving: it also spawns
+/// the task that folds histogram samples every few seconds, so memory
+/// stays bounded even when nobody scrapes.
+///
+/// # Errors
+///
+/// A recorder is already installed.
+pub fn install_prometheus() -> Result<(), String> {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|e| format!("cannot install the metrics recorder: {e}"))?;
+    let upkeep = handle.clone();
+    set_renderer(Box::new(move || handle.render()));
+    describe();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(())
+}
 
-impl InFlightGuard {
-    pub(crate) fn new() -> Self {
-        metrics::gauge!(IN_FLIGHT).increment(1.0);
-        Self
+/// Request metrics with their handles registered once: the request path
+/// only touches atomics, never the recorder's registry. Handles taken
+/// before a recorder is installed record nothing, so build it after.
+#[derive(Debug)]
+pub(crate) struct RequestMetrics {
+    in_flight: metrics::Gauge,
+    services: std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<ServiceMetrics>>>,
+}
+
+/// One service's request counters (by status class) and latency.
+#[derive(Debug)]
+pub(crate) struct ServiceMetrics {
+    by_class: [metrics::Counter; 5],
+    latency: metrics::Histogram,
+}
+
+impl ServiceMetrics {
+    fn new(service: &str) -> Self {
+        let counter = |class: &'static str| metrics::counter!(REQUESTS, SERVICE => service.to_owned(), STATUS => class);
+        Self {
+            by_class: [
+                counter("1xx"),
+                counter("2xx"),
+                counter("3xx"),
+                counter("4xx"),
+                counter("5xx"),
+            ],
+            latency: metrics::histogram!(REQUEST_SECONDS, SERVICE => service.to_owned()),
+        }
+    }
+
+    /// Counts one answered request.
+    pub(crate) fn record(&self, status: u16, elapsed: std::time::Duration) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.by_class[class].increment(1);
+        self.latency.record(elapsed.as_secs_f64());
     }
 }
 
-impl Drop for InFlightGuard {
+impl RequestMetrics {
+    pub(crate) fn new() -> Self {
+        Self {
+            in_flight: metrics::gauge!(IN_FLIGHT),
+            services: std::sync::RwLock::default(),
+        }
+    }
+
+    /// The handles of `service` (registered on first use).
+    pub(crate) fn service(&self, service: &str) -> std::sync::Arc<ServiceMetrics> {
+        use std::sync::PoisonError;
+        if let Some(found) = self
+            .services
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(service)
+        {
+            return std::sync::Arc::clone(found);
+        }
+        let mut services = self
+            .services
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        std::sync::Arc::clone(
+            services
+                .entry(service.to_owned())
+                .or_insert_with(|| std::sync::Arc::new(ServiceMetrics::new(service))),
+        )
+    }
+
+    /// Counts a request in flight until the guard drops (even if the
+    /// request future is dropped).
+    pub(crate) fn in_flight(&self) -> InFlightGuard<'_> {
+        self.in_flight.increment(1.0);
+        InFlightGuard(&self.in_flight)
+    }
+}
+
+/// Keeps [`IN_FLIGHT`] right even if a request future is dropped.
+#[derive(Debug)]
+pub(crate) struct InFlightGuard<'a>(&'a metrics::Gauge);
+
+impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        metrics::gauge!(IN_FLIGHT).decrement(1.0);
+        self.0.decrement(1.0);
     }
 }

@@ -319,7 +319,10 @@ async fn a_complete_response_ends_the_app_channel_with_close_not_a_cancel() {
                 res.body("hello").await.unwrap();
                 res.finish().await.unwrap();
                 let how = req.next_body_chunk().await;
-                ended.send(how.map(|r| r.map_err(|e| e.to_string()))).await.ok();
+                ended
+                    .send(how.map(|r| r.map_err(|e| e.to_string())))
+                    .await
+                    .ok();
                 Ok(())
             }
         },

@@ -6,15 +6,13 @@
 
 mod support;
 
-use metrics_exporter_prometheus::PrometheusBuilder;
 use rpcgate::app::demo;
 use rpcgate::config::Config;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_are_served_in_prometheus_text() {
-    let handle = PrometheusBuilder::new().install_recorder().unwrap();
-    rpcgate::metrics::set_renderer(Box::new(move || handle.render()));
-    rpcgate::metrics::describe();
+    rpcgate::metrics::install_prometheus().unwrap();
+    assert!(rpcgate::metrics::install_prometheus().is_err(), "only once");
     let mut config = Config::default();
     config.pool.size = 2;
     let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
@@ -41,6 +39,8 @@ async fn metrics_are_served_in_prometheus_text() {
         "rpcgate_pool_connects_total{service=\"hello\",result=\"ok\"}",
         "rpcgate_resolves_total{result=\"ok\"}",
         "rpcgate_request_duration_seconds",
+        "rpcgate_requests_in_flight 0",
+        "rpcgate_http_connections",
         "# HELP rpcgate_requests_total",
     ] {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");

@@ -46,6 +46,7 @@ pub struct Handler {
     config: Arc<Config>,
     pools: Arc<Pools>,
     retry: Retry,
+    metrics: crate::metrics::RequestMetrics,
 }
 
 impl Handler {
@@ -57,6 +58,7 @@ impl Handler {
             config,
             pools,
             retry,
+            metrics: crate::metrics::RequestMetrics::new(),
         }
     }
 
@@ -67,7 +69,7 @@ impl Handler {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
-        let _in_flight = crate::metrics::InFlightGuard::new();
+        let _in_flight = self.metrics.in_flight();
         let (parts, body) = request.into_parts();
         let fallback_id = rand::random();
         let decision = match TraceDecision::from_headers(
@@ -96,12 +98,12 @@ impl Handler {
                 e.into_response(request_id)
             }
         };
-        let label = service.unwrap_or_else(|| crate::metrics::UNKNOWN_SERVICE.to_owned());
-        let class = crate::metrics::status_class(response.status().as_u16());
-        metrics::counter!(crate::metrics::REQUESTS, crate::metrics::SERVICE => label.clone(), crate::metrics::STATUS => class)
-            .increment(1);
-        metrics::histogram!(crate::metrics::REQUEST_SECONDS, crate::metrics::SERVICE => label)
-            .record(started.elapsed().as_secs_f64());
+        let label = service
+            .as_deref()
+            .unwrap_or(crate::metrics::UNKNOWN_SERVICE);
+        self.metrics
+            .service(label)
+            .record(response.status().as_u16(), started.elapsed());
         if self.config.access_log {
             tracing::info!(
                 target: "access",
