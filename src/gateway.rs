@@ -26,6 +26,11 @@ pub struct RunningGateway {
     pub addr: SocketAddr,
     /// Where the admin API is served.
     pub admin_addr: Option<SocketAddr>,
+    /// Where HTTPS is served, when configured.
+    pub tls_addr: Option<SocketAddr>,
+    /// The HTTPS listener's certificates (reload them with
+    /// [`crate::tls::CertStore::reload`], e.g. on SIGHUP).
+    pub certificates: Option<Arc<crate::tls::CertStore>>,
     admin: Arc<AdminState>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -39,6 +44,20 @@ impl RunningGateway {
             Some(addr) => Some(TcpListener::bind(addr).await?),
             None => None,
         };
+        // Certificates load before anything serves: a bad pair stops the start.
+        let tls = match &config.tls {
+            Some(tls) => {
+                let store = Arc::new(
+                    crate::tls::CertStore::load(&tls.certificates)
+                        .map_err(|e| std::io::Error::other(e.to_string()))?,
+                );
+                let server = crate::tls::server_config(tls, Arc::clone(&store))
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                let listener = TcpListener::bind(tls.listen).await?;
+                Some((store, server, listener, Arc::new(tls.clone())))
+            }
+            None => None,
+        };
         let config = Arc::new(config);
         let pools = pools_for(&config, locator);
         let handler = Arc::new(Handler::new(Arc::clone(&config), Arc::clone(&pools)));
@@ -46,6 +65,25 @@ impl RunningGateway {
         let tracker = TaskTracker::new();
         let addr = listener.local_addr()?;
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        let mut tls_addr = None;
+        let mut certificates = None;
+        if let Some((store, server, listener, settings)) = tls {
+            tls_addr = Some(listener.local_addr()?);
+            tracker.spawn(crate::tls::watch_files(
+                Arc::clone(&store),
+                settings.reload_poll,
+                shutdown.clone(),
+            ));
+            tracker.spawn(crate::tls::serve(
+                listener,
+                tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+                Arc::clone(&handler),
+                settings,
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+            certificates = Some(store);
+        }
         tracker.spawn(http::serve(
             listener,
             handler,
@@ -65,10 +103,12 @@ impl RunningGateway {
                 tracker.clone(),
             ));
         }
-        tracing::info!(%addr, admin = ?admin_addr, "gateway listening");
+        tracing::info!(%addr, admin = ?admin_addr, tls = ?tls_addr, "gateway listening");
         Ok(Self {
             addr,
             admin_addr,
+            tls_addr,
+            certificates,
             admin,
             shutdown,
             tracker,

@@ -54,3 +54,4 @@ pub mod pool;
 pub mod proto;
 pub mod route;
 pub mod session;
+pub mod tls;

@@ -162,7 +162,14 @@ fn main() -> ExitCode {
             Some(Command::DemoApp(args)) => run_demo_app(args).await,
             Some(Command::Resolve(args)) => run_resolve(args).await,
             Some(Command::CheckConfig { file }) => {
-                Config::load(&file).map_err(|e| e.to_string())?;
+                let config = Config::load(&file).map_err(|e| e.to_string())?;
+                if let Some(tls) = &config.tls {
+                    // The certificates must load too (and the client CA).
+                    let store = rpcgate::tls::CertStore::load(&tls.certificates)
+                        .map_err(|e| e.to_string())?;
+                    rpcgate::tls::server_config(tls, std::sync::Arc::new(store))
+                        .map_err(|e| e.to_string())?;
+                }
                 println!("{}: ok", file.display());
                 Ok(())
             }
@@ -346,9 +353,27 @@ async fn run_gateway(
         let listen = config.listen;
         let (gateway, locator) = RunningGateway::start_remote(config)
             .await
-            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+            .map_err(|e| format!("cannot start the gateway on {listen}: {e}"))?;
         println!("rpcgate listening on http://{}", gateway.addr);
-        wait_for_stop().await?;
+        if let Some(tls) = gateway.tls_addr {
+            println!("rpcgate listening on https://{tls}");
+        }
+        let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+        let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        loop {
+            tokio::select! {
+                _ = terminate.recv() => break,
+                _ = interrupt.recv() => break,
+                _ = hangup.recv() => {
+                    // SIGHUP: certificates now; the rest of the config
+                    // needs a restart for the moment.
+                    if let Some(store) = &gateway.certificates {
+                        rpcgate::tls::reload_logged(store, "SIGHUP");
+                    }
+                }
+            }
+        }
         gateway.shutdown().await;
         locator.shutdown().await;
         return Ok(());

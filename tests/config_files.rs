@@ -56,6 +56,42 @@ fn gateway_example_parses_with_every_key() {
     assert_eq!(config.services["echo"].pool_size, Some(8));
     assert_eq!(config.routes[0].prefix.as_deref(), Some("/v2/"));
     assert!(config.routes[0].strip_prefix);
+    assert_eq!(config.tls, None, "TLS is off unless configured");
+    // The commented-out [tls] section is valid too, with its defaults.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let keys = [
+        "[tls]",
+        "[[tls.certificates]]",
+        "listen =",
+        "handshake_timeout_ms",
+        "reload_poll_ms",
+        "client_ca",
+        "client_subject_header",
+        "cert =",
+        "key =",
+        "names =",
+    ];
+    let after_tls = text.find("# [tls]").unwrap();
+    let tls_on = format!(
+        "{}{}",
+        &text[..after_tls],
+        text[after_tls..]
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if keys.iter().any(|k| rest.starts_with(k)) => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let tls = Config::parse(&tls_on, &path).unwrap().tls.unwrap();
+    let dir = path.parent().unwrap();
+    assert_eq!(tls.listen.to_string(), "127.0.0.1:8443");
+    assert_eq!(tls.certificates[0].cert, dir.join("example.pem"));
+    assert_eq!(tls.certificates[0].names, ["example.com", "*.example.com"]);
+    assert_eq!(tls.client_ca, Some(dir.join("client-ca.pem")));
+    assert_eq!(tls.client_subject_header, "x-client-subject");
+    assert_eq!(tls.handshake_timeout, std::time::Duration::from_secs(10));
 }
 
 #[test]
@@ -73,6 +109,18 @@ fn gateway_errors_name_the_file_and_key() {
         ("[[routes]]\nservice = \"x\"", "routes[0]"),
         ("[retry]\nattempts = 0", "retry.attempts"),
         ("listn = \"x\"", "listn"),
+        (
+            "[tls]\nlisten = \"127.0.0.1:1\"\ncertificates = []",
+            "tls.certificates",
+        ),
+        (
+            "[tls]\nlisten = \"nowhere\"\n[[tls.certificates]]\ncert = \"a\"\nkey = \"b\"",
+            "tls.listen",
+        ),
+        (
+            "[tls]\nlisten = \"127.0.0.1:1\"\n[[tls.certificates]]\ncert = \"a\"\nkey = \"b\"\nnames = [\"a*b\"]",
+            "tls.certificates[0].names",
+        ),
     ] {
         let err = Config::parse(text, Path::new("gw.toml"))
             .unwrap_err()

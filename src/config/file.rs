@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Config, ConfigError, RouteConfig, ServiceConfig};
+use super::{CertificateConfig, Config, ConfigError, RouteConfig, ServiceConfig, TlsConfig};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +24,27 @@ struct File {
     services: BTreeMap<String, ServiceFile>,
     #[serde(default)]
     routes: Vec<RouteFile>,
+    tls: Option<TlsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsFile {
+    listen: String,
+    certificates: Vec<CertificateFile>,
+    client_ca: Option<String>,
+    client_subject_header: Option<String>,
+    handshake_timeout_ms: Option<i64>,
+    reload_poll_ms: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificateFile {
+    cert: String,
+    key: String,
+    #[serde(default)]
+    names: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +273,67 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             event: r.event.unwrap_or_else(|| "http".to_owned()),
             strip_prefix: r.strip_prefix.unwrap_or(false),
         });
+    }
+    if let Some(t) = raw.tls {
+        config.tls = Some(tls(&c, t)?);
+    }
+    Ok(config)
+}
+
+fn tls(c: &Checker<'_>, t: TlsFile) -> Result<TlsConfig, ConfigError> {
+    // Relative paths are relative to the config file.
+    let base = c.file.parent().unwrap_or(Path::new("."));
+    let path = |key: &str, v: &str| {
+        if v.is_empty() {
+            Err(c.err(key, "must not be empty"))
+        } else {
+            Ok(base.join(v))
+        }
+    };
+    let listen = c.addr("tls.listen", &t.listen)?;
+    let first = t
+        .certificates
+        .first()
+        .ok_or_else(|| c.err("tls.certificates", "needs at least one `cert` + `key` pair"))?;
+    let mut config = TlsConfig::new(
+        listen,
+        path("tls.certificates[0].cert", &first.cert)?,
+        path("tls.certificates[0].key", &first.key)?,
+    );
+    config.certificates.clear();
+    for (i, pair) in t.certificates.iter().enumerate() {
+        let key = |k: &str| format!("tls.certificates[{i}].{k}");
+        let mut names = Vec::new();
+        for name in &pair.names {
+            let bare = name.strip_prefix("*.").unwrap_or(name);
+            if bare.is_empty() || bare.contains('*') || bare.contains(char::is_whitespace) {
+                return Err(c.err(&key("names"), format!("`{name}` is not a server name")));
+            }
+            names.push(name.to_ascii_lowercase());
+        }
+        config.certificates.push(CertificateConfig {
+            cert: path(&key("cert"), &pair.cert)?,
+            key: path(&key("key"), &pair.key)?,
+            names,
+        });
+    }
+    if let Some(v) = &t.client_ca {
+        config.client_ca = Some(path("tls.client_ca", v)?);
+    }
+    if let Some(v) = t.client_subject_header {
+        if hyper::header::HeaderName::from_bytes(v.as_bytes()).is_err() {
+            return Err(c.err(
+                "tls.client_subject_header",
+                format!("`{v}` is not a valid HTTP header name"),
+            ));
+        }
+        config.client_subject_header = v.to_ascii_lowercase();
+    }
+    if let Some(v) = t.handshake_timeout_ms {
+        config.handshake_timeout = c.ms("tls.handshake_timeout_ms", v, 1, MAX_MS)?;
+    }
+    if let Some(v) = t.reload_poll_ms {
+        config.reload_poll = c.ms("tls.reload_poll_ms", v, 10, MAX_MS)?;
     }
     Ok(config)
 }

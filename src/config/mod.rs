@@ -33,6 +33,59 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Whether each request is logged through `tracing` (target `access`).
     pub access_log: bool,
+    /// The HTTPS listener, if any.
+    pub tls: Option<TlsConfig>,
+}
+
+/// An HTTPS listener: certificates chosen by SNI, optional client
+/// certificates (mTLS). Paths are relative to the config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    /// Where HTTPS is served.
+    pub listen: SocketAddr,
+    /// Certificate + key pairs; the first also serves clients without SNI
+    /// or with a name no pair lists.
+    pub certificates: Vec<CertificateConfig>,
+    /// A CA bundle (PEM): when set, clients must present a certificate it
+    /// signed, and its subject is forwarded to the app.
+    pub client_ca: Option<PathBuf>,
+    /// The request header that carries the verified client subject.
+    pub client_subject_header: String,
+    /// Time allowed for a TLS handshake.
+    pub handshake_timeout: Duration,
+    /// How often the certificate files are checked for changes (their
+    /// mtime); a change reloads them.
+    pub reload_poll: Duration,
+}
+
+/// One certificate chain and its private key (PEM files).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateConfig {
+    /// The chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Server names (SNI) it serves: exact, or `*.example.com` for one
+    /// label. Empty: only as the default.
+    pub names: Vec<String>,
+}
+
+impl TlsConfig {
+    /// A listener on `listen` with one certificate and the defaults.
+    pub fn new(listen: SocketAddr, cert: PathBuf, key: PathBuf) -> Self {
+        Self {
+            listen,
+            certificates: vec![CertificateConfig {
+                cert,
+                key,
+                names: Vec::new(),
+            }],
+            client_ca: None,
+            client_subject_header: "x-client-subject".to_owned(),
+            handshake_timeout: Duration::from_secs(10),
+            reload_poll: Duration::from_secs(5),
+        }
+    }
 }
 
 /// How requests are handled.
@@ -142,6 +195,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             locators: vec![SocketAddr::from(([127, 0, 0, 1], 10053))],
+            tls: None,
             request: RequestConfig::default(),
             pool: PoolConfig::default(),
             retry: RetryConfig::default(),

@@ -47,6 +47,8 @@ pub struct Handler {
     pools: Arc<Pools>,
     retry: Retry,
     metrics: crate::metrics::RequestMetrics,
+    /// The header that carries a verified client subject (TLS configured).
+    subject_header: Option<HeaderName>,
 }
 
 impl Handler {
@@ -55,10 +57,14 @@ impl Handler {
         let r = &config.retry;
         let retry = Retry::new(r.attempts, r.budget_share, r.budget_floor, r.backoff);
         Self {
-            config,
+            config: Arc::clone(&config),
             pools,
             retry,
             metrics: crate::metrics::RequestMetrics::new(),
+            subject_header: config
+                .tls
+                .as_ref()
+                .and_then(|t| HeaderName::from_bytes(t.client_subject_header.as_bytes()).ok()),
         }
     }
 
@@ -250,27 +256,48 @@ pub async fn serve(
     while let Some(stream) = crate::listener::accept(&listener, &shutdown, "http").await {
         let handler = Arc::clone(&handler);
         let shutdown = shutdown.clone();
-        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS).increment(1.0);
-        tracker.spawn(async move {
-            let _open = ConnectionGauge;
-            let service = hyper::service::service_fn(move |request| {
-                let handler = Arc::clone(&handler);
-                async move { Ok::<_, Infallible>(handler.handle(request).await) }
-            });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            tokio::select! {
-                result = connection.as_mut() => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "http connection ended");
-                    }
-                }
-                () = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
+        tracker.spawn(serve_connection(stream, handler, shutdown, None));
+    }
+}
+
+/// Serves one client connection (HTTP/1.1 or HTTP/2, plain or after a TLS
+/// handshake) until it ends, or closes it gracefully on `shutdown`.
+/// `client_subject` is the verified client certificate's subject (mTLS):
+/// it replaces whatever the client sent in the configured header, which is
+/// removed from every request when TLS is configured, so a client can
+/// never forge it.
+pub async fn serve_connection<I>(
+    io: I,
+    handler: Arc<Handler>,
+    shutdown: CancellationToken,
+    client_subject: Option<HeaderValue>,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    metrics::gauge!(crate::metrics::HTTP_CONNECTIONS).increment(1.0);
+    let _open = ConnectionGauge;
+    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
+        let handler = Arc::clone(&handler);
+        if let Some(name) = &handler.subject_header {
+            request.headers_mut().remove(name);
+            if let Some(subject) = &client_subject {
+                request.headers_mut().insert(name.clone(), subject.clone());
             }
-        });
+        }
+        async move { Ok::<_, Infallible>(handler.handle(request).await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "http connection ended");
+            }
+        }
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
     }
 }
