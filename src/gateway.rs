@@ -65,6 +65,8 @@ impl RunningGateway {
         let tracker = TaskTracker::new();
         let addr = listener.local_addr()?;
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
+        // One limit on client connections across the HTTP and HTTPS listeners.
+        let connections = Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections));
         let mut tls_addr = None;
         let mut certificates = None;
         if let Some((store, server, listener, settings)) = tls {
@@ -79,6 +81,7 @@ impl RunningGateway {
                 tokio_rustls::TlsAcceptor::from(Arc::new(server)),
                 Arc::clone(&handler),
                 settings,
+                Arc::clone(&connections),
                 shutdown.clone(),
                 tracker.clone(),
             ));
@@ -87,6 +90,7 @@ impl RunningGateway {
         tracker.spawn(http::serve(
             listener,
             handler,
+            connections,
             shutdown.clone(),
             tracker.clone(),
         ));

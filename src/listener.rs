@@ -44,3 +44,34 @@ pub async fn accept(
         }
     }
 }
+
+/// Like [`accept`], but only while one of `connections`' permits is free:
+/// at the limit, accepting pauses (clients wait in the kernel's backlog)
+/// until a served connection ends and drops its permit.
+///
+/// # Cancel safety
+///
+/// Cancel safe.
+pub async fn accept_limited(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+    what: &str,
+    connections: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Option<(TcpStream, tokio::sync::OwnedSemaphorePermit)> {
+    let permit = match std::sync::Arc::clone(connections).try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(_) => {
+            crate::metrics::limit_hit("connections");
+            tracing::warn!(
+                listener = what,
+                "connection limit reached; accepting paused"
+            );
+            tokio::select! {
+                permit = std::sync::Arc::clone(connections).acquire_owned() => permit.ok()?,
+                () = shutdown.cancelled() => return None,
+            }
+        }
+    };
+    let stream = accept(listener, shutdown, what).await?;
+    Some((stream, permit))
+}

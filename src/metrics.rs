@@ -27,6 +27,16 @@ pub const RETRIES: &str = "rpcgate_retries_total";
 /// Error responses, by `kind` and app error `category`.
 pub const ERRORS: &str = "rpcgate_errors_total";
 
+/// Client limits that fired, by `limit` (see `config::LimitsConfig`).
+pub const LIMIT_HITS: &str = "rpcgate_limit_hits_total";
+/// Label: which limit.
+pub const LIMIT: &str = "limit";
+
+/// Counts one hit of `limit`.
+pub fn limit_hit(limit: &'static str) {
+    metrics::counter!(LIMIT_HITS, LIMIT => limit).increment(1);
+}
+
 /// Label: the virtual service.
 pub const SERVICE: &str = "service";
 /// Label: the HTTP status class.
@@ -70,6 +80,7 @@ pub fn describe() {
         "Requests retried after proven non-delivery, by service."
     );
     describe_counter!(ERRORS, "Error responses by kind and app error category.");
+    describe_counter!(LIMIT_HITS, "Client limits that fired, by limit.");
 }
 
 /// Renders the installed recorder's metrics as Prometheus text.

@@ -53,6 +53,8 @@ fn gateway_example_parses_with_every_key() {
     assert_eq!(config.request, defaults.request);
     assert_eq!(config.pool, defaults.pool);
     assert_eq!(config.retry, defaults.retry);
+    assert_eq!(config.limits, defaults.limits);
+    assert_eq!(config.services["echo"].max_in_flight, Some(1000));
     assert_eq!(config.services["echo"].pool_size, Some(8));
     assert_eq!(config.routes[0].prefix.as_deref(), Some("/v2/"));
     assert!(config.routes[0].strip_prefix);
@@ -109,6 +111,11 @@ fn gateway_errors_name_the_file_and_key() {
         ("[[routes]]\nservice = \"x\"", "routes[0]"),
         ("[retry]\nattempts = 0", "retry.attempts"),
         ("listn = \"x\"", "listn"),
+        (
+            "[limits]\nmax_header_bytes = 100",
+            "limits.max_header_bytes",
+        ),
+        ("[limits]\nmax_conections = 1", "max_conections"),
         (
             "[tls]\nlisten = \"127.0.0.1:1\"\ncertificates = []",
             "tls.certificates",

@@ -25,6 +25,21 @@ struct File {
     #[serde(default)]
     routes: Vec<RouteFile>,
     tls: Option<TlsFile>,
+    limits: Option<LimitsFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsFile {
+    max_header_bytes: Option<i64>,
+    max_headers: Option<i64>,
+    header_timeout_ms: Option<i64>,
+    idle_timeout_ms: Option<i64>,
+    max_connections: Option<i64>,
+    max_in_flight: Option<i64>,
+    h2_max_concurrent_streams: Option<i64>,
+    h2_max_header_list_size: Option<i64>,
+    h2_max_pending_resets: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,6 +96,7 @@ struct ServiceFile {
     timeout_ms: Option<i64>,
     pool_size: Option<i64>,
     lifespan_ms: Option<i64>,
+    max_in_flight: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -247,6 +263,10 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 .lifespan_ms
                 .map(|v| c.ms(&key("lifespan_ms"), v, 10, MAX_MS))
                 .transpose()?,
+            max_in_flight: s
+                .max_in_flight
+                .map(|v| c.int(&key("max_in_flight"), v, 1, 10_000_000))
+                .transpose()?,
         };
         config.services.insert(name, service);
     }
@@ -273,6 +293,39 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             event: r.event.unwrap_or_else(|| "http".to_owned()),
             strip_prefix: r.strip_prefix.unwrap_or(false),
         });
+    }
+    if let Some(l) = raw.limits {
+        let limits = &mut config.limits;
+        if let Some(v) = l.max_header_bytes {
+            // hyper's HTTP/1 read buffer has a floor of 8 KiB.
+            limits.max_header_bytes = c.int("limits.max_header_bytes", v, 8192, 16 << 20)?;
+        }
+        if let Some(v) = l.max_headers {
+            limits.max_headers = c.int("limits.max_headers", v, 1, 10_000)?;
+        }
+        if let Some(v) = l.header_timeout_ms {
+            limits.header_timeout = c.ms("limits.header_timeout_ms", v, 1, MAX_MS)?;
+        }
+        if let Some(v) = l.idle_timeout_ms {
+            limits.idle_timeout = c.ms("limits.idle_timeout_ms", v, 1, MAX_MS)?;
+        }
+        if let Some(v) = l.max_connections {
+            limits.max_connections = c.int("limits.max_connections", v, 1, 10_000_000)?;
+        }
+        if let Some(v) = l.max_in_flight {
+            limits.max_in_flight = c.int("limits.max_in_flight", v, 1, 10_000_000)?;
+        }
+        if let Some(v) = l.h2_max_concurrent_streams {
+            limits.h2_max_concurrent_streams =
+                c.int("limits.h2_max_concurrent_streams", v, 1, 100_000)? as u32;
+        }
+        if let Some(v) = l.h2_max_header_list_size {
+            limits.h2_max_header_list_size =
+                c.int("limits.h2_max_header_list_size", v, 1024, 16 << 20)? as u32;
+        }
+        if let Some(v) = l.h2_max_pending_resets {
+            limits.h2_max_pending_resets = c.int("limits.h2_max_pending_resets", v, 1, 100_000)?;
+        }
     }
     if let Some(t) = raw.tls {
         config.tls = Some(tls(&c, t)?);

@@ -35,6 +35,51 @@ pub struct Config {
     pub access_log: bool,
     /// The HTTPS listener, if any.
     pub tls: Option<TlsConfig>,
+    /// Limits on clients (connections, heads, time, load).
+    pub limits: LimitsConfig,
+}
+
+/// Limits that protect the gateway from slow, huge or hostile clients.
+/// Each one that fires counts in `rpcgate_limit_hits_total{limit}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitsConfig {
+    /// The largest request head (request line + headers), in bytes (431).
+    pub max_header_bytes: usize,
+    /// The most header lines in a request (431).
+    pub max_headers: usize,
+    /// Time to receive a request head; past it the connection is closed
+    /// (slowloris). For HTTP/1.1 it also bounds waiting for the next
+    /// request on a kept-alive connection.
+    pub header_timeout: Duration,
+    /// A connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
+    /// Open client connections at most; beyond it accepting pauses.
+    pub max_connections: usize,
+    /// Requests in flight at most; beyond it 503 + `Retry-After` at once.
+    pub max_in_flight: usize,
+    /// HTTP/2: streams open at once per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// HTTP/2: the largest header list, in bytes.
+    pub h2_max_header_list_size: u32,
+    /// HTTP/2: streams reset by the client and not yet processed; past it
+    /// the connection is closed (rapid reset, CVE-2023-44487).
+    pub h2_max_pending_resets: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 64 << 10,
+            max_headers: 100,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 10_000,
+            max_in_flight: 10_000,
+            h2_max_concurrent_streams: 256,
+            h2_max_header_list_size: 64 << 10,
+            h2_max_pending_resets: 20,
+        }
+    }
 }
 
 /// An HTTPS listener: certificates chosen by SNI, optional client
@@ -136,6 +181,8 @@ pub struct ServiceConfig {
     pub timeout: Option<Duration>,
     /// Its pool size.
     pub pool_size: Option<usize>,
+    /// Its requests in flight at most; beyond it 503 + `Retry-After`.
+    pub max_in_flight: Option<usize>,
     /// Its connection lifespan.
     pub lifespan: Option<Duration>,
 }
@@ -196,6 +243,7 @@ impl Default for Config {
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             locators: vec![SocketAddr::from(([127, 0, 0, 1], 10053))],
             tls: None,
+            limits: LimitsConfig::default(),
             request: RequestConfig::default(),
             pool: PoolConfig::default(),
             retry: RetryConfig::default(),

@@ -59,3 +59,41 @@ impl Body for GatewayBody {
         }
     }
 }
+
+/// A body that holds `G` until it is dropped (sent or abandoned): a
+/// connection counts its request as in flight until the body is done.
+#[derive(Debug)]
+pub(crate) struct Guarded<G> {
+    body: GatewayBody,
+    _guard: G,
+}
+
+impl GatewayBody {
+    /// This body, holding `guard` until it is dropped.
+    pub(crate) fn with_guard<G>(self, guard: G) -> Guarded<G> {
+        Guarded {
+            body: self,
+            _guard: guard,
+        }
+    }
+}
+
+impl<G: Unpin> Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = BodyAborted;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyAborted>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

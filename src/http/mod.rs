@@ -6,8 +6,10 @@
 mod body;
 pub mod response;
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -49,6 +51,30 @@ pub struct Handler {
     metrics: crate::metrics::RequestMetrics,
     /// The header that carries a verified client subject (TLS configured).
     subject_header: Option<HeaderName>,
+    /// Requests in flight, for `limits.max_in_flight`.
+    in_flight: AtomicUsize,
+    /// Requests in flight per service with a `max_in_flight`, and its limit.
+    service_in_flight: HashMap<String, (usize, AtomicUsize)>,
+}
+
+/// One request counted against a limit until dropped.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    /// A slot if fewer than `limit` are taken.
+    fn take(counter: &'a AtomicUsize, limit: usize) -> Option<Self> {
+        if counter.fetch_add(1, Ordering::AcqRel) >= limit {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(counter))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Handler {
@@ -65,6 +91,14 @@ impl Handler {
                 .tls
                 .as_ref()
                 .and_then(|t| HeaderName::from_bytes(t.client_subject_header.as_bytes()).ok()),
+            in_flight: AtomicUsize::new(0),
+            service_in_flight: config
+                .services
+                .iter()
+                .filter_map(|(name, s)| {
+                    Some((name.clone(), (s.max_in_flight?, AtomicUsize::new(0))))
+                })
+                .collect(),
         }
     }
 
@@ -143,6 +177,19 @@ impl Handler {
             .or_else(|| parts.uri.host());
         let target = route::route(path_and_query, host, &parts.headers, &self.config.routes)?;
         *service = Some(target.service.clone());
+        // Load shedding: refuse at once rather than queue.
+        let _slot =
+            Slot::take(&self.in_flight, self.config.limits.max_in_flight).ok_or_else(|| {
+                crate::metrics::limit_hit("in_flight");
+                GatewayError::Shed("at the gateway")
+            })?;
+        let _service_slot = match self.service_in_flight.get(&target.service) {
+            Some((limit, counter)) => Some(Slot::take(counter, *limit).ok_or_else(|| {
+                crate::metrics::limit_hit("service_in_flight");
+                GatewayError::Shed("for this service")
+            })?),
+            None => None,
+        };
         let mut timeout = self.config.timeout_for(&target.service);
         if let Some(ms) = parts
             .headers
@@ -250,13 +297,19 @@ impl Drop for ConnectionGauge {
 pub async fn serve(
     listener: TcpListener,
     handler: Arc<Handler>,
+    connections: Arc<tokio::sync::Semaphore>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    while let Some(stream) = crate::listener::accept(&listener, &shutdown, "http").await {
+    while let Some((stream, permit)) =
+        crate::listener::accept_limited(&listener, &shutdown, "http", &connections).await
+    {
         let handler = Arc::clone(&handler);
         let shutdown = shutdown.clone();
-        tracker.spawn(serve_connection(stream, handler, shutdown, None));
+        tracker.spawn(async move {
+            serve_connection(stream, handler, shutdown, None).await;
+            drop(permit);
+        });
     }
 }
 
@@ -276,6 +329,9 @@ pub async fn serve_connection<I>(
 {
     metrics::gauge!(crate::metrics::HTTP_CONNECTIONS).increment(1.0);
     let _open = ConnectionGauge;
+    let handler_limits = handler.config.limits.clone();
+    let activity = Arc::new(Activity::new());
+    let requests = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
         let handler = Arc::clone(&handler);
         if let Some(name) = &handler.subject_header {
@@ -284,20 +340,106 @@ pub async fn serve_connection<I>(
                 request.headers_mut().insert(name.clone(), subject.clone());
             }
         }
-        async move { Ok::<_, Infallible>(handler.handle(request).await) }
+        let busy = Busy::new(&requests);
+        async move {
+            let response = handler.handle(request).await;
+            // Busy until the body is sent too.
+            Ok::<_, Infallible>(response.map(|body| body.with_guard(busy)))
+        }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let limits = &handler_limits;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_bytes)
+        .max_headers(limits.max_headers);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.h2_max_header_list_size)
+        .max_pending_accept_reset_streams(limits.h2_max_pending_resets);
     let connection = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "http connection ended");
+    let idle_timeout = limits.idle_timeout;
+    let result = loop {
+        let idle_for = activity.idle_for();
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            () = shutdown.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                break connection.await;
+            }
+            () = tokio::time::sleep(idle_timeout.saturating_sub(idle_for.unwrap_or_default())) => {
+                // Close only if nothing was in flight the whole time.
+                if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
+                    crate::metrics::limit_hit("idle_timeout");
+                    connection.as_mut().graceful_shutdown();
+                    break connection.await;
+                }
             }
         }
-        () = shutdown.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            let _ = connection.await;
+    };
+    if let Err(e) = result {
+        if let Some(e) = e.downcast_ref::<hyper::Error>() {
+            if e.is_parse_too_large() {
+                crate::metrics::limit_hit("header_size");
+            } else if e.is_timeout() {
+                crate::metrics::limit_hit("header_timeout");
+            }
         }
+        tracing::debug!(error = %e, "http connection ended");
+    }
+}
+
+/// When a connection last had a request in flight.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// When the last request ended (or the connection opened).
+    since: std::sync::Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            since: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// How long nothing has been in flight; `None` while something is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = *self
+            .since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(since.elapsed())
+    }
+}
+
+/// A request in flight on a connection, until dropped.
+struct Busy(Arc<Activity>);
+
+impl Busy {
+    fn new(activity: &Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(activity))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self
+            .0
+            .since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

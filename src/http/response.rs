@@ -30,6 +30,10 @@ pub enum GatewayError {
     /// The backend side failed (locator, connection, app).
     #[error(transparent)]
     Dispatch(#[from] DispatchError),
+    /// Too many requests in flight (globally or for the service): shed at
+    /// once, 503 + `Retry-After`.
+    #[error("too many requests in flight {0}; try again shortly")]
+    Shed(&'static str),
 }
 
 impl GatewayError {
@@ -41,6 +45,7 @@ impl GatewayError {
             Self::RequestId(_) => (StatusCode::BAD_REQUEST, "bad_request_id"),
             Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::Body(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+            Self::Shed(_) => (StatusCode::SERVICE_UNAVAILABLE, "shed"),
             Self::Dispatch(e) => match e {
                 DispatchError::NotFound(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "service_not_found")
@@ -101,7 +106,10 @@ impl GatewayError {
             HeaderName::from_static("x-error-generated-by"),
             HeaderValue::from_static("rpcgate"),
         );
-        if matches!(self, Self::Dispatch(DispatchError::Overloaded { .. })) {
+        if matches!(
+            self,
+            Self::Dispatch(DispatchError::Overloaded { .. }) | Self::Shed(_)
+        ) {
             headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         set_request_id(headers, request_id);

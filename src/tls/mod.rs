@@ -260,10 +260,13 @@ pub async fn serve(
     acceptor: TlsAcceptor,
     handler: Arc<Handler>,
     tls: Arc<TlsConfig>,
+    connections: Arc<tokio::sync::Semaphore>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    while let Some(stream) = crate::listener::accept(&listener, &shutdown, "https").await {
+    while let Some((stream, permit)) =
+        crate::listener::accept_limited(&listener, &shutdown, "https", &connections).await
+    {
         let acceptor = acceptor.clone();
         let handler = Arc::clone(&handler);
         let shutdown = shutdown.clone();
@@ -289,6 +292,7 @@ pub async fn serve(
                 .and_then(|leaf| subject(leaf))
                 .and_then(|s| HeaderValue::from_bytes(s.as_bytes()).ok());
             crate::http::serve_connection(stream, handler, shutdown, subject).await;
+            drop(permit);
         });
     }
 }

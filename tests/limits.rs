@@ -1,0 +1,295 @@
+//! Client limits, each triggered for real on loopback: request head size and
+//! header count (431), slowloris (200 connections trickling a head while
+//! normal requests succeed), idle keep-alive, the connection limit (accept
+//! pauses), load shedding (503 + `Retry-After`, global and per service),
+//! HTTP/2 concurrent streams.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use rpcgate::app::{AppBuilder, HttpRequest, HttpResponse, demo};
+use rpcgate::config::{Config, ServiceConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn config() -> Config {
+    let mut config = Config::default();
+    config.pool.size = 2;
+    config
+}
+
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} within 20 s"))
+}
+
+/// Sends `head` raw and reads until the server closes; the status code.
+async fn raw_status(addr: std::net::SocketAddr, head: &str) -> u16 {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // The server may answer and close before it has read everything.
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut response = Vec::new();
+    let _ = bounded("the answer", stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until the server closes `stream` (EOF or reset).
+async fn closed_by_server(stream: &mut TcpStream) {
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_head_or_too_many_headers_is_431() {
+    let mut config = config();
+    config.limits.max_header_bytes = 16 << 10;
+    config.limits.max_headers = 20;
+    let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
+    let addr = c.gateway.addr;
+    let big = format!(
+        "GET /hello/http/ HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(40 << 10)
+    );
+    assert_eq!(raw_status(addr, &big).await, 431);
+    let many: String = (0..40).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many = format!("GET /hello/http/ HTTP/1.1\r\nHost: t\r\n{many}\r\n");
+    assert_eq!(raw_status(addr, &many).await, 431);
+    // Within both limits it is served.
+    let fine = "GET /hello/http/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_status(addr, fine).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_are_closed_while_normal_requests_succeed() {
+    const TRICKLERS: usize = 200;
+    let mut config = config();
+    config.limits.header_timeout = Duration::from_millis(500);
+    let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
+    let addr = c.gateway.addr;
+    // 200 clients that start a head and then send one byte every 50 ms,
+    // never finishing it. Each stops by itself: when the server closes it,
+    // or after 400 bytes (20 s), which would fail the test.
+    let closed = Arc::new(AtomicUsize::new(0));
+    let mut tricklers = Vec::new();
+    for _ in 0..TRICKLERS {
+        let closed = Arc::clone(&closed);
+        tricklers.push(tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            stream
+                .write_all(b"GET /hello/http/ HTTP/1.1\r\nX-Slow: ")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 64];
+            for _ in 0..400 {
+                if stream.write_all(b"a").await.is_err() {
+                    closed.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                if let Ok(Ok(0) | Err(_)) =
+                    tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await
+                {
+                    closed.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }));
+    }
+    // Meanwhile, normal requests keep succeeding.
+    for _ in 0..20 {
+        let got = support::send(addr, "GET", "/hello/http/", &[], "").await;
+        assert_eq!(got.status, 200);
+    }
+    for trickler in tricklers {
+        bounded("a trickler to be cut", trickler).await.unwrap();
+    }
+    assert_eq!(closed.load(Ordering::SeqCst), TRICKLERS);
+    let got = support::send(addr, "GET", "/hello/http/", &[], "").await;
+    assert_eq!(got.status, 200, "still serving after the attack");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_is_closed_but_a_slow_request_is_not() {
+    let mut config = config();
+    config.limits.idle_timeout = Duration::from_millis(300);
+    let c = support::cluster("", vec![demo::build("slow", None).unwrap()], config).await;
+    let addr = c.gateway.addr;
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    // A request that takes longer than the idle timeout is not cut...
+    stream
+        .write_all(b"GET /slow/http/?delay_ms=800 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = vec![0u8; 4096];
+    let n = bounded("the slow response", stream.read(&mut response))
+        .await
+        .unwrap();
+    assert!(
+        response[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&response[..n])
+    );
+    // ...then the kept-alive connection, idle, is closed.
+    bounded(
+        "the idle connection to close",
+        closed_by_server(&mut stream),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_limit_accepting_pauses() {
+    let mut config = config();
+    config.limits.max_connections = 2;
+    let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
+    let addr = c.gateway.addr;
+    let mut first = support::h1(addr).await;
+    let mut second = support::h1(addr).await;
+    for sender in [&mut first, &mut second] {
+        let response = sender
+            .send_request(support::request("GET", "/hello/http/", &[], ""))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    // A third connects (the kernel's backlog) but is not served...
+    let third =
+        tokio::spawn(async move { support::send(addr, "GET", "/hello/http/", &[], "").await });
+    let mut third = third;
+    if let Ok(done) = tokio::time::timeout(Duration::from_millis(500), &mut third).await {
+        panic!("served past the limit: {}", done.unwrap().status);
+    }
+    // ...until one of the two closes.
+    drop(first);
+    let got = bounded("the third connection to be served", third)
+        .await
+        .unwrap();
+    assert_eq!(got.status, 200);
+    drop(second);
+}
+
+/// An app whose requests wait until released, telling when each started.
+fn held(
+    name: &str,
+) -> (
+    AppBuilder,
+    tokio::sync::mpsc::Receiver<()>,
+    Arc<tokio::sync::Semaphore>,
+) {
+    let (started_tx, started) = tokio::sync::mpsc::channel(64);
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = Arc::clone(&release);
+    let app = AppBuilder::new(name).on_http("http", move |_req: HttpRequest, res: HttpResponse| {
+        let started = started_tx.clone();
+        let gate = Arc::clone(&gate);
+        async move {
+            started.send(()).await.ok();
+            gate.acquire().await.unwrap().forget();
+            res.respond(200, vec![], "released").await.ok();
+            Ok(())
+        }
+    });
+    (app, started, release)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_in_flight_limits_requests_are_shed_at_once() {
+    let mut config = config();
+    config.limits.max_in_flight = 3;
+    config.services.insert(
+        "one".into(),
+        ServiceConfig {
+            max_in_flight: Some(1),
+            ..ServiceConfig::default()
+        },
+    );
+    let (many, mut many_started, many_release) = held("many");
+    let (one, mut one_started, one_release) = held("one");
+    let c = support::cluster("", vec![many, one], config).await;
+    let addr = c.gateway.addr;
+    let shed = |got: &support::Got| {
+        assert_eq!(got.status, 503, "{:?}", got.body);
+        assert_eq!(got.json()["error"]["kind"], "shed");
+        assert_eq!(got.header("retry-after"), Some("1"));
+    };
+
+    // Per service: `one` takes one request at a time.
+    let first =
+        tokio::spawn(async move { support::send(addr, "GET", "/one/http/", &[], "").await });
+    bounded("the first request at the app", one_started.recv()).await;
+    shed(&support::send(addr, "GET", "/one/http/", &[], "").await);
+
+    // Globally: two more fill the gateway's three; a fourth is shed.
+    let mut held_requests = Vec::new();
+    for _ in 0..2 {
+        held_requests.push(tokio::spawn(async move {
+            support::send(addr, "GET", "/many/http/", &[], "").await
+        }));
+        bounded("a request at the app", many_started.recv()).await;
+    }
+    shed(&support::send(addr, "GET", "/many/http/", &[], "").await);
+
+    // Released, everything held completes, and new requests pass again.
+    one_release.add_permits(10);
+    many_release.add_permits(10);
+    assert_eq!(first.await.unwrap().status, 200);
+    for request in held_requests {
+        assert_eq!(request.await.unwrap().status, 200);
+    }
+    assert_eq!(
+        support::send(addr, "GET", "/one/http/", &[], "")
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_per_connection_are_capped() {
+    let mut config = config();
+    config.limits.h2_max_concurrent_streams = 2;
+    let (app, mut started, release) = held("held");
+    let c = support::cluster("", vec![app], config).await;
+    let sender = support::h2(c.gateway.addr).await;
+    let mut requests = Vec::new();
+    for _ in 0..4 {
+        let mut sender = sender.clone();
+        requests.push(tokio::spawn(async move {
+            sender
+                .send_request(support::request("GET", "/held/http/", &[], ""))
+                .await
+                .unwrap()
+                .status()
+        }));
+    }
+    bounded("two streams at the app", async {
+        started.recv().await;
+        started.recv().await;
+    })
+    .await;
+    // The other two wait in the client: the server allows two streams.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), started.recv())
+            .await
+            .is_err(),
+        "a third stream reached the app"
+    );
+    release.add_permits(4);
+    for request in requests {
+        assert_eq!(bounded("a stream", request).await.unwrap(), 200);
+    }
+}
