@@ -32,8 +32,31 @@ pub struct RunningGateway {
     /// [`crate::tls::CertStore::reload`], e.g. on SIGHUP).
     pub certificates: Option<Arc<crate::tls::CertStore>>,
     admin: Arc<AdminState>,
+    handler: Arc<Handler>,
+    /// Stops the HTTP and HTTPS listeners and their connections.
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// Stops the admin API, last.
+    admin_shutdown: CancellationToken,
+    admin_tracker: TaskTracker,
+}
+
+/// What a shutdown had to cut when its deadline passed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Client connections dropped.
+    pub cut_connections: usize,
+    /// Requests in flight on them.
+    pub cut_requests: usize,
+    /// Whether the backend connections had to be abandoned undrained.
+    pub backends_cut: bool,
+}
+
+impl ShutdownReport {
+    /// Nothing was cut.
+    pub fn is_clean(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl RunningGateway {
@@ -89,7 +112,7 @@ impl RunningGateway {
         }
         tracker.spawn(http::serve(
             listener,
-            handler,
+            Arc::clone(&handler),
             connections,
             shutdown.clone(),
             tracker.clone(),
@@ -99,12 +122,14 @@ impl RunningGateway {
             pools,
             ready: AtomicBool::new(true),
         });
+        let admin_shutdown = CancellationToken::new();
+        let admin_tracker = TaskTracker::new();
         if let Some(listener) = admin_listener {
-            tracker.spawn(admin::serve(
+            admin_tracker.spawn(admin::serve(
                 listener,
                 Arc::clone(&admin),
-                shutdown.clone(),
-                tracker.clone(),
+                admin_shutdown.clone(),
+                admin_tracker.clone(),
             ));
         }
         tracing::info!(%addr, admin = ?admin_addr, tls = ?tls_addr, "gateway listening");
@@ -114,8 +139,11 @@ impl RunningGateway {
             tls_addr,
             certificates,
             admin,
+            handler,
             shutdown,
             tracker,
+            admin_shutdown,
+            admin_tracker,
         })
     }
 
@@ -137,12 +165,54 @@ impl RunningGateway {
     /// Ordered shutdown: not ready, stop accepting, close connections
     /// gracefully, let in-flight requests finish, then close the backend
     /// connections.
-    pub async fn shutdown(self) {
+    /// Within the configured `shutdown_timeout`; see [`Self::shutdown_within`].
+    pub async fn shutdown(self) -> ShutdownReport {
+        let deadline = self.admin.config.shutdown_timeout;
+        self.shutdown_within(deadline).await
+    }
+
+    /// Ordered shutdown: `/ready` turns false; the listeners stop
+    /// accepting; kept-alive connections are told to close (HTTP/1.1
+    /// `Connection: close` or closed when idle, HTTP/2 GOAWAY); requests in
+    /// flight finish until `deadline`, and are cut past it; the backend
+    /// connections drain and close; the admin API stops last. The report
+    /// says what was cut.
+    pub async fn shutdown_within(self, deadline: Duration) -> ShutdownReport {
+        let until = tokio::time::Instant::now() + deadline;
+        let mut report = ShutdownReport::default();
         self.admin.ready.store(false, Ordering::Release);
         self.shutdown.cancel();
         self.tracker.close();
-        self.tracker.wait().await;
-        self.admin.pools.shutdown().await;
+        if tokio::time::timeout_at(until, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            report.cut_connections = self.handler.open_connections.load(Ordering::Acquire);
+            report.cut_requests = self.handler.busy.load(Ordering::Acquire);
+            tracing::warn!(
+                connections = report.cut_connections,
+                requests = report.cut_requests,
+                ?deadline,
+                "shutdown deadline passed; cutting the connections still open"
+            );
+            self.handler.cut.cancel();
+            self.tracker.wait().await;
+        }
+        // Backends drain what is left (nothing, once clients are gone);
+        // a backend that will not finish is abandoned at the deadline,
+        // with a second of grace for the cancels just sent.
+        let backends = until.max(tokio::time::Instant::now() + Duration::from_secs(1));
+        if tokio::time::timeout_at(backends, self.admin.pools.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("backend connections did not drain in time; abandoned");
+            report.backends_cut = true;
+        }
+        self.admin_shutdown.cancel();
+        self.admin_tracker.close();
+        self.admin_tracker.wait().await;
+        report
     }
 }
 
@@ -302,12 +372,13 @@ impl Standalone {
     }
 
     /// Stops the gateway, then the apps, then the locator.
-    pub async fn shutdown(self) {
-        self.gateway.shutdown().await;
+    pub async fn shutdown(self) -> ShutdownReport {
+        let report = self.gateway.shutdown().await;
         self.client.shutdown().await;
         for app in self.apps {
             app.stop().await;
         }
         self.locator.shutdown().await;
+        report
     }
 }

@@ -354,10 +354,14 @@ async fn run_gateway(
         let (gateway, locator) = RunningGateway::start_remote(config)
             .await
             .map_err(|e| format!("cannot start the gateway on {listen}: {e}"))?;
-        println!("rpcgate listening on http://{}", gateway.addr);
         if let Some(tls) = gateway.tls_addr {
             println!("rpcgate listening on https://{tls}");
         }
+        if let Some(admin) = gateway.admin_addr {
+            println!("rpcgate admin on http://{admin}");
+        }
+        // Printed last: the line a supervisor or test waits for.
+        println!("rpcgate listening on http://{}", gateway.addr);
         let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
         let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
         let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
@@ -374,9 +378,9 @@ async fn run_gateway(
                 }
             }
         }
-        gateway.shutdown().await;
+        let report = gateway.shutdown().await;
         locator.shutdown().await;
-        return Ok(());
+        return shutdown_outcome(report);
     }
     let locator_addr = locators
         .first()
@@ -422,6 +426,22 @@ async fn run_gateway(
     println!("  curl --http2-prior-knowledge -i http://{http}/hello/http/");
     println!("Ctrl-C stops it.");
     wait_for_stop().await?;
-    standalone.shutdown().await;
-    Ok(())
+    shutdown_outcome(standalone.shutdown().await)
+}
+
+/// Exit 0 after a clean shutdown; otherwise one line saying what was cut.
+fn shutdown_outcome(report: rpcgate::gateway::ShutdownReport) -> Result<(), String> {
+    if report.is_clean() {
+        return Ok(());
+    }
+    Err(format!(
+        "shutdown deadline passed: cut {} request(s) on {} connection(s){}",
+        report.cut_requests,
+        report.cut_connections,
+        if report.backends_cut {
+            "; backend connections abandoned"
+        } else {
+            ""
+        }
+    ))
 }

@@ -54,6 +54,7 @@ fn gateway_example_parses_with_every_key() {
     assert_eq!(config.pool, defaults.pool);
     assert_eq!(config.retry, defaults.retry);
     assert_eq!(config.limits, defaults.limits);
+    assert_eq!(config.shutdown_timeout, defaults.shutdown_timeout);
     assert_eq!(config.services["echo"].max_in_flight, Some(1000));
     assert_eq!(config.services["echo"].pool_size, Some(8));
     assert_eq!(config.routes[0].prefix.as_deref(), Some("/v2/"));

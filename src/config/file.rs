@@ -17,6 +17,7 @@ struct File {
     admin: Option<String>,
     locators: Option<Vec<String>>,
     access_log: Option<bool>,
+    shutdown_timeout_ms: Option<i64>,
     request: Option<RequestFile>,
     pool: Option<PoolFile>,
     retry: Option<RetryFile>,
@@ -183,6 +184,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     }
     if let Some(v) = raw.access_log {
         config.access_log = v;
+    }
+    if let Some(v) = raw.shutdown_timeout_ms {
+        config.shutdown_timeout = c.ms("shutdown_timeout_ms", v, 0, MAX_MS)?;
     }
     if let Some(r) = raw.request {
         if let Some(v) = r.timeout_ms {

@@ -37,6 +37,9 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// Limits on clients (connections, heads, time, load).
     pub limits: LimitsConfig,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish;
+    /// past it they are cut and the process exits non-zero.
+    pub shutdown_timeout: Duration,
 }
 
 /// Limits that protect the gateway from slow, huge or hostile clients.
@@ -244,6 +247,7 @@ impl Default for Config {
             locators: vec![SocketAddr::from(([127, 0, 0, 1], 10053))],
             tls: None,
             limits: LimitsConfig::default(),
+            shutdown_timeout: Duration::from_secs(30),
             request: RequestConfig::default(),
             pool: PoolConfig::default(),
             retry: RetryConfig::default(),

@@ -55,6 +55,13 @@ pub struct Handler {
     in_flight: AtomicUsize,
     /// Requests in flight per service with a `max_in_flight`, and its limit.
     service_in_flight: HashMap<String, (usize, AtomicUsize)>,
+    /// Cancelled when a shutdown's deadline passes: open connections are
+    /// dropped at once.
+    pub(crate) cut: CancellationToken,
+    /// Client connections open now.
+    pub(crate) open_connections: AtomicUsize,
+    /// Requests in flight now, bodies included.
+    pub(crate) busy: Arc<AtomicUsize>,
 }
 
 /// One request counted against a limit until dropped.
@@ -99,6 +106,9 @@ impl Handler {
                     Some((name.clone(), (s.max_in_flight?, AtomicUsize::new(0))))
                 })
                 .collect(),
+            cut: CancellationToken::new(),
+            open_connections: AtomicUsize::new(0),
+            busy: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -283,14 +293,6 @@ impl Handler {
 }
 
 /// Counts an open HTTP connection until dropped.
-struct ConnectionGauge;
-
-impl Drop for ConnectionGauge {
-    fn drop(&mut self) {
-        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS).decrement(1.0);
-    }
-}
-
 /// Serves HTTP/1.1 and h2c on `listener` until `shutdown`; then each
 /// connection is closed gracefully (h1: after the response in flight; h2:
 /// GOAWAY) and tracked until done.
@@ -327,8 +329,9 @@ pub async fn serve_connection<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    metrics::gauge!(crate::metrics::HTTP_CONNECTIONS).increment(1.0);
-    let _open = ConnectionGauge;
+    let owner = Arc::clone(&handler);
+    let _open = Open::new(&owner.open_connections);
+    let cut = owner.cut.clone();
     let handler_limits = handler.config.limits.clone();
     let activity = Arc::new(Activity::new());
     let requests = Arc::clone(&activity);
@@ -340,7 +343,7 @@ pub async fn serve_connection<I>(
                 request.headers_mut().insert(name.clone(), subject.clone());
             }
         }
-        let busy = Busy::new(&requests);
+        let busy = Busy::new(&requests, &handler.busy);
         async move {
             let response = handler.handle(request).await;
             // Busy until the body is sent too.
@@ -369,8 +372,14 @@ pub async fn serve_connection<I>(
         tokio::select! {
             result = connection.as_mut() => break result,
             () = shutdown.cancelled() => {
+                // Keep-alive connections are told to close (HTTP/1.1 after
+                // the response in flight, HTTP/2 with GOAWAY); requests in
+                // flight finish, unless the shutdown deadline cuts them.
                 connection.as_mut().graceful_shutdown();
-                break connection.await;
+                tokio::select! {
+                    result = connection.as_mut() => break result,
+                    () = cut.cancelled() => return,
+                }
             }
             () = tokio::time::sleep(idle_timeout.saturating_sub(idle_for.unwrap_or_default())) => {
                 // Close only if nothing was in flight the whole time.
@@ -423,13 +432,14 @@ impl Activity {
     }
 }
 
-/// A request in flight on a connection, until dropped.
-struct Busy(Arc<Activity>);
+/// A request in flight on a connection (and in the gateway), until dropped.
+struct Busy(Arc<Activity>, Arc<AtomicUsize>);
 
 impl Busy {
-    fn new(activity: &Arc<Activity>) -> Self {
+    fn new(activity: &Arc<Activity>, gateway: &Arc<AtomicUsize>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(activity))
+        gateway.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(activity), Arc::clone(gateway))
     }
 }
 
@@ -441,5 +451,24 @@ impl Drop for Busy {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.1.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts an open client connection until dropped.
+struct Open<'a>(&'a AtomicUsize);
+
+impl<'a> Open<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS).increment(1.0);
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS).decrement(1.0);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -1,0 +1,216 @@
+//! `rpcgate --config FILE` as a child process, stopped with SIGTERM while
+//! requests are in flight on a real locator and app: `/ready` turns false,
+//! new connections are refused, the requests in flight complete, and the
+//! process exits 0. Past `shutdown_timeout_ms` it cuts them, says so in
+//! one line, and exits non-zero.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
+
+mod support;
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use rpcgate::app::{AppBuilder, HttpRequest, HttpResponse, RunningApp};
+use rpcgate::locator::RunningLocator;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(20), f)
+        .await
+        .unwrap_or_else(|_| panic!("{what} within 20 s"))
+}
+
+/// A locator and an app `hold` that answers after `?ms=N`, telling when
+/// each request starts.
+async fn backend() -> (RunningLocator, RunningApp, mpsc::Receiver<()>) {
+    let locator = support::start_locator(support::locator_config("")).await;
+    let (started_tx, started) = mpsc::channel(64);
+    let app = AppBuilder::new("hold")
+        .on_http("http", move |req: HttpRequest, res: HttpResponse| {
+            let started = started_tx.clone();
+            async move {
+                started.send(()).await.ok();
+                let uri = String::from_utf8_lossy(&req.uri).into_owned();
+                let ms: u64 = uri
+                    .split_once("ms=")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                res.respond(200, vec![], "done").await.ok();
+                Ok(())
+            }
+        })
+        .bind("127.0.0.1:0".parse().unwrap(), vec![locator.addr])
+        .await
+        .unwrap();
+    app.published().await;
+    (locator, app, started)
+}
+
+struct Gateway {
+    child: Child,
+    http: SocketAddr,
+    admin: SocketAddr,
+}
+
+async fn start_gateway(locator: SocketAddr, shutdown_timeout_ms: u64) -> Gateway {
+    let dir = std::env::temp_dir().join(format!(
+        "rpcgate-lifecycle-{}-{shutdown_timeout_ms}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rpcgate.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nlocators = [\"{locator}\"]\n\
+             shutdown_timeout_ms = {shutdown_timeout_ms}\n[pool]\nsize = 2\n"
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rpcgate"))
+        .arg("--config")
+        .arg(&file)
+        .args(["--log-level", "error"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut admin = None;
+    // Readiness: the http line is printed last, once everything listens.
+    let http = loop {
+        let line = bounded("the banner", lines.next_line())
+            .await
+            .unwrap()
+            .unwrap();
+        if let Some(a) = line.strip_prefix("rpcgate admin on http://") {
+            admin = Some(a.parse().unwrap());
+        }
+        if let Some(h) = line.strip_prefix("rpcgate listening on http://") {
+            break h.parse().unwrap();
+        }
+    };
+    Gateway {
+        child,
+        http,
+        admin: admin.unwrap(),
+    }
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().unwrap().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_requests_in_flight_finish_refuses_new_ones_and_exits_0() {
+    let (_locator, _app, mut started) = backend().await;
+    let mut gateway = start_gateway(_locator.addr, 20_000).await;
+    let http = gateway.http;
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            tokio::spawn(
+                async move { support::send(http, "GET", "/hold/http/?ms=3000", &[], "").await },
+            )
+        })
+        .collect();
+    for _ in 0..3 {
+        bounded("a request at the app", started.recv()).await;
+    }
+    sigterm(&gateway.child);
+    // /ready turns false (once the signal is handled) while the admin API
+    // still answers and the requests are still in flight.
+    let admin = gateway.admin;
+    bounded("/ready to turn false", async {
+        while support::http(admin, "GET", "/ready", "").await.0 != 503 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(
+        in_flight.iter().all(|r| !r.is_finished()),
+        "still in flight"
+    );
+    // New connections are refused (the listener is closed).
+    bounded("new connections to be refused", async {
+        while tokio::net::TcpStream::connect(http).await.is_ok() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // The requests in flight complete.
+    for request in in_flight {
+        let got = bounded("a request in flight", request).await.unwrap();
+        assert_eq!(got.status, 200);
+        assert_eq!(&got.body[..], b"done");
+        // ...and their kept-alive connections are told to close.
+        assert_eq!(got.header("connection"), Some("close"));
+    }
+    let status = bounded("the gateway to exit", gateway.child.wait())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_shutdown_deadline_requests_are_cut_and_the_exit_is_non_zero() {
+    let (_locator, _app, mut started) = backend().await;
+    let mut gateway = start_gateway(_locator.addr, 300).await;
+    let http = gateway.http;
+    let in_flight: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(http).await.unwrap();
+                tokio::io::AsyncWriteExt::write_all(
+                    &mut stream,
+                    b"GET /hold/http/?ms=30000 HTTP/1.1\r\nHost: t\r\n\r\n",
+                )
+                .await
+                .unwrap();
+                let mut response = Vec::new();
+                let _ = stream.read_to_end(&mut response).await;
+                response
+            })
+        })
+        .collect();
+    for _ in 0..2 {
+        bounded("a request at the app", started.recv()).await;
+    }
+    sigterm(&gateway.child);
+    let status = bounded("the gateway to exit", gateway.child.wait())
+        .await
+        .unwrap();
+    assert!(!status.success(), "cutting requests must not exit 0");
+    let mut stderr = String::new();
+    gateway
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .await
+        .unwrap();
+    assert!(
+        stderr.contains("shutdown deadline passed: cut 2 request(s) on 2 connection(s)"),
+        "{stderr}"
+    );
+    // The clients saw the connection end without a response.
+    for request in in_flight {
+        let response = bounded("the cut client", request).await.unwrap();
+        assert!(
+            response.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&response)
+        );
+    }
+}
