@@ -74,6 +74,7 @@ async fn the_access_log_is_off_by_default_and_one_key_turns_it_on() {
     let ok = &lines[0];
     for part in [
         format!("request_id={id}"),
+        "client=127.0.0.1".to_owned(),
         "method=GET".to_owned(),
         "uri=/hello/http/?x=1".to_owned(),
         "status=200".to_owned(),

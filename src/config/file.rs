@@ -70,6 +70,7 @@ struct RequestFile {
     body_limit: Option<i64>,
     forward_headers: Option<BTreeMap<String, String>>,
     tracing_probability: Option<f64>,
+    trusted_proxies: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +220,19 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         if let Some(v) = r.tracing_probability {
             config.request.tracing_probability = c.share("request.tracing_probability", v)?;
+        }
+        if let Some(list) = r.trusted_proxies {
+            config.request.trusted_proxies = list
+                .iter()
+                .map(|v| {
+                    crate::http::Cidr::parse(v).ok_or_else(|| {
+                        c.err(
+                            "request.trusted_proxies",
+                            format!("`{v}` is not an address or ADDR/PREFIX block"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
         }
     }
     if let Some(p) = raw.pool {

@@ -147,6 +147,10 @@ pub struct RequestConfig {
     pub forward_headers: BTreeMap<String, String>,
     /// The share of requests sent with `trace_bit = 1`.
     pub tracing_probability: f64,
+    /// Peers whose `X-Forwarded-For`, `X-Real-IP` and `Forwarded` headers
+    /// are believed (e.g. the nginx in front). The client address that
+    /// results reaches the app as `X-Real-IP` and the access log.
+    pub trusted_proxies: Vec<crate::http::Cidr>,
 }
 
 /// How each service's connection pool behaves.
@@ -212,6 +216,7 @@ impl Default for RequestConfig {
             body_limit: 10 << 20,
             forward_headers: [("authorization".to_owned(), "authorization".to_owned())].into(),
             tracing_probability: 0.01,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! become responses only in [`response`].
 
 mod body;
+mod client_addr;
 pub mod response;
 
 use std::collections::HashMap;
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use self::body::GatewayBody;
+pub use self::client_addr::{Cidr, client_addr};
 pub use self::response::GatewayError;
 use crate::config::Config;
 use crate::dispatch::{self, Retry, TraceDecision, pack_request};
@@ -158,6 +160,7 @@ impl Handler {
             tracing::info!(
                 target: "access",
                 request_id = %format!("{request_id:016x}"),
+                client = %parts.extensions.get::<ClientAddr>().map_or_else(|| "-".to_owned(), |c| c.0.to_string()),
                 method = %parts.method,
                 uri = %parts.uri,
                 status = response.status().as_u16(),
@@ -308,8 +311,9 @@ pub async fn serve(
     {
         let handler = Arc::clone(&handler);
         let shutdown = shutdown.clone();
+        let peer = stream.peer_addr().ok();
         tracker.spawn(async move {
-            serve_connection(stream, handler, shutdown, None).await;
+            serve_connection(stream, peer, handler, shutdown, None).await;
             drop(permit);
         });
     }
@@ -323,6 +327,7 @@ pub async fn serve(
 /// never forge it.
 pub async fn serve_connection<I>(
     io: I,
+    peer: Option<std::net::SocketAddr>,
     handler: Arc<Handler>,
     shutdown: CancellationToken,
     client_subject: Option<HeaderValue>,
@@ -342,6 +347,19 @@ pub async fn serve_connection<I>(
             if let Some(subject) = &client_subject {
                 request.headers_mut().insert(name.clone(), subject.clone());
             }
+        }
+        if let Some(peer) = peer {
+            // The client as far as trusted proxies tell; the app sees it in
+            // X-Real-IP (whatever the client sent there), the log too.
+            let client = client_addr(
+                peer.ip(),
+                request.headers(),
+                &handler.config.request.trusted_proxies,
+            );
+            if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
+                request.headers_mut().insert(X_REAL_IP, value);
+            }
+            request.extensions_mut().insert(ClientAddr(client));
         }
         let busy = Busy::new(&requests, &handler.busy);
         async move {
@@ -402,6 +420,13 @@ pub async fn serve_connection<I>(
         tracing::debug!(error = %e, "http connection ended");
     }
 }
+
+/// The header that carries the client address to the app.
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// The client address of a request (see [`client_addr`]), in its extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::IpAddr);
 
 /// When a connection last had a request in flight.
 #[derive(Debug)]

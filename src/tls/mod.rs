@@ -271,6 +271,7 @@ pub async fn serve(
         let handler = Arc::clone(&handler);
         let shutdown = shutdown.clone();
         let tls = Arc::clone(&tls);
+        let peer = stream.peer_addr().ok();
         tracker.spawn(async move {
             let stream =
                 match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
@@ -291,7 +292,7 @@ pub async fn serve(
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| subject(leaf))
                 .and_then(|s| HeaderValue::from_bytes(s.as_bytes()).ok());
-            crate::http::serve_connection(stream, handler, shutdown, subject).await;
+            crate::http::serve_connection(stream, peer, handler, shutdown, subject).await;
             drop(permit);
         });
     }

@@ -1,0 +1,188 @@
+//! The client's address behind proxies: owns which peers are trusted
+//! (CIDRs) and reading `X-Forwarded-For`, `X-Real-IP` and `Forwarded` only
+//! from them. The result is what the app sees in `X-Real-IP` and what the
+//! access log shows.
+
+use std::net::IpAddr;
+
+use hyper::HeaderMap;
+
+/// An address block, e.g. `10.0.0.0/8` or `::1/128`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `ADDR/PREFIX` or a bare address (a single host).
+    pub fn parse(text: &str) -> Option<Self> {
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (
+                addr.trim().parse::<IpAddr>().ok()?,
+                Some(prefix.trim().parse::<u8>().ok()?),
+            ),
+            None => (text.trim().parse::<IpAddr>().ok()?, None),
+        };
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = prefix.unwrap_or(max);
+        (prefix <= max).then_some(Self {
+            network: addr,
+            prefix,
+        })
+    }
+
+    /// Whether `addr` is inside the block (IPv4-mapped IPv6 counts as IPv4).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        let addr = match addr {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, addr) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The client address for a request from `peer`: forwarding headers are
+/// believed only when `peer` is trusted. `X-Forwarded-For` is read from the
+/// right, skipping trusted hops; then `Forwarded: for=`; then `X-Real-IP`.
+pub fn client_addr(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) -> IpAddr {
+    let is_trusted = |addr: IpAddr| trusted.iter().any(|c| c.contains(addr));
+    if !is_trusted(peer) {
+        return peer;
+    }
+    let mut chain: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| parse_hop(hop.trim()))
+        .collect();
+    if chain.is_empty() {
+        chain = headers
+            .get_all("forwarded")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (key, value) = pair.trim().split_once('=')?;
+                    key.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| parse_hop(value.trim().trim_matches('"')))?
+                })
+            })
+            .collect();
+    }
+    if chain.is_empty() {
+        return headers
+            .get("x-real-ip")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_hop(v.trim()))
+            .unwrap_or(peer);
+    }
+    // The rightmost hop no trusted proxy vouches for; if all are trusted,
+    // the leftmost.
+    chain
+        .iter()
+        .rev()
+        .find(|hop| !is_trusted(**hop))
+        .or_else(|| chain.first())
+        .copied()
+        .unwrap_or(peer)
+}
+
+/// `1.2.3.4`, `1.2.3.4:80`, `[::1]`, `[::1]:80` or `::1`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(addr) = hop.parse::<IpAddr>() {
+        return Some(addr);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    hop.rsplit_once(':')?.0.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (n, v) in pairs {
+            map.append(*n, v.parse().unwrap_or_else(|_| unreachable!()));
+        }
+        map
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap_or_else(|_| unreachable!())
+    }
+
+    #[test]
+    fn cidrs() {
+        let lan = Cidr::parse("10.0.0.0/8").unwrap_or_else(|| unreachable!());
+        assert!(lan.contains(ip("10.1.2.3")));
+        assert!(lan.contains(ip("::ffff:10.1.2.3")));
+        assert!(!lan.contains(ip("11.0.0.1")));
+        assert!(
+            Cidr::parse("::1")
+                .unwrap_or_else(|| unreachable!())
+                .contains(ip("::1"))
+        );
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap_or_else(|| unreachable!())
+                .contains(ip("8.8.8.8"))
+        );
+        for bad in ["10.0.0.0/33", "nope", "1.2.3.4/x", ""] {
+            assert_eq!(Cidr::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn headers_only_from_trusted_peers() {
+        let trusted = [
+            Cidr::parse("127.0.0.1").unwrap_or_else(|| unreachable!()),
+            Cidr::parse("10.0.0.0/8").unwrap_or_else(|| unreachable!()),
+        ];
+        let xff = headers(&[("x-forwarded-for", "198.51.100.1, 203.0.113.7, 10.0.0.2")]);
+        // Untrusted peer: its own address, whatever it claims.
+        assert_eq!(
+            client_addr(ip("192.0.2.9"), &xff, &trusted),
+            ip("192.0.2.9")
+        );
+        // Trusted: the rightmost untrusted hop (a client cannot prepend).
+        assert_eq!(
+            client_addr(ip("127.0.0.1"), &xff, &trusted),
+            ip("203.0.113.7")
+        );
+        let fwd = headers(&[("forwarded", "for=\"[2001:db8::1]:4711\";proto=https")]);
+        assert_eq!(
+            client_addr(ip("127.0.0.1"), &fwd, &trusted),
+            ip("2001:db8::1")
+        );
+        let real = headers(&[("x-real-ip", "203.0.113.9")]);
+        assert_eq!(
+            client_addr(ip("10.9.9.9"), &real, &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            client_addr(ip("127.0.0.1"), &headers(&[]), &trusted),
+            ip("127.0.0.1")
+        );
+    }
+}
