@@ -110,6 +110,22 @@ impl RunningGateway {
             ));
             certificates = Some(store);
         }
+        if let Some(path) = &config.listen_unix {
+            // A stale socket from a previous run would make bind fail.
+            if std::fs::symlink_metadata(path)
+                .is_ok_and(|m| std::os::unix::fs::FileTypeExt::is_socket(&m.file_type()))
+            {
+                std::fs::remove_file(path)?;
+            }
+            let unix = tokio::net::UnixListener::bind(path)?;
+            tracker.spawn(http::serve_unix(
+                unix,
+                Arc::clone(&handler),
+                Arc::clone(&connections),
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+        }
         tracker.spawn(http::serve(
             listener,
             Arc::clone(&handler),

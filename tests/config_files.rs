@@ -60,6 +60,13 @@ fn gateway_example_parses_with_every_key() {
     assert_eq!(config.routes[0].prefix.as_deref(), Some("/v2/"));
     assert!(config.routes[0].strip_prefix);
     assert_eq!(config.tls, None, "TLS is off unless configured");
+    assert_eq!(config.listen_unix, None);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let unix = Config::parse(&text.replace("# listen_unix = ", "listen_unix = "), &path).unwrap();
+    assert_eq!(
+        unix.listen_unix.as_deref(),
+        Some(Path::new("/run/rpcgate/http.sock"))
+    );
     // The commented-out [tls] section is valid too, with its defaults.
     let text = std::fs::read_to_string(&path).unwrap();
     let keys = [

@@ -1,6 +1,8 @@
 //! Behind a proxy: forwarding headers are believed only from trusted
 //! peers (`request.trusted_proxies`), and the client address that results
-//! reaches the app in `X-Real-IP`, whatever the client put there.
+//! reaches the app in `X-Real-IP`, whatever the client put there. The
+//! unix-socket listener (for `proxy_pass http://unix:...`) serves the same,
+//! its peers counting as 127.0.0.1.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
 
@@ -50,4 +52,40 @@ async fn forwarding_headers_count_only_from_trusted_proxies() {
         seen(trusted, &[("forwarded", "for=192.0.2.60;proto=http")]).await,
         "192.0.2.60"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unix_socket_listener_serves_with_its_peer_as_127_0_0_1() {
+    let dir = std::env::temp_dir().join(format!("rpcgate-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("http.sock");
+    // A stale socket file from an earlier run does not stop the bind.
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    let mut config = Config::default();
+    config.pool.size = 1;
+    config.listen_unix = Some(path.clone());
+    config.request.trusted_proxies = vec![Cidr::parse("127.0.0.1").unwrap()];
+    let _c = support::cluster("", vec![whoami()], config).await;
+    let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let response = sender
+        .send_request(support::request(
+            "GET",
+            "/whoami/http/",
+            &[("x-forwarded-for", "203.0.113.5")],
+            "",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = http_body_util::BodyExt::collect(response.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    // The local proxy (trusted as 127.0.0.1) reports the client.
+    assert_eq!(&body[..], b"203.0.113.5");
 }

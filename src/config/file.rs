@@ -14,6 +14,7 @@ use super::{CertificateConfig, Config, ConfigError, RouteConfig, ServiceConfig, 
 #[serde(deny_unknown_fields)]
 struct File {
     listen: Option<String>,
+    listen_unix: Option<String>,
     admin: Option<String>,
     locators: Option<Vec<String>>,
     access_log: Option<bool>,
@@ -185,6 +186,13 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     }
     if let Some(v) = raw.access_log {
         config.access_log = v;
+    }
+    if let Some(v) = &raw.listen_unix {
+        if v.is_empty() {
+            return Err(c.err("listen_unix", "must be a socket path"));
+        }
+        let base = c.file.parent().unwrap_or(Path::new("."));
+        config.listen_unix = Some(base.join(v));
     }
     if let Some(v) = raw.shutdown_timeout_ms {
         config.shutdown_timeout = c.ms("shutdown_timeout_ms", v, 0, MAX_MS)?;

@@ -33,6 +33,9 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Whether each request is logged through `tracing` (target `access`).
     pub access_log: bool,
+    /// A unix-socket HTTP listener too (for `proxy_pass http://unix:...`).
+    /// Its connections count as coming from 127.0.0.1.
+    pub listen_unix: Option<PathBuf>,
     /// The HTTPS listener, if any.
     pub tls: Option<TlsConfig>,
     /// Limits on clients (connections, heads, time, load).
@@ -251,6 +254,7 @@ impl Default for Config {
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             locators: vec![SocketAddr::from(([127, 0, 0, 1], 10053))],
             tls: None,
+            listen_unix: None,
             limits: LimitsConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
             request: RequestConfig::default(),

@@ -319,6 +319,47 @@ pub async fn serve(
     }
 }
 
+/// Accepts HTTP connections on a unix socket until `shutdown` (same limits
+/// as TCP; each counts as coming from 127.0.0.1).
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    handler: Arc<Handler>,
+    connections: Arc<tokio::sync::Semaphore>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => permit.ok(),
+            () = shutdown.cancelled() => None,
+        };
+        let Some(permit) = permit else {
+            return;
+        };
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "unix accept failed; pausing");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        };
+        let handler = Arc::clone(&handler);
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            serve_connection(stream, Some(local), handler, shutdown, None).await;
+            drop(permit);
+        });
+    }
+}
+
 /// Serves one client connection (HTTP/1.1 or HTTP/2, plain or after a TLS
 /// handshake) until it ends, or closes it gracefully on `shutdown`.
 /// `client_subject` is the verified client certificate's subject (mTLS):
