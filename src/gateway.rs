@@ -118,7 +118,7 @@ impl RunningGateway {
                 std::fs::remove_file(path)?;
             }
             let unix = tokio::net::UnixListener::bind(path)?;
-            tracker.spawn(http::serve_unix(
+            tracker.spawn(http::serve(
                 unix,
                 Arc::clone(&handler),
                 Arc::clone(&connections),

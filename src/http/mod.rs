@@ -20,7 +20,6 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -295,66 +294,25 @@ impl Handler {
     }
 }
 
-/// Counts an open HTTP connection until dropped.
-/// Serves HTTP/1.1 and h2c on `listener` until `shutdown`; then each
-/// connection is closed gracefully (h1: after the response in flight; h2:
-/// GOAWAY) and tracked until done.
-pub async fn serve(
-    listener: TcpListener,
+/// Accepts HTTP connections on `listener` (TCP or a unix socket) until
+/// `shutdown`, each while one of `connections`' permits is free.
+pub async fn serve<L>(
+    listener: L,
     handler: Arc<Handler>,
     connections: Arc<tokio::sync::Semaphore>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-) {
-    while let Some((stream, permit)) =
+) where
+    L: crate::listener::Listener,
+    L::Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    while let Some((stream, peer, permit)) =
         crate::listener::accept_limited(&listener, &shutdown, "http", &connections).await
     {
         let handler = Arc::clone(&handler);
         let shutdown = shutdown.clone();
-        let peer = stream.peer_addr().ok();
         tracker.spawn(async move {
-            serve_connection(stream, peer, handler, shutdown, None).await;
-            drop(permit);
-        });
-    }
-}
-
-/// Accepts HTTP connections on a unix socket until `shutdown` (same limits
-/// as TCP; each counts as coming from 127.0.0.1).
-pub async fn serve_unix(
-    listener: tokio::net::UnixListener,
-    handler: Arc<Handler>,
-    connections: Arc<tokio::sync::Semaphore>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    loop {
-        let permit = tokio::select! {
-            permit = Arc::clone(&connections).acquire_owned() => permit.ok(),
-            () = shutdown.cancelled() => None,
-        };
-        let Some(permit) = permit else {
-            return;
-        };
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            () = shutdown.cancelled() => return,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::warn!(error = %e, "unix accept failed; pausing");
-                tokio::select! {
-                    () = tokio::time::sleep(Duration::from_millis(50)) => continue,
-                    () = shutdown.cancelled() => return,
-                }
-            }
-        };
-        let handler = Arc::clone(&handler);
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            serve_connection(stream, Some(local), handler, shutdown, None).await;
+            serve_connection(stream, Some(peer), handler, shutdown, None).await;
             drop(permit);
         });
     }

@@ -264,14 +264,13 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    while let Some((stream, permit)) =
+    while let Some((stream, peer, permit)) =
         crate::listener::accept_limited(&listener, &shutdown, "https", &connections).await
     {
         let acceptor = acceptor.clone();
         let handler = Arc::clone(&handler);
         let shutdown = shutdown.clone();
         let tls = Arc::clone(&tls);
-        let peer = stream.peer_addr().ok();
         tracker.spawn(async move {
             let stream =
                 match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
@@ -292,7 +291,7 @@ pub async fn serve(
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| subject(leaf))
                 .and_then(|s| HeaderValue::from_bytes(s.as_bytes()).ok());
-            crate::http::serve_connection(stream, peer, handler, shutdown, subject).await;
+            crate::http::serve_connection(stream, Some(peer), handler, shutdown, subject).await;
             drop(permit);
         });
     }
