@@ -53,10 +53,7 @@ pub(super) async fn run(
             // A connection may have come up after `Pools::shutdown` drained
             // the others: drain whatever the pool holds now.
             connecting.abort_all();
-            let conns: Vec<_> = pool.read().iter().cloned().collect();
-            for conn in conns {
-                conn.handle.drain().await;
-            }
+            pool.drain_all().await;
             return;
         }
         let now = Instant::now();

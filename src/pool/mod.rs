@@ -178,6 +178,15 @@ impl Pool {
         self.wake.notify_one();
     }
 
+    /// Tells every connection the pool holds now to drain (finish its
+    /// channels, then close).
+    pub(crate) async fn drain_all(&self) {
+        let conns: Vec<_> = self.read().iter().cloned().collect();
+        for conn in conns {
+            conn.handle.drain().await;
+        }
+    }
+
     /// A usable connection: the less loaded of two random picks, preferring
     /// connections from the current refresh epoch.
     ///
@@ -440,10 +449,7 @@ impl Pools {
     pub async fn shutdown(&self) {
         self.shutdown.cancel();
         for pool in self.all() {
-            let conns: Vec<_> = pool.read().iter().cloned().collect();
-            for conn in conns {
-                conn.handle.drain().await;
-            }
+            pool.drain_all().await;
         }
         self.tracker.close();
         self.tracker.wait().await;
