@@ -370,16 +370,7 @@ fn tls(c: &Checker<'_>, t: TlsFile) -> Result<TlsConfig, ConfigError> {
         }
     };
     let listen = c.addr("tls.listen", &t.listen)?;
-    let first = t
-        .certificates
-        .first()
-        .ok_or_else(|| c.err("tls.certificates", "needs at least one `cert` + `key` pair"))?;
-    let mut config = TlsConfig::new(
-        listen,
-        path("tls.certificates[0].cert", &first.cert)?,
-        path("tls.certificates[0].key", &first.key)?,
-    );
-    config.certificates.clear();
+    let mut certificates = Vec::new();
     for (i, pair) in t.certificates.iter().enumerate() {
         let key = |k: &str| format!("tls.certificates[{i}].{k}");
         let mut names = Vec::new();
@@ -390,12 +381,17 @@ fn tls(c: &Checker<'_>, t: TlsFile) -> Result<TlsConfig, ConfigError> {
             }
             names.push(name.to_ascii_lowercase());
         }
-        config.certificates.push(CertificateConfig {
+        certificates.push(CertificateConfig {
             cert: path(&key("cert"), &pair.cert)?,
             key: path(&key("key"), &pair.key)?,
             names,
         });
     }
+    let Some(first) = certificates.first().cloned() else {
+        return Err(c.err("tls.certificates", "needs at least one `cert` + `key` pair"));
+    };
+    let mut config = TlsConfig::new(listen, first.cert, first.key);
+    config.certificates = certificates;
     if let Some(v) = &t.client_ca {
         config.client_ca = Some(path("tls.client_ca", v)?);
     }
