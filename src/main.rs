@@ -217,20 +217,14 @@ async fn run_locator(args: LocatorArgs) -> Result<(), String> {
     if let Some(admin) = locator.admin_addr {
         println!("admin listening on {admin}");
     }
-    let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    loop {
-        tokio::select! {
-            _ = hangup.recv() => match locator.reload() {
-                Ok(()) => println!("config reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "config refused; keeping the running state");
-                    println!("config refused: {e}");
-                }
-            },
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+    let mut signals = Signals::new(true)?;
+    while let Signal::Reload = signals.next().await {
+        match locator.reload() {
+            Ok(()) => println!("config reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "config refused; keeping the running state");
+                println!("config refused: {e}");
+            }
         }
     }
     locator.shutdown().await;
@@ -250,12 +244,7 @@ async fn run_demo_app(args: DemoAppArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     println!("app {} listening on {}", running.name(), running.addr);
-    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
-    }
+    wait_for_stop().await?;
     running.stop().await;
     Ok(())
 }
@@ -315,13 +304,53 @@ async fn run_resolve(args: ResolveArgs) -> Result<(), String> {
     Ok(())
 }
 
-async fn wait_for_stop() -> Result<(), String> {
-    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = interrupt.recv() => {}
+/// What a signal asks the process to do.
+enum Signal {
+    /// SIGTERM or SIGINT.
+    Stop,
+    /// SIGHUP (only when asked for: otherwise SIGHUP keeps its default).
+    Reload,
+}
+
+/// The signals a long-running command listens to, registered once so none
+/// is lost between two waits.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new(reload: bool) -> Result<Self, String> {
+        let listen = |kind| signal(kind).map_err(|e| e.to_string());
+        Ok(Self {
+            terminate: listen(SignalKind::terminate())?,
+            interrupt: listen(SignalKind::interrupt())?,
+            hangup: if reload {
+                Some(listen(SignalKind::hangup())?)
+            } else {
+                None
+            },
+        })
     }
+
+    async fn next(&mut self) -> Signal {
+        let hangup = async {
+            match &mut self.hangup {
+                Some(hangup) => hangup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = self.terminate.recv() => Signal::Stop,
+            _ = self.interrupt.recv() => Signal::Stop,
+            _ = hangup => Signal::Reload,
+        }
+    }
+}
+
+async fn wait_for_stop() -> Result<(), String> {
+    Signals::new(false)?.next().await;
     Ok(())
 }
 
@@ -362,20 +391,12 @@ async fn run_gateway(
         }
         // Printed last: the line a supervisor or test waits for.
         println!("rpcgate listening on http://{}", gateway.addr);
-        let mut hangup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-        let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-        let mut interrupt = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        loop {
-            tokio::select! {
-                _ = terminate.recv() => break,
-                _ = interrupt.recv() => break,
-                _ = hangup.recv() => {
-                    // SIGHUP: certificates now; the rest of the config
-                    // needs a restart for the moment.
-                    if let Some(store) = &gateway.certificates {
-                        rpcgate::tls::reload_logged(store, "SIGHUP");
-                    }
-                }
+        let mut signals = Signals::new(true)?;
+        while let Signal::Reload = signals.next().await {
+            // SIGHUP: certificates now; the rest of the config needs a
+            // restart for the moment.
+            if let Some(store) = &gateway.certificates {
+                rpcgate::tls::reload_logged(store, "SIGHUP");
             }
         }
         let report = gateway.shutdown().await;
