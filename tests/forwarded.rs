@@ -8,22 +8,13 @@
 
 mod support;
 
-use rpcgate::app::{AppBuilder, HttpRequest, HttpResponse};
+use rpcgate::app::AppBuilder;
 use rpcgate::config::Config;
 use rpcgate::http::Cidr;
 
 /// An app answering with every `X-Real-IP` it received.
 fn whoami() -> AppBuilder {
-    AppBuilder::new("whoami").on_http("http", |req: HttpRequest, res: HttpResponse| async move {
-        let seen: Vec<String> = req
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(b"x-real-ip"))
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            .collect();
-        res.respond(200, vec![], seen.join(",")).await.ok();
-        Ok(())
-    })
+    support::header_echo("whoami", "x-real-ip")
 }
 
 async fn seen(config: Config, headers: &[(&str, &str)]) -> String {
@@ -67,11 +58,7 @@ async fn the_unix_socket_listener_serves_with_its_peer_as_127_0_0_1() {
     config.request.trusted_proxies = vec![Cidr::parse("127.0.0.1").unwrap()];
     let _c = support::cluster("", vec![whoami()], config).await;
     let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(conn);
+    let mut sender = support::h1_over(stream).await;
     let response = sender
         .send_request(support::request(
             "GET",
@@ -81,11 +68,8 @@ async fn the_unix_socket_listener_serves_with_its_peer_as_127_0_0_1() {
         ))
         .await
         .unwrap();
-    assert_eq!(response.status(), 200);
-    let body = http_body_util::BodyExt::collect(response.into_body())
-        .await
-        .unwrap()
-        .to_bytes();
+    let got = support::got(response).await;
+    assert_eq!(got.status, 200);
     // The local proxy (trusted as 127.0.0.1) reports the client.
-    assert_eq!(&body[..], b"203.0.113.5");
+    assert_eq!(&got.body[..], b"203.0.113.5");
 }

@@ -312,33 +312,20 @@ async fn a_service_timeout_overrides_the_default_and_a_header_only_shortens_it()
     );
     let c = support::cluster("", vec![demo::build("slow", None).unwrap()], config).await;
     let addr = c.gateway.addr;
+    // A request the slow app will not answer in time: 504, and the
+    // deadline it ran under.
+    let deadline = |headers: &'static [(&'static str, &'static str)]| async move {
+        let got = support::send(addr, "GET", "/slow/http/?delay_ms=10000", headers, "").await;
+        assert_error(&got, 504, "deadline");
+        got.json()["error"]["message"].as_str().unwrap().to_owned()
+    };
     // The service's 300 ms applies, not the 20 s default...
-    let got = support::send(addr, "GET", "/slow/http/?delay_ms=10000", &[], "").await;
-    assert_error(&got, 504, "deadline");
-    let message = got.json()["error"]["message"].as_str().unwrap().to_owned();
+    let message = deadline(&[]).await;
     assert!(message.contains("300ms"), "{message}");
     // ...a longer header does not extend it...
-    let got = support::send(
-        addr,
-        "GET",
-        "/slow/http/?delay_ms=10000",
-        &[("x-request-timeout", "15000")],
-        "",
-    )
-    .await;
-    assert_error(&got, 504, "deadline");
-    let message = got.json()["error"]["message"].as_str().unwrap().to_owned();
+    let message = deadline(&[("x-request-timeout", "15000")]).await;
     assert!(message.contains("300ms"), "{message}");
     // ...and a shorter one shortens it.
-    let got = support::send(
-        addr,
-        "GET",
-        "/slow/http/?delay_ms=10000",
-        &[("x-request-timeout", "100")],
-        "",
-    )
-    .await;
-    assert_error(&got, 504, "deadline");
-    let message = got.json()["error"]["message"].as_str().unwrap().to_owned();
+    let message = deadline(&[("x-request-timeout", "100")]).await;
     assert!(message.contains("100ms"), "{message}");
 }

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use rpcgate::app::{AppBuilder, HttpRequest, HttpResponse};
 use rpcgate::config::Config;
 use rpcgate::http::Cidr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -45,20 +44,6 @@ async fn nginx() -> Option<&'static str> {
     None
 }
 
-/// An app answering with the `X-Real-IP` it received.
-fn whoami() -> AppBuilder {
-    AppBuilder::new("whoami").on_http("http", |req: HttpRequest, res: HttpResponse| async move {
-        let ip = req
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(b"x-real-ip"))
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
-        res.respond(200, vec![], ip).await.ok();
-        Ok(())
-    })
-}
-
 /// One request from `source` (a loopback address), read to the end.
 async fn request_from(source: &str, to: SocketAddr, request: &str) -> String {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
@@ -81,7 +66,12 @@ async fn behind_a_real_nginx_the_client_address_arrives_and_413_is_json() {
     let mut config = Config::default();
     config.pool.size = 1;
     config.request.trusted_proxies = vec![Cidr::parse("127.0.0.1").unwrap()];
-    let c = support::cluster("", vec![whoami()], config).await;
+    let c = support::cluster(
+        "",
+        vec![support::header_echo("whoami", "x-real-ip")],
+        config,
+    )
+    .await;
 
     // The example file, pointed at this gateway and a free port, with a
     // small body limit so the 413 path is easy to reach.

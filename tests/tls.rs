@@ -15,11 +15,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-use rpcgate::app::{AppBuilder, HttpRequest, HttpResponse, demo};
+use rpcgate::app::demo;
 use rpcgate::config::{CertificateConfig, Config, TlsConfig};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -154,24 +152,6 @@ fn served_cert(stream: &TlsStream<TcpStream>) -> CertificateDer<'static> {
         .into_owned()
 }
 
-async fn h1_over(
-    stream: TlsStream<TcpStream>,
-) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    sender
-}
-
-async fn body_of(response: hyper::Response<hyper::body::Incoming>) -> (u16, Bytes) {
-    let status = response.status().as_u16();
-    (
-        status,
-        response.into_body().collect().await.unwrap().to_bytes(),
-    )
-}
-
 async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(20), f)
         .await
@@ -216,10 +196,8 @@ async fn h1_and_h2_by_alpn_and_sni_picks_the_certificate() {
         .await
         .unwrap();
     assert_eq!(response.version(), hyper::Version::HTTP_2);
-    assert_eq!(
-        body_of(response).await,
-        (200, Bytes::from_static(demo::HELLO))
-    );
+    let got = support::got(response).await;
+    assert_eq!((got.status, &got.body[..]), (200, demo::HELLO));
 
     // HTTP/1.1 when it offers only that.
     let stream = connect(addr, "b.test", &[b"http/1.1"], &pki.ca_pem, None)
@@ -227,13 +205,13 @@ async fn h1_and_h2_by_alpn_and_sni_picks_the_certificate() {
         .unwrap();
     assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     assert_eq!(served_cert(&stream), b.der(), "SNI b.test");
-    let mut sender = h1_over(stream).await;
+    let mut sender = support::h1_over(stream).await;
     let response = sender
         .send_request(support::request("GET", "/hello/http/", &[], ""))
         .await
         .unwrap();
     assert_eq!(response.version(), hyper::Version::HTTP_11);
-    assert_eq!(body_of(response).await.0, 200);
+    assert_eq!(support::got(response).await.status, 200);
 
     // A wildcard name, and the default for no SNI (an IP address).
     let stream = connect(addr, "x.b.test", &[], &pki.ca_pem, None)
@@ -265,7 +243,7 @@ async fn a_changed_file_swaps_the_certificate_and_a_bad_pair_is_refused() {
         .await
         .unwrap();
     assert_eq!(served_cert(&stream), old.der());
-    let mut kept = h1_over(stream).await;
+    let mut kept = support::h1_over(stream).await;
 
     // ...the files change on disk (the watcher polls their mtime)...
     let new = pki.leaf(&["a.test"], "new");
@@ -287,7 +265,7 @@ async fn a_changed_file_swaps_the_certificate_and_a_bad_pair_is_refused() {
         .send_request(support::request("GET", "/hello/http/", &[], ""))
         .await
         .unwrap();
-    assert_eq!(body_of(response).await.0, 200);
+    assert_eq!(support::got(response).await.status, 200);
 
     // A key that does not go with its certificate is refused; the pair in
     // service stays.
@@ -318,20 +296,7 @@ async fn mtls_forwards_the_verified_subject_and_refuses_other_clients() {
     let server = pki.leaf(&["a.test"], "server");
     let mut tls = tls_config(vec![pki.install("a", &server, &[])]);
     tls.client_ca = Some(pki.write("ca.pem", &pki.ca_pem));
-    let whoami = AppBuilder::new("whoami").on_http(
-        "http",
-        |req: HttpRequest, res: HttpResponse| async move {
-            let subject = req
-                .headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(b"x-client-subject"))
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                .collect::<Vec<_>>()
-                .join(" | ");
-            res.respond(200, vec![], subject).await.ok();
-            Ok(())
-        },
-    );
+    let whoami = support::header_echo("whoami", "x-client-subject");
     let c = support::cluster("", vec![whoami], gateway_config(tls)).await;
     let addr = c.gateway.tls_addr.unwrap();
 
@@ -341,7 +306,7 @@ async fn mtls_forwards_the_verified_subject_and_refuses_other_clients() {
     let stream = connect(addr, "a.test", &[b"http/1.1"], &pki.ca_pem, Some(&client))
         .await
         .unwrap();
-    let mut sender = h1_over(stream).await;
+    let mut sender = support::h1_over(stream).await;
     let response = sender
         .send_request(support::request(
             "GET",
@@ -351,11 +316,11 @@ async fn mtls_forwards_the_verified_subject_and_refuses_other_clients() {
         ))
         .await
         .unwrap();
-    let (status, body) = body_of(response).await;
-    assert_eq!(status, 200);
+    let got = support::got(response).await;
+    assert_eq!(got.status, 200);
     // RFC 4514 order (last RDN first), as `openssl x509 -nameopt RFC2253`
     // prints it for this certificate.
-    assert_eq!(&body[..], b"O=Tests,CN=client-1");
+    assert_eq!(&got.body[..], b"O=Tests,CN=client-1");
 
     // No certificate, or one from another CA: no request gets through.
     let other = Pki::new("mtls-other");
@@ -364,7 +329,7 @@ async fn mtls_forwards_the_verified_subject_and_refuses_other_clients() {
         let refused = async {
             let stream = connect(addr, "a.test", &[b"http/1.1"], &pki.ca_pem, client).await?;
             // TLS 1.3 reports client-auth failure after the handshake.
-            let mut sender = h1_over(stream).await;
+            let mut sender = support::h1_over(stream).await;
             sender
                 .send_request(support::request("GET", "/whoami/http/", &[], ""))
                 .await

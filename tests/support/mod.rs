@@ -308,8 +308,15 @@ impl Got {
 
 /// Opens an HTTP/1.1 connection to `addr`.
 pub async fn h1(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>> {
-    let stream = TcpStream::connect(addr).await.unwrap();
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    h1_over(TcpStream::connect(addr).await.unwrap()).await
+}
+
+/// HTTP/1.1 over an already open stream (TLS, a unix socket...).
+pub async fn h1_over<IO>(io: IO) -> hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .unwrap();
     tokio::spawn(conn);
@@ -359,12 +366,35 @@ pub async fn send(
         .send_request(request(method, path, headers, body))
         .await
         .unwrap();
+    got(response).await
+}
+
+/// A response read whole.
+pub async fn got(response: hyper::Response<hyper::body::Incoming>) -> Got {
     let (parts, body) = response.into_parts();
     Got {
         status: parts.status.as_u16(),
         headers: parts.headers,
         body: body.collect().await.unwrap().to_bytes(),
     }
+}
+
+/// An app `name` answering with every value of the request header
+/// `header` it received, joined by ` | ` (so a duplicate shows).
+pub fn header_echo(name: &str, header: &'static str) -> rpcgate::app::AppBuilder {
+    rpcgate::app::AppBuilder::new(name).on_http(
+        "http",
+        move |req: rpcgate::app::HttpRequest, res: rpcgate::app::HttpResponse| async move {
+            let values: Vec<String> = req
+                .headers
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(header.as_bytes()))
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .collect();
+            res.respond(200, vec![], values.join(" | ")).await.ok();
+            Ok(())
+        },
+    )
 }
 
 /// Publishes each `(name, port)` at 127.0.0.1:port to the locator at
