@@ -21,7 +21,8 @@ target/release/rpcgate --listen $GW --admin 127.0.0.1:19390 --locator 127.0.0.1:
     --log-level warn >/dev/null 2>&1 &
 gw=$!
 trap 'kill $gw 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do curl -sf -o /dev/null "http://$GW/hello/http/" && break; sleep 0.1; done
+. benches/support/harness.sh
+wait_for_urls "http://$GW/hello/http/"
 rss() { awk '/VmRSS/ {print $2}' "/proc/$gw/status"; }
 before=$(rss)
 python3 - "$GW" "$n" "$gw" "$before" <<'PY'

@@ -11,10 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-10}"; conns="${2:-64}"; rounds="${3:-3}"
-if ! command -v wrk >/dev/null; then
-    echo "installing wrk (apt)..." >&2
-    apt-get update -qq >/dev/null && apt-get install -y -qq wrk >/dev/null
-fi
+. benches/support/harness.sh
+need_tools wrk
 command -v taskset >/dev/null || { echo "load.sh: taskset is missing (util-linux)" >&2; exit 1; }
 cargo build --release --bin rpcgate --example hello_server >&2
 GW=127.0.0.1:18080; HELLO=127.0.0.1:18081
@@ -25,13 +23,7 @@ taskset -c 0 target/release/examples/hello_server $HELLO >/dev/null 2>&1 &
 hello_pid=$!
 trap 'kill $gw_pid $hello_pid 2>/dev/null || true' EXIT
 # Readiness: wait (bounded) until both answer.
-for url in "http://$GW/hello/http/" "http://$HELLO/"; do
-    for _ in $(seq 1 100); do
-        curl -sf -o /dev/null "$url" && break
-        sleep 0.1
-    done
-    curl -sf -o /dev/null "$url" || { echo "load.sh: $url never answered" >&2; exit 1; }
-done
+wait_for_urls "http://$GW/hello/http/" "http://$HELLO/"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 run() { # name pid url
@@ -54,6 +46,5 @@ for _ in $(seq 1 "$rounds"); do
     run rpcgate $gw_pid "http://$GW/hello/http/"
     run hello $hello_pid "http://$HELLO/"
 done
-median() { grep "^$1 " /tmp/rpcgate-load.rps | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-g=$(median rpcgate); h=$(median hello)
+g=$(median rpcgate /tmp/rpcgate-load.rps); h=$(median hello /tmp/rpcgate-load.rps)
 awk -v g="$g" -v h="$h" 'BEGIN {printf "median req/s: rpcgate %s, hello %s, ratio rpcgate/hello = %.2f\n", g, h, g / h}'

@@ -10,12 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-10}"; conns="${2:-64}"; rounds="${3:-3}"
-for tool in wrk openssl; do
-    if ! command -v "$tool" >/dev/null; then
-        echo "installing $tool (apt)..." >&2
-        apt-get update -qq >/dev/null && apt-get install -y -qq "$tool" >/dev/null
-    fi
-done
+. benches/support/harness.sh
+need_tools wrk openssl
 cargo build --release --bin rpcgate >&2
 B=target/release/rpcgate
 dir=$(mktemp -d)
@@ -37,13 +33,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$dir"' EXIT
 taskset -c 0 $B locator --listen $LOC --log-level warn >/dev/null 2>&1 & pids+=($!)
 taskset -c 0 $B demo-app hello --locator $LOC --log-level warn >/dev/null 2>&1 & pids+=($!)
 taskset -c 0 $B --config "$dir/rpcgate.toml" --log-level warn >/dev/null 2>&1 & pids+=($!)
-for url in "http://$HTTP/hello/http/" "https://$HTTPS/hello/http/"; do
-    for _ in $(seq 1 100); do
-        curl -skf -o /dev/null "$url" && break
-        sleep 0.1
-    done
-    curl -skf -o /dev/null "$url" || { echo "tls_load.sh: $url never answered" >&2; exit 1; }
-done
+wait_for_urls "http://$HTTP/hello/http/" "https://$HTTPS/hello/http/"
 : > "$dir/rps"
 printf '%-8s %12s %10s %10s\n' target req/s p50 p99
 for _ in $(seq 1 "$rounds"); do
@@ -56,6 +46,5 @@ for _ in $(seq 1 "$rounds"); do
         echo "$target $rps" >> "$dir/rps"
     done
 done
-median() { grep "^$1 " "$dir/rps" | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-p=$(median http); s=$(median https)
+p=$(median http "$dir/rps"); s=$(median https "$dir/rps")
 awk -v p="$p" -v s="$s" 'BEGIN {printf "median req/s: http %s, https %s, ratio https/http = %.2f\n", p, s, s / p}'
