@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState};
 use crate::app::{RunningApp, demo};
-use crate::config::Config;
+use crate::config::{Config, TlsConfig};
 use crate::http::{self, Handler};
 use crate::locator::{Locator, LocatorConfig, RemoteLocator, RemoteLocatorConfig, RunningLocator};
 use crate::pool::{PoolSettings, Pools};
@@ -33,6 +33,10 @@ pub struct RunningGateway {
     pub certificates: Option<Arc<crate::tls::CertStore>>,
     admin: Arc<AdminState>,
     handler: Arc<Handler>,
+    /// Client connections allowed (HTTP, HTTPS and unix together), and how
+    /// many permits that is now.
+    connections: Arc<tokio::sync::Semaphore>,
+    max_connections: std::sync::Mutex<usize>,
     /// Stops the HTTP and HTTPS listeners and their connections.
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -129,12 +133,12 @@ impl RunningGateway {
         tracker.spawn(http::serve(
             listener,
             Arc::clone(&handler),
-            connections,
+            Arc::clone(&connections),
             shutdown.clone(),
             tracker.clone(),
         ));
         let admin = Arc::new(AdminState {
-            config,
+            handler: Arc::clone(&handler),
             pools,
             ready: AtomicBool::new(true),
         });
@@ -156,6 +160,8 @@ impl RunningGateway {
             certificates,
             admin,
             handler,
+            connections,
+            max_connections: std::sync::Mutex::new(config.limits.max_connections),
             shutdown,
             tracker,
             admin_shutdown,
@@ -166,6 +172,80 @@ impl RunningGateway {
     /// The pools, by service.
     pub fn pools(&self) -> &Arc<Pools> {
         &self.admin.pools
+    }
+
+    /// The config the gateway serves with now.
+    pub fn config(&self) -> Arc<Config> {
+        self.handler.config()
+    }
+
+    /// Applies `new` while serving (SIGHUP): routes, timeouts, request and
+    /// retry settings, limits, pool settings (sizes, lifespans; pools for
+    /// newly configured services start), the shutdown timeout, and the
+    /// certificate list. Nothing in flight is dropped: requests finish with
+    /// the config they started with, and open connections keep their
+    /// connection limits. If a certificate pair cannot be loaded, nothing
+    /// is applied. Returns the keys that changed but need a restart (see
+    /// [`Config::needs_restart`]); the running values stay for those.
+    pub fn reload(&self, mut new: Config) -> Result<Vec<&'static str>, String> {
+        let old = self.handler.config();
+        let restart = old.needs_restart(&new);
+        // What cannot apply keeps its running value, so `/config` shows
+        // what is in effect.
+        new.listen = old.listen;
+        new.admin = old.admin;
+        new.locators.clone_from(&old.locators);
+        new.listen_unix.clone_from(&old.listen_unix);
+        match (&old.tls, &mut new.tls) {
+            (Some(old_tls), Some(new_tls)) => {
+                if let Some(store) = &self.certificates {
+                    store
+                        .replace(&new_tls.certificates)
+                        .map_err(|e| e.to_string())?;
+                }
+                let certificates = std::mem::take(&mut new_tls.certificates);
+                *new_tls = TlsConfig {
+                    certificates,
+                    ..old_tls.clone()
+                };
+            }
+            (old_tls, new_tls) => new_tls.clone_from(old_tls),
+        }
+        let new = Arc::new(new);
+        self.admin.pools.reconfigure(pool_settings(&new));
+        for service in new.services.keys() {
+            self.admin.pools.get(service);
+        }
+        self.resize_connections(new.limits.max_connections);
+        self.handler.reload(new);
+        Ok(restart)
+    }
+
+    /// Sets how many client connections may be open: more permits at once,
+    /// or fewer as open connections close (accepting pauses meanwhile).
+    fn resize_connections(&self, limit: usize) {
+        let mut current = self
+            .max_connections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if limit > *current {
+            self.connections.add_permits(limit - *current);
+        } else if limit < *current {
+            let fewer = u32::try_from(*current - limit).unwrap_or(u32::MAX);
+            let connections = Arc::clone(&self.connections);
+            let shutdown = self.shutdown.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    permits = connections.acquire_many_owned(fewer) => {
+                        if let Ok(permits) = permits {
+                            permits.forget();
+                        }
+                    }
+                    () = shutdown.cancelled() => {}
+                }
+            });
+        }
+        *current = limit;
     }
 
     /// Starts a gateway that resolves through the config's locators.
@@ -183,7 +263,7 @@ impl RunningGateway {
     /// connections.
     /// Within the configured `shutdown_timeout`; see [`Self::shutdown_within`].
     pub async fn shutdown(self) -> ShutdownReport {
-        let deadline = self.admin.config.shutdown_timeout;
+        let deadline = self.handler.config().shutdown_timeout;
         self.shutdown_within(deadline).await
     }
 
@@ -283,16 +363,21 @@ impl GatewayBuilder {
     }
 }
 
-fn pools_for(config: &Arc<Config>, locator: Arc<dyn Locator>) -> Arc<Pools> {
-    let settings_config = Arc::clone(config);
-    let pools = Pools::new(locator, move |service| PoolSettings {
-        size: settings_config.pool_size_for(service),
-        lifespan: settings_config.lifespan_for(service),
-        jitter: settings_config.pool.jitter,
-        reconnect_share: settings_config.pool.reconnect_share,
-        connect_timeout: settings_config.pool.connect_timeout,
+/// The pool settings per service that `config` gives.
+fn pool_settings(config: &Arc<Config>) -> impl Fn(&str) -> PoolSettings + Send + Sync + 'static {
+    let config = Arc::clone(config);
+    move |service| PoolSettings {
+        size: config.pool_size_for(service),
+        lifespan: config.lifespan_for(service),
+        jitter: config.pool.jitter,
+        reconnect_share: config.pool.reconnect_share,
+        connect_timeout: config.pool.connect_timeout,
         resolve_timeout: Duration::from_secs(3),
-    });
+    }
+}
+
+fn pools_for(config: &Arc<Config>, locator: Arc<dyn Locator>) -> Arc<Pools> {
+    let pools = Pools::new(locator, pool_settings(config));
     // Configured services connect at start; others on first use.
     for service in config.services.keys() {
         pools.get(service);

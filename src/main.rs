@@ -174,14 +174,13 @@ fn main() -> ExitCode {
                 Ok(())
             }
             None => {
-                run_gateway(
-                    cli.config,
-                    cli.listen,
-                    cli.admin,
-                    cli.locators,
-                    cli.pool_size,
-                )
-                .await
+                let flags = GatewayFlags {
+                    listen: cli.listen,
+                    admin: cli.admin,
+                    locators: cli.locators,
+                    pool_size: cli.pool_size,
+                };
+                run_gateway(cli.config, flags).await
             }
         }
     });
@@ -354,31 +353,68 @@ async fn wait_for_stop() -> Result<(), String> {
     Ok(())
 }
 
-async fn run_gateway(
-    file: Option<PathBuf>,
+/// The gateway's address flags; they override the file, on start and on
+/// every reload.
+struct GatewayFlags {
     listen: Option<SocketAddr>,
     admin: Option<SocketAddr>,
     locators: Vec<SocketAddr>,
     pool_size: Option<u16>,
-) -> Result<(), String> {
+}
+
+impl GatewayFlags {
+    fn apply(&self, config: &mut Config, from_file: bool) {
+        if let Some(size) = self.pool_size {
+            config.pool.size = usize::from(size);
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if self.admin.is_some() {
+            config.admin = self.admin;
+        }
+        // Standalone, the first `--locator` is where the embedded one listens.
+        if from_file && !self.locators.is_empty() {
+            config.locators.clone_from(&self.locators);
+        }
+    }
+}
+
+/// SIGHUP in `--config` mode: reads the file again and applies it, saying
+/// on stdout what happened (one line: reloaded, reloaded but some keys need
+/// a restart, or refused with the reason; the running config stays).
+fn reload_gateway(gateway: &RunningGateway, path: &std::path::Path, flags: &GatewayFlags) {
+    let outcome = Config::load(path)
+        .map_err(|e| e.to_string())
+        .and_then(|mut config| {
+            flags.apply(&mut config, true);
+            gateway.reload(config)
+        });
+    match outcome {
+        Ok(restart) if restart.is_empty() => {
+            tracing::info!("config reloaded");
+            println!("config reloaded");
+        }
+        Ok(restart) => {
+            let keys = restart.join(", ");
+            tracing::warn!(keys, "config reloaded; these keys need a restart to apply");
+            println!("config reloaded; needs a restart to apply: {keys}");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "config refused; keeping the running config");
+            println!("config refused: {e}");
+        }
+    }
+}
+
+async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), String> {
     rpcgate::metrics::install_prometheus()?;
     let mut config = match &file {
         Some(path) => Config::load(path).map_err(|e| e.to_string())?,
         None => Config::default(),
     };
-    if let Some(size) = pool_size {
-        config.pool.size = usize::from(size);
-    }
-    if let Some(listen) = listen {
-        config.listen = listen;
-    }
-    if admin.is_some() {
-        config.admin = admin;
-    }
-    if file.is_some() {
-        if !locators.is_empty() {
-            config.locators = locators;
-        }
+    flags.apply(&mut config, file.is_some());
+    if let Some(path) = &file {
         let listen = config.listen;
         let (gateway, locator) = RunningGateway::start_remote(config)
             .await
@@ -393,17 +429,14 @@ async fn run_gateway(
         println!("rpcgate listening on http://{}", gateway.addr);
         let mut signals = Signals::new(true)?;
         while let Signal::Reload = signals.next().await {
-            // SIGHUP: certificates now; the rest of the config needs a
-            // restart for the moment.
-            if let Some(store) = &gateway.certificates {
-                rpcgate::tls::reload_logged(store, "SIGHUP");
-            }
+            reload_gateway(&gateway, path, &flags);
         }
         let report = gateway.shutdown().await;
         locator.shutdown().await;
         return shutdown_outcome(report);
     }
-    let locator_addr = locators
+    let locator_addr = flags
+        .locators
         .first()
         .copied()
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 10053)));

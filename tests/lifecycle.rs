@@ -9,20 +9,13 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::Duration;
 
 use rpcgate::app::{AppBuilder, HttpRequest, HttpResponse, RunningApp};
 use rpcgate::locator::RunningLocator;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use support::child::{GatewayChild, bounded};
+use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
-
-async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(20), f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} within 20 s"))
-}
 
 /// A locator and an app `hold` that answers after `?ms=N`, telling when
 /// each request starts.
@@ -51,65 +44,16 @@ async fn backend() -> (RunningLocator, RunningApp, mpsc::Receiver<()>) {
     (locator, app, started)
 }
 
-struct Gateway {
-    child: Child,
-    http: SocketAddr,
-    admin: SocketAddr,
-}
-
-async fn start_gateway(locator: SocketAddr, shutdown_timeout_ms: u64) -> Gateway {
-    let dir = std::env::temp_dir().join(format!(
-        "rpcgate-lifecycle-{}-{shutdown_timeout_ms}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("rpcgate.toml");
-    std::fs::write(
-        &file,
-        format!(
+async fn start_gateway(locator: SocketAddr, shutdown_timeout_ms: u64) -> GatewayChild {
+    GatewayChild::start(
+        &format!("lifecycle-{shutdown_timeout_ms}"),
+        &format!(
             "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nlocators = [\"{locator}\"]\n\
              shutdown_timeout_ms = {shutdown_timeout_ms}\n[pool]\nsize = 2\n"
         ),
+        &[],
     )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rpcgate"))
-        .arg("--config")
-        .arg(&file)
-        .args(["--log-level", "error"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut admin = None;
-    // Readiness: the http line is printed last, once everything listens.
-    let http = loop {
-        let line = bounded("the banner", lines.next_line())
-            .await
-            .unwrap()
-            .unwrap();
-        if let Some(a) = line.strip_prefix("rpcgate admin on http://") {
-            admin = Some(a.parse().unwrap());
-        }
-        if let Some(h) = line.strip_prefix("rpcgate listening on http://") {
-            break h.parse().unwrap();
-        }
-    };
-    Gateway {
-        child,
-        http,
-        admin: admin.unwrap(),
-    }
-}
-
-fn sigterm(child: &Child) {
-    let pid = child.id().unwrap().to_string();
-    let sent = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,10 +71,10 @@ async fn sigterm_lets_requests_in_flight_finish_refuses_new_ones_and_exits_0() {
     for _ in 0..3 {
         bounded("a request at the app", started.recv()).await;
     }
-    sigterm(&gateway.child);
+    gateway.signal("TERM");
     // /ready turns false (once the signal is handled) while the admin API
     // still answers and the requests are still in flight.
-    let admin = gateway.admin;
+    let admin = gateway.admin.unwrap();
     bounded("/ready to turn false", async {
         while support::http(admin, "GET", "/ready", "").await.0 != 503 {
             tokio::task::yield_now().await;
@@ -186,7 +130,7 @@ async fn past_the_shutdown_deadline_requests_are_cut_and_the_exit_is_non_zero() 
     for _ in 0..2 {
         bounded("a request at the app", started.recv()).await;
     }
-    sigterm(&gateway.child);
+    gateway.signal("TERM");
     let status = bounded("the gateway to exit", gateway.child.wait())
         .await
         .unwrap();

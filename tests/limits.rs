@@ -264,7 +264,15 @@ async fn http2_streams_per_connection_are_capped() {
     config.limits.h2_max_concurrent_streams = 2;
     let (app, mut started, release) = held("held");
     let c = support::cluster("", vec![app], config).await;
-    let sender = support::h2(c.gateway.addr).await;
+    let mut sender = support::h2(c.gateway.addr).await;
+    // One answered request first: the server's SETTINGS (its stream
+    // limit) arrive before it, so the client knows the limit. Streams sent
+    // before that would be refused (REFUSED_STREAM) rather than wait.
+    let response = sender
+        .send_request(support::request("GET", "/", &[], ""))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
     let mut requests = Vec::new();
     for _ in 0..4 {
         let mut sender = sender.clone();

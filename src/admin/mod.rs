@@ -16,14 +16,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::http::Handler;
 use crate::pool::Pools;
 
 /// What the admin API reads.
 #[derive(Debug)]
 pub struct AdminState {
-    /// The running config.
-    pub config: Arc<Config>,
+    /// The request handler, whose config is the running one.
+    pub handler: Arc<Handler>,
     /// The pools.
     pub pools: Arc<Pools>,
     /// False once shutdown starts.
@@ -98,7 +98,7 @@ fn route(path: &str, state: &AdminState) -> Response<Full<Bytes>> {
         },
         // Nothing in the config is secret yet; if credentials are added,
         // redact them here.
-        "/config" => text(StatusCode::OK, &format!("{:#?}\n", state.config)),
+        "/config" => text(StatusCode::OK, &format!("{:#?}\n", state.handler.config())),
         _ => json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({"error": "no such admin route"}),

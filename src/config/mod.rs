@@ -294,6 +294,40 @@ impl Config {
             .unwrap_or(self.pool.size)
     }
 
+    /// The keys whose change from `self` to `new` cannot apply to a
+    /// running gateway (listeners are bound, locator clients started), by
+    /// their names in the file. Everything else reloads live.
+    pub fn needs_restart(&self, new: &Config) -> Vec<&'static str> {
+        let mut keys = Vec::new();
+        let mut differs = |key, changed: bool| {
+            if changed {
+                keys.push(key);
+            }
+        };
+        differs("listen", self.listen != new.listen);
+        differs("admin", self.admin != new.admin);
+        differs("locators", self.locators != new.locators);
+        differs("listen_unix", self.listen_unix != new.listen_unix);
+        match (&self.tls, &new.tls) {
+            (Some(old), Some(new)) => {
+                // Certificates reload live; the rest shapes the listener.
+                differs("tls.listen", old.listen != new.listen);
+                differs("tls.client_ca", old.client_ca != new.client_ca);
+                differs(
+                    "tls.client_subject_header",
+                    old.client_subject_header != new.client_subject_header,
+                );
+                differs(
+                    "tls.handshake_timeout_ms",
+                    old.handshake_timeout != new.handshake_timeout,
+                );
+                differs("tls.reload_poll_ms", old.reload_poll != new.reload_poll);
+            }
+            (old, new) => differs("tls", old.is_some() != new.is_some()),
+        }
+        keys
+    }
+
     /// The connection lifespan for `service`.
     pub fn lifespan_for(&self, service: &str) -> Duration {
         self.services

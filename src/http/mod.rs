@@ -46,16 +46,14 @@ const HOP_BY_HOP: [&str; 7] = [
 /// Serves requests: route, pack, dispatch, respond.
 #[derive(Debug)]
 pub struct Handler {
-    config: Arc<Config>,
+    /// What requests read from the config; a reload swaps it whole.
+    settings: std::sync::RwLock<Arc<Settings>>,
     pools: Arc<Pools>,
-    retry: Retry,
     metrics: crate::metrics::RequestMetrics,
     /// The header that carries a verified client subject (TLS configured).
     subject_header: Option<HeaderName>,
     /// Requests in flight, for `limits.max_in_flight`.
-    in_flight: AtomicUsize,
-    /// Requests in flight per service with a `max_in_flight`, and its limit.
-    service_in_flight: HashMap<String, (usize, AtomicUsize)>,
+    in_flight: Arc<AtomicUsize>,
     /// Cancelled when a shutdown's deadline passes: open connections are
     /// dropped at once.
     pub(crate) cut: CancellationToken,
@@ -65,21 +63,64 @@ pub struct Handler {
     pub(crate) busy: Arc<AtomicUsize>,
 }
 
-/// One request counted against a limit until dropped.
-struct Slot<'a>(&'a AtomicUsize);
+/// One config's worth of request settings. A request reads one snapshot
+/// from start to end, so a reload never mixes two configs in one request.
+#[derive(Debug)]
+struct Settings {
+    config: Arc<Config>,
+    retry: Arc<Retry>,
+    /// Per service with a `max_in_flight`: the limit and the count.
+    service_in_flight: HashMap<String, (usize, Arc<AtomicUsize>)>,
+}
 
-impl<'a> Slot<'a> {
+impl Settings {
+    /// Settings for `config`, keeping `previous`' counters (in-flight
+    /// counts per service, the retry budget) where they still apply, so
+    /// requests in flight across a reload stay counted.
+    fn new(config: Arc<Config>, previous: Option<&Self>) -> Self {
+        let r = &config.retry;
+        let retry = match previous {
+            Some(p) if p.config.retry == *r => Arc::clone(&p.retry),
+            _ => Arc::new(Retry::new(
+                r.attempts,
+                r.budget_share,
+                r.budget_floor,
+                r.backoff,
+            )),
+        };
+        let service_in_flight = config
+            .services
+            .iter()
+            .filter_map(|(name, s)| {
+                let counter = previous
+                    .and_then(|p| p.service_in_flight.get(name))
+                    .map_or_else(Arc::default, |(_, c)| Arc::clone(c));
+                Some((name.clone(), (s.max_in_flight?, counter)))
+            })
+            .collect();
+        Self {
+            config,
+            retry,
+            service_in_flight,
+        }
+    }
+}
+
+/// One request counted against a limit until dropped.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
     /// A slot if fewer than `limit` are taken.
-    fn take(counter: &'a AtomicUsize, limit: usize) -> Option<Self> {
+    fn take(counter: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
         if counter.fetch_add(1, Ordering::AcqRel) >= limit {
             counter.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(Self(counter))
+        Some(Self(Arc::clone(counter)))
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -88,29 +129,45 @@ impl Drop for Slot<'_> {
 impl Handler {
     /// A handler over `pools` with `config`'s request and retry settings.
     pub fn new(config: Arc<Config>, pools: Arc<Pools>) -> Self {
-        let r = &config.retry;
-        let retry = Retry::new(r.attempts, r.budget_share, r.budget_floor, r.backoff);
         Self {
-            config: Arc::clone(&config),
-            pools,
-            retry,
-            metrics: crate::metrics::RequestMetrics::new(),
             subject_header: config
                 .tls
                 .as_ref()
                 .and_then(|t| HeaderName::from_bytes(t.client_subject_header.as_bytes()).ok()),
-            in_flight: AtomicUsize::new(0),
-            service_in_flight: config
-                .services
-                .iter()
-                .filter_map(|(name, s)| {
-                    Some((name.clone(), (s.max_in_flight?, AtomicUsize::new(0))))
-                })
-                .collect(),
+            settings: std::sync::RwLock::new(Arc::new(Settings::new(config, None))),
+            pools,
+            metrics: crate::metrics::RequestMetrics::new(),
+            in_flight: Arc::default(),
             cut: CancellationToken::new(),
             open_connections: AtomicUsize::new(0),
             busy: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    fn settings(&self) -> Arc<Settings> {
+        Arc::clone(
+            &self
+                .settings
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// The config requests are served with now.
+    pub fn config(&self) -> Arc<Config> {
+        Arc::clone(&self.settings().config)
+    }
+
+    /// Serves new requests and connections with `config` (routes,
+    /// timeouts, request and retry settings, limits). Requests in flight
+    /// finish with the config they started with; connections already open
+    /// keep their connection limits (head size, timeouts, HTTP/2 settings).
+    pub fn reload(&self, config: Arc<Config>) {
+        let mut settings = self
+            .settings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *settings = Arc::new(Settings::new(config, Some(&settings)));
     }
 
     /// Answers one request. Never fails: errors become responses.
@@ -120,19 +177,23 @@ impl Handler {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = Instant::now();
+        let settings = self.settings();
+        let config = &settings.config;
         let _in_flight = self.metrics.in_flight();
         let (parts, body) = request.into_parts();
         let fallback_id = rand::random();
         let decision = match TraceDecision::from_headers(
             &parts.headers,
-            self.config.request.tracing_probability,
+            config.request.tracing_probability,
         ) {
             Ok(decision) => decision,
             Err(e) => return GatewayError::from(e).into_response(fallback_id),
         };
         let request_id = decision.trace.trace_id;
         let mut service = None;
-        let result = self.answer(&parts, body, decision, &mut service).await;
+        let result = self
+            .answer(&settings, &parts, body, decision, &mut service)
+            .await;
         let response = match result {
             Ok(response) => response,
             Err(e) => {
@@ -155,7 +216,7 @@ impl Handler {
         self.metrics
             .service(label)
             .record(response.status().as_u16(), started.elapsed());
-        if self.config.access_log {
+        if config.access_log {
             tracing::info!(
                 target: "access",
                 request_id = %format!("{request_id:016x}"),
@@ -172,6 +233,7 @@ impl Handler {
 
     async fn answer<B>(
         &self,
+        settings: &Settings,
         parts: &hyper::http::request::Parts,
         body: B,
         decision: TraceDecision,
@@ -187,22 +249,23 @@ impl Handler {
             .get(hyper::header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| parts.uri.host());
-        let target = route::route(path_and_query, host, &parts.headers, &self.config.routes)?;
+        let config = &settings.config;
+        let target = route::route(path_and_query, host, &parts.headers, &config.routes)?;
         *service = Some(target.service.clone());
         // Load shedding: refuse at once rather than queue.
         let _slot =
-            Slot::take(&self.in_flight, self.config.limits.max_in_flight).ok_or_else(|| {
+            Slot::take(&self.in_flight, config.limits.max_in_flight).ok_or_else(|| {
                 crate::metrics::limit_hit("in_flight");
                 GatewayError::Shed("at the gateway")
             })?;
-        let _service_slot = match self.service_in_flight.get(&target.service) {
+        let _service_slot = match settings.service_in_flight.get(&target.service) {
             Some((limit, counter)) => Some(Slot::take(counter, *limit).ok_or_else(|| {
                 crate::metrics::limit_hit("service_in_flight");
                 GatewayError::Shed("for this service")
             })?),
             None => None,
         };
-        let mut timeout = self.config.timeout_for(&target.service);
+        let mut timeout = config.timeout_for(&target.service);
         if let Some(ms) = parts
             .headers
             .get("x-request-timeout")
@@ -213,7 +276,7 @@ impl Handler {
             timeout = timeout.min(Duration::from_millis(ms.max(1)));
         }
         let deadline = Instant::now() + timeout;
-        let limit = self.config.request.body_limit;
+        let limit = config.request.body_limit;
         if parts
             .headers
             .get(hyper::header::CONTENT_LENGTH)
@@ -240,13 +303,13 @@ impl Handler {
             &target.uri,
             body,
             &target.event,
-            &self.config.request.forward_headers,
+            &config.request.forward_headers,
             decision,
             deadline.saturating_duration_since(Instant::now()),
         );
         let reply = dispatch::dispatch(
             &self.pools,
-            &self.retry,
+            &settings.retry,
             &target.service,
             &packed,
             deadline,
@@ -336,7 +399,8 @@ pub async fn serve_connection<I>(
     let owner = Arc::clone(&handler);
     let _open = Open::new(&owner.open_connections);
     let cut = owner.cut.clone();
-    let handler_limits = handler.config.limits.clone();
+    // Limits of the connection as a whole are fixed when it opens.
+    let handler_limits = handler.config().limits.clone();
     let activity = Arc::new(Activity::new());
     let requests = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
@@ -353,7 +417,7 @@ pub async fn serve_connection<I>(
             let client = client_addr(
                 peer.ip(),
                 request.headers(),
-                &handler.config.request.trusted_proxies,
+                &handler.settings().config.request.trusted_proxies,
             );
             if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
                 request.headers_mut().insert(X_REAL_IP, value);

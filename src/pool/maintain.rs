@@ -92,6 +92,11 @@ pub(super) async fn run(
             // A connection proved healthy: the service works again.
             failures = 0;
         }
+        // A reload may have shrunk the pool: the surplus drains.
+        for old in retire_surplus(&pool) {
+            old.handle.drain().await;
+        }
+        let settings = pool.settings();
         let (fresh, next_expiry) = {
             let conns = pool.read();
             let fresh = conns
@@ -106,8 +111,8 @@ pub(super) async fn run(
             (fresh, next)
         };
         publish_gauges(&pool);
-        let wanted = pool.settings.size.saturating_sub(fresh);
-        let mut allowed = wanted.min(pool.settings.reconnect_cap());
+        let wanted = settings.size.saturating_sub(fresh);
+        let mut allowed = wanted.min(settings.reconnect_cap());
         if failures > 0 {
             // While the service fails: one probe at a time.
             allowed = allowed.min(1);
@@ -150,7 +155,7 @@ pub(super) async fn run(
                     // While failing, a connect is only a probe: the next one
                     // waits its pause until a connection proves healthy.
                     retry_at = (failures > 0).then(|| Instant::now() + backoff(failures));
-                    if let Some(old) = add(&pool, conn) {
+                    for old in add(&pool, conn) {
                         // Never cut: it finishes its open channels, then closes.
                         old.handle.drain().await;
                     }
@@ -186,32 +191,46 @@ fn publish_gauges(pool: &Pool) {
 }
 
 /// Adds a new connection; if that makes the pool larger than its size,
-/// the stalest usable connection leaves selection and drains.
-fn add(pool: &Pool, conn: Conn) -> Option<Arc<Conn>> {
+/// the stalest usable connection leaves selection; it is returned to drain.
+fn add(pool: &Pool, conn: Conn) -> Vec<Arc<Conn>> {
     *pool
         .last_error
         .write()
         .unwrap_or_else(PoisonError::into_inner) = None;
+    pool.conns
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(Arc::new(conn));
+    let retired = retire_surplus(pool);
+    pool.ready.notify_waiters();
+    retired
+}
+
+/// Takes usable connections beyond the pool's size out of selection (old
+/// epoch first, then expired, then the oldest) and returns them to drain:
+/// after [`add`], or when a reload shrank the pool.
+fn retire_surplus(pool: &Pool) -> Vec<Arc<Conn>> {
+    let size = pool.settings().size;
     let epoch = pool.epoch.load(Ordering::Acquire);
     let now = Instant::now();
-    let retired = {
-        let mut conns = pool.conns.write().unwrap_or_else(PoisonError::into_inner);
-        conns.push(Arc::new(conn));
-        let usable = conns.iter().filter(|c| c.is_usable()).count();
-        if usable > pool.settings.size {
-            // Old epoch first, then expired, then the oldest.
-            let victim = conns
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| c.is_usable())
-                .min_by_key(|(_, c)| (c.epoch == epoch, c.expires > now, c.born))
-                .map(|(i, _)| i);
-            victim.map(|i| conns.remove(i))
-        } else {
-            None
-        }
-    };
-    pool.ready.notify_waiters();
+    let mut conns = pool.conns.write().unwrap_or_else(PoisonError::into_inner);
+    let mut retired = Vec::new();
+    while conns.iter().filter(|c| c.is_usable()).count() > size {
+        let Some(victim) = conns
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.is_usable())
+            .min_by_key(|(_, c)| (c.epoch == epoch, c.expires > now, c.born))
+            .map(|(i, _)| i)
+        else {
+            break;
+        };
+        retired.push(conns.remove(victim));
+    }
+    drop(conns);
+    if !retired.is_empty() {
+        pool.ready.notify_waiters();
+    }
     retired
 }
 
@@ -222,7 +241,7 @@ async fn connect(
     epoch: u64,
     tracker: TaskTracker,
 ) -> Connected {
-    let (service, settings) = (&pool.service, &pool.settings);
+    let (service, settings) = (&pool.service, pool.settings());
     let resolved = match timeout(settings.resolve_timeout, locator.resolve(service)).await {
         Ok(Ok(resolved)) => resolved,
         Ok(Err(e)) => return Err(LocatorOrConnect::Locator(e)),
@@ -276,7 +295,7 @@ fn start(
         }
         result
     });
-    let settings = &pool.settings;
+    let settings = pool.settings();
     let born = Instant::now();
     Ok(Conn {
         handle,

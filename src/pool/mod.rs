@@ -113,7 +113,7 @@ impl Conn {
 #[derive(Debug)]
 pub struct Pool {
     service: String,
-    settings: PoolSettings,
+    settings: RwLock<PoolSettings>,
     pub(crate) conns: RwLock<Vec<Arc<Conn>>>,
     /// Bumped to replace every connection (a routing change).
     pub(crate) epoch: AtomicU64,
@@ -141,7 +141,7 @@ impl Pool {
     fn new(service: String, settings: PoolSettings) -> Self {
         Self {
             service,
-            settings,
+            settings: RwLock::new(settings),
             conns: RwLock::new(Vec::new()),
             epoch: AtomicU64::new(0),
             wake: Notify::new(),
@@ -164,9 +164,28 @@ impl Pool {
         &self.service
     }
 
-    /// Its settings.
-    pub fn settings(&self) -> &PoolSettings {
-        &self.settings
+    /// Its settings now.
+    pub fn settings(&self) -> PoolSettings {
+        self.settings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// New settings (a config reload): a new size applies at once (a
+    /// smaller pool drains its surplus, a larger one connects more, within
+    /// the reconnect cap); a new lifespan applies to connections made from
+    /// now on.
+    fn set_settings(&self, settings: PoolSettings) {
+        let mut current = self
+            .settings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *current != settings {
+            *current = settings;
+            drop(current);
+            self.wake.notify_one();
+        }
     }
 
     /// Starts a rolling refresh: every connection is replaced, at most the
@@ -357,11 +376,14 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
     s.serialize_f64(d.as_secs_f64())
 }
 
+/// Settings per service.
+type SettingsFn = Box<dyn Fn(&str) -> PoolSettings + Send + Sync>;
+
 /// Every service's pool.
 pub struct Pools {
     pools: RwLock<HashMap<String, Arc<Pool>>>,
     locator: Arc<dyn Locator>,
-    settings: Box<dyn Fn(&str) -> PoolSettings + Send + Sync>,
+    settings: RwLock<SettingsFn>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -392,7 +414,7 @@ impl Pools {
         let pools = Arc::new(Self {
             pools: RwLock::new(HashMap::new()),
             locator,
-            settings: Box::new(settings),
+            settings: RwLock::new(Box::new(settings)),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });
@@ -421,7 +443,11 @@ impl Pools {
         if let Some(pool) = pools.get(service) {
             return Arc::clone(pool);
         }
-        let pool = Arc::new(Pool::new(service.to_owned(), (self.settings)(service)));
+        let settings = (self
+            .settings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))(service);
+        let pool = Arc::new(Pool::new(service.to_owned(), settings));
         pools.insert(service.to_owned(), Arc::clone(&pool));
         self.tracker.spawn(maintain::run(
             Arc::clone(&pool),
@@ -430,6 +456,25 @@ impl Pools {
             self.tracker.clone(),
         ));
         pool
+    }
+
+    /// Replaces the settings per service (a config reload) and applies
+    /// them to every pool there is (see [`Pool::settings`]).
+    pub fn reconfigure(&self, settings: impl Fn(&str) -> PoolSettings + Send + Sync + 'static) {
+        // Lock order as in `get`: pools, then settings; a pool created
+        // meanwhile gets the new settings.
+        let pools = self
+            .pools
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut current = self
+            .settings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = Box::new(settings);
+        for pool in pools.values() {
+            pool.set_settings((current)(&pool.service));
+        }
     }
 
     /// Every pool, by service.

@@ -67,7 +67,7 @@ struct Loaded {
 /// handshakes that start after it.
 #[derive(Debug)]
 pub struct CertStore {
-    sources: Vec<CertificateConfig>,
+    sources: RwLock<Vec<CertificateConfig>>,
     provider: Arc<CryptoProvider>,
     current: RwLock<Arc<Loaded>>,
 }
@@ -79,7 +79,7 @@ impl CertStore {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let loaded = load_all(sources, &provider)?;
         Ok(Self {
-            sources: sources.to_vec(),
+            sources: RwLock::new(sources.to_vec()),
             provider,
             current: RwLock::new(Arc::new(loaded)),
         })
@@ -88,14 +88,27 @@ impl CertStore {
     /// Loads the files again and swaps them in at once, or keeps the
     /// current set and returns why not.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let loaded = load_all(&self.sources, &self.provider)?;
+        let sources = self.sources.read().unwrap_or_else(PoisonError::into_inner);
+        let loaded = load_all(&sources, &self.provider)?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(loaded);
+        Ok(())
+    }
+
+    /// Loads a new list of pairs (a config reload) and swaps it in at once,
+    /// or keeps the current list and set and returns why not.
+    pub fn replace(&self, sources: &[CertificateConfig]) -> Result<(), TlsError> {
+        let mut current_sources = self.sources.write().unwrap_or_else(PoisonError::into_inner);
+        let loaded = load_all(sources, &self.provider)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(loaded);
+        *current_sources = sources.to_vec();
         Ok(())
     }
 
     /// Every file the certificates come from.
     pub fn files(&self) -> Vec<PathBuf> {
         self.sources
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .flat_map(|s| [s.cert.clone(), s.key.clone()])
             .collect()

@@ -8,6 +8,8 @@
 // crates that include this module.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod child;
+
 use std::net::SocketAddr;
 
 use bytes::BytesMut;
