@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use crate::listener::bind_reuse_port;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -66,9 +66,9 @@ impl ShutdownReport {
 impl RunningGateway {
     /// Binds the configured listeners and serves, resolving through `locator`.
     pub async fn start(config: Config, locator: Arc<dyn Locator>) -> std::io::Result<Self> {
-        let listener = TcpListener::bind(config.listen).await?;
+        let listener = bind_reuse_port(config.listen)?;
         let admin_listener = match config.admin {
-            Some(addr) => Some(TcpListener::bind(addr).await?),
+            Some(addr) => Some(bind_reuse_port(addr)?),
             None => None,
         };
         // Certificates load before anything serves: a bad pair stops the start.
@@ -80,7 +80,7 @@ impl RunningGateway {
                 );
                 let server = crate::tls::server_config(tls, Arc::clone(&store))
                     .map_err(|e| std::io::Error::other(e.to_string()))?;
-                let listener = TcpListener::bind(tls.listen).await?;
+                let listener = bind_reuse_port(tls.listen)?;
                 Some((store, server, listener, Arc::new(tls.clone())))
             }
             None => None,

@@ -14,6 +14,25 @@ use tokio_util::sync::CancellationToken;
 /// descriptors are exhausted, short enough to resume at once after.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Pending connections a listener queues before accepting.
+const BACKLOG: u32 = 1024;
+
+/// Binds a TCP listener with `SO_REUSEPORT` (and `SO_REUSEADDR`), so a new
+/// gateway process can bind the same address beside a running one and take
+/// over before the old one drains (see the README's restart procedure).
+/// The kernel spreads new connections over every socket bound so.
+pub fn bind_reuse_port(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
 /// A socket that accepts connections: TCP, or a unix socket.
 pub trait Listener {
     /// The accepted connection.

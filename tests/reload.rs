@@ -37,9 +37,7 @@ fn named(name: &'static str, arrived: mpsc::Sender<()>) -> AppBuilder {
 }
 
 fn gateway_config(locator: SocketAddr, rest: &str) -> String {
-    format!(
-        "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nlocators = [\"{locator}\"]\n{rest}"
-    )
+    format!("listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nlocators = [\"{locator}\"]\n{rest}")
 }
 
 const BEFORE: &str = "[pool]\nsize = 2\n\
@@ -139,9 +137,7 @@ async fn sighup_applies_a_new_config_without_dropping_requests_and_refuses_a_bro
 
     // A broken file is refused, naming the file and the key; the running
     // config stays.
-    let refused = gateway
-        .reload(&format!("{after}bogus_key = 1\n"))
-        .await;
+    let refused = gateway.reload(&format!("{after}bogus_key = 1\n")).await;
     assert!(refused.starts_with("config refused: "), "{refused}");
     assert!(
         refused.contains(gateway.file.to_str().unwrap()),

@@ -182,13 +182,11 @@ impl Handler {
         let _in_flight = self.metrics.in_flight();
         let (parts, body) = request.into_parts();
         let fallback_id = rand::random();
-        let decision = match TraceDecision::from_headers(
-            &parts.headers,
-            config.request.tracing_probability,
-        ) {
-            Ok(decision) => decision,
-            Err(e) => return GatewayError::from(e).into_response(fallback_id),
-        };
+        let decision =
+            match TraceDecision::from_headers(&parts.headers, config.request.tracing_probability) {
+                Ok(decision) => decision,
+                Err(e) => return GatewayError::from(e).into_response(fallback_id),
+            };
         let request_id = decision.trace.trace_id;
         let mut service = None;
         let result = self
@@ -253,11 +251,10 @@ impl Handler {
         let target = route::route(path_and_query, host, &parts.headers, &config.routes)?;
         *service = Some(target.service.clone());
         // Load shedding: refuse at once rather than queue.
-        let _slot =
-            Slot::take(&self.in_flight, config.limits.max_in_flight).ok_or_else(|| {
-                crate::metrics::limit_hit("in_flight");
-                GatewayError::Shed("at the gateway")
-            })?;
+        let _slot = Slot::take(&self.in_flight, config.limits.max_in_flight).ok_or_else(|| {
+            crate::metrics::limit_hit("in_flight");
+            GatewayError::Shed("at the gateway")
+        })?;
         let _service_slot = match settings.service_in_flight.get(&target.service) {
             Some((limit, counter)) => Some(Slot::take(counter, *limit).ok_or_else(|| {
                 crate::metrics::limit_hit("service_in_flight");
@@ -453,6 +450,17 @@ pub async fn serve_connection<I>(
         tokio::select! {
             result = connection.as_mut() => break result,
             () = shutdown.cancelled() => {
+                if !activity.ever_busy() {
+                    // Accepted just before the shutdown: the client may be
+                    // sending its first request now, and closing would
+                    // reset it. It gets a moment to, and an answer.
+                    tokio::select! {
+                        result = connection.as_mut() => break result,
+                        () = activity.first_request() => {}
+                        () = tokio::time::sleep(FIRST_REQUEST_GRACE.min(limits.header_timeout)) => {}
+                        () = cut.cancelled() => return,
+                    }
+                }
                 // Keep-alive connections are told to close (HTTP/1.1 after
                 // the response in flight, HTTP/2 with GOAWAY); requests in
                 // flight finish, unless the shutdown deadline cuts them.
@@ -491,12 +499,20 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::IpAddr);
 
+/// On shutdown, how long a connection that has not sent a request yet
+/// gets to send its first one (it was accepted, so the client may be
+/// sending it right now).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// When a connection last had a request in flight.
 #[derive(Debug)]
 struct Activity {
     in_flight: AtomicUsize,
     /// When the last request ended (or the connection opened).
     since: std::sync::Mutex<Instant>,
+    /// Whether a request ever started, and a wake-up when the first does.
+    ever_busy: std::sync::atomic::AtomicBool,
+    first: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -504,6 +520,22 @@ impl Activity {
         Self {
             in_flight: AtomicUsize::new(0),
             since: std::sync::Mutex::new(Instant::now()),
+            ever_busy: std::sync::atomic::AtomicBool::new(false),
+            first: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn ever_busy(&self) -> bool {
+        self.ever_busy.load(Ordering::Acquire)
+    }
+
+    /// Returns once a request has started on the connection.
+    async fn first_request(&self) {
+        let first = self.first.notified();
+        tokio::pin!(first);
+        first.as_mut().enable();
+        if !self.ever_busy() {
+            first.await;
         }
     }
 
@@ -526,6 +558,9 @@ struct Busy(Arc<Activity>, Arc<AtomicUsize>);
 impl Busy {
     fn new(activity: &Arc<Activity>, gateway: &Arc<AtomicUsize>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        if !activity.ever_busy.swap(true, Ordering::AcqRel) {
+            activity.first.notify_waiters();
+        }
         gateway.fetch_add(1, Ordering::AcqRel);
         Self(Arc::clone(activity), Arc::clone(gateway))
     }
