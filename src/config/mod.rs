@@ -297,7 +297,7 @@ impl Config {
     /// The keys whose change from `self` to `new` cannot apply to a
     /// running gateway (listeners are bound, locator clients started), by
     /// their names in the file. Everything else reloads live.
-    pub fn needs_restart(&self, new: &Config) -> Vec<&'static str> {
+    pub fn needs_restart(&self, new: &Self) -> Vec<&'static str> {
         let mut keys = Vec::new();
         let mut differs = |key, changed: bool| {
             if changed {
