@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 secs="${1:-30}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(frame_decode split_stream header_table mux_ops)
+[ ${#targets[@]} -gt 0 ] || targets=(frame_decode split_stream header_table mux_ops proxy_header)
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
 -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \

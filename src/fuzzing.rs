@@ -424,6 +424,27 @@ pub fn mux_ops(data: &[u8]) {
     assert_eq!(drained, live);
 }
 
+/// Parses `data` as the start of a PROXY protocol connection. A header
+/// that parses must lie within `data`, parse the same from exactly its own
+/// bytes, and be incomplete (never refused) from any shorter prefix.
+pub fn proxy_header(data: &[u8]) {
+    let Ok(Some(header)) = crate::proxy_protocol::parse(data) else {
+        return;
+    };
+    assert!(header.len <= data.len(), "a header longer than its input");
+    let own = &data[..header.len];
+    assert!(
+        matches!(crate::proxy_protocol::parse(own), Ok(Some(h)) if h == header),
+        "a header parses differently from its own bytes"
+    );
+    for end in 1..header.len {
+        assert!(
+            matches!(crate::proxy_protocol::parse(&own[..end]), Ok(None)),
+            "a prefix of a valid header was refused"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -124,6 +124,7 @@ impl RunningGateway {
             let unix = tokio::net::UnixListener::bind(path)?;
             tracker.spawn(http::serve(
                 unix,
+                false,
                 Arc::clone(&handler),
                 Arc::clone(&connections),
                 shutdown.clone(),
@@ -132,6 +133,7 @@ impl RunningGateway {
         }
         tracker.spawn(http::serve(
             listener,
+            config.proxy_protocol,
             Arc::clone(&handler),
             Arc::clone(&connections),
             shutdown.clone(),

@@ -52,6 +52,7 @@ pub mod metrics;
 pub mod mux;
 pub mod pool;
 pub mod proto;
+pub mod proxy_protocol;
 pub mod route;
 pub mod session;
 pub mod tls;

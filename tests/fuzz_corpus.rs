@@ -42,3 +42,8 @@ fn header_table_corpus() {
 fn mux_ops_corpus() {
     run_corpus("mux_ops", rpcgate::fuzzing::mux_ops);
 }
+
+#[test]
+fn proxy_header_corpus() {
+    run_corpus("proxy_header", rpcgate::fuzzing::proxy_header);
+}

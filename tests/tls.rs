@@ -120,6 +120,18 @@ async fn connect(
     ca_pem: &str,
     client: Option<&Leaf>,
 ) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    handshake(tcp, name, alpn, ca_pem, client).await
+}
+
+/// [`connect`] over a connection already made.
+async fn handshake(
+    tcp: TcpStream,
+    name: &str,
+    alpn: &[&[u8]],
+    ca_pem: &str,
+    client: Option<&Leaf>,
+) -> std::io::Result<TlsStream<TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
@@ -140,7 +152,6 @@ async fn connect(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let tcp = TcpStream::connect(addr).await?;
     TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
         .await
@@ -361,4 +372,47 @@ async fn a_silent_client_is_cut_at_the_handshake_timeout() {
     )
     .await;
     assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_protocol_header_before_the_handshake_names_the_client() {
+    let pki = Pki::new("proxy");
+    let server = pki.leaf(&["a.test"], "server");
+    let mut tls = tls_config(vec![pki.install("a", &server, &[])]);
+    tls.proxy_protocol = true;
+    let app = support::header_echo("whoami", "x-real-ip");
+    let c = support::cluster("", vec![app], gateway_config(tls)).await;
+    let addr = c.gateway.tls_addr.unwrap();
+
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut tcp,
+        b"PROXY TCP4 198.51.100.20 10.0.0.1 4711 443\r\n",
+    )
+    .await
+    .unwrap();
+    let stream = handshake(tcp, "a.test", &[b"h2"], &pki.ca_pem, None)
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let response = sender
+        .send_request(support::request("GET", "/whoami/http/", &[], ""))
+        .await
+        .unwrap();
+    let got = support::got(response).await;
+    assert_eq!((got.status, &got.body[..]), (200, &b"198.51.100.20"[..]));
+
+    // Without the header, the handshake never completes.
+    assert!(
+        bounded(
+            "the refused handshake",
+            connect(addr, "a.test", &[b"h2"], &pki.ca_pem, None)
+        )
+        .await
+        .is_err()
+    );
 }

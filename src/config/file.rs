@@ -18,6 +18,7 @@ struct File {
     admin: Option<String>,
     locators: Option<Vec<String>>,
     access_log: Option<bool>,
+    proxy_protocol: Option<bool>,
     shutdown_timeout_ms: Option<i64>,
     request: Option<RequestFile>,
     pool: Option<PoolFile>,
@@ -53,6 +54,7 @@ struct TlsFile {
     client_subject_header: Option<String>,
     handshake_timeout_ms: Option<i64>,
     reload_poll_ms: Option<i64>,
+    proxy_protocol: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -186,6 +188,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     }
     if let Some(v) = raw.access_log {
         config.access_log = v;
+    }
+    if let Some(v) = raw.proxy_protocol {
+        config.proxy_protocol = v;
     }
     if let Some(v) = &raw.listen_unix {
         if v.is_empty() {
@@ -409,6 +414,9 @@ fn tls(c: &Checker<'_>, t: TlsFile) -> Result<TlsConfig, ConfigError> {
     }
     if let Some(v) = t.reload_poll_ms {
         config.reload_poll = c.ms("tls.reload_poll_ms", v, 10, MAX_MS)?;
+    }
+    if let Some(v) = t.proxy_protocol {
+        config.proxy_protocol = v;
     }
     Ok(config)
 }

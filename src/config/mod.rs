@@ -38,6 +38,10 @@ pub struct Config {
     pub listen_unix: Option<PathBuf>,
     /// The HTTPS listener, if any.
     pub tls: Option<TlsConfig>,
+    /// Whether connections to `listen` start with a PROXY protocol header
+    /// (v1 or v2, from an L4 balancer); required on every connection when
+    /// on. The header's client address replaces the connection's peer.
+    pub proxy_protocol: bool,
     /// Limits on clients (connections, heads, time, load).
     pub limits: LimitsConfig,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish;
@@ -107,6 +111,9 @@ pub struct TlsConfig {
     /// How often the certificate files are checked for changes (their
     /// mtime); a change reloads them.
     pub reload_poll: Duration,
+    /// Whether connections start with a PROXY protocol header, before the
+    /// TLS handshake (see [`Config::proxy_protocol`]).
+    pub proxy_protocol: bool,
 }
 
 /// One certificate chain and its private key (PEM files).
@@ -135,6 +142,7 @@ impl TlsConfig {
             client_subject_header: "x-client-subject".to_owned(),
             handshake_timeout: Duration::from_secs(10),
             reload_poll: Duration::from_secs(5),
+            proxy_protocol: false,
         }
     }
 }
@@ -254,6 +262,7 @@ impl Default for Config {
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             locators: vec![SocketAddr::from(([127, 0, 0, 1], 10053))],
             tls: None,
+            proxy_protocol: false,
             listen_unix: None,
             limits: LimitsConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
@@ -308,6 +317,7 @@ impl Config {
         differs("admin", self.admin != new.admin);
         differs("locators", self.locators != new.locators);
         differs("listen_unix", self.listen_unix != new.listen_unix);
+        differs("proxy_protocol", self.proxy_protocol != new.proxy_protocol);
         match (&self.tls, &new.tls) {
             (Some(old), Some(new)) => {
                 // Certificates reload live; the rest shapes the listener.
@@ -322,6 +332,10 @@ impl Config {
                     old.handshake_timeout != new.handshake_timeout,
                 );
                 differs("tls.reload_poll_ms", old.reload_poll != new.reload_poll);
+                differs(
+                    "tls.proxy_protocol",
+                    old.proxy_protocol != new.proxy_protocol,
+                );
             }
             (old, new) => differs("tls", old.is_some() != new.is_some()),
         }

@@ -355,9 +355,11 @@ impl Handler {
 }
 
 /// Accepts HTTP connections on `listener` (TCP or a unix socket) until
-/// `shutdown`, each while one of `connections`' permits is free.
+/// `shutdown`, each while one of `connections`' permits is free. With
+/// `proxy_protocol`, each connection must start with a PROXY header.
 pub async fn serve<L>(
     listener: L,
+    proxy_protocol: bool,
     handler: Arc<Handler>,
     connections: Arc<tokio::sync::Semaphore>,
     shutdown: CancellationToken,
@@ -372,7 +374,13 @@ pub async fn serve<L>(
         let handler = Arc::clone(&handler);
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            serve_connection(stream, Some(peer), handler, shutdown, None).await;
+            let limit = handler.config().limits.header_timeout;
+            match crate::proxy_protocol::accept(stream, peer, proxy_protocol, limit).await {
+                Ok((stream, client)) => {
+                    serve_connection(stream, Some(client), handler, shutdown, None).await;
+                }
+                Err(e) => refuse_proxy_header(&e),
+            }
             drop(permit);
         });
     }
@@ -490,6 +498,13 @@ pub async fn serve_connection<I>(
         }
         tracing::debug!(error = %e, "http connection ended");
     }
+}
+
+/// A connection whose PROXY header was missing, malformed or late is
+/// closed: counted and logged.
+pub(crate) fn refuse_proxy_header(error: &crate::proxy_protocol::ProxyHeaderError) {
+    crate::metrics::limit_hit("proxy_header");
+    tracing::debug!(%error, "connection closed: PROXY protocol header refused");
 }
 
 /// The header that carries the client address to the app.

@@ -285,18 +285,36 @@ pub async fn serve(
         let shutdown = shutdown.clone();
         let tls = Arc::clone(&tls);
         tracker.spawn(async move {
-            let stream =
-                match tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!("TLS handshake timed out");
-                        return;
-                    }
-                };
+            // The PROXY header (when required) and the handshake share
+            // the handshake timeout.
+            let started = tokio::time::Instant::now();
+            let (stream, peer) = match crate::proxy_protocol::accept(
+                stream,
+                peer,
+                tls.proxy_protocol,
+                tls.handshake_timeout,
+            )
+            .await
+            {
+                Ok(accepted) => accepted,
+                Err(e) => return crate::http::refuse_proxy_header(&e),
+            };
+            let stream = match tokio::time::timeout_at(
+                started + tls.handshake_timeout,
+                acceptor.accept(stream),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake timed out");
+                    return;
+                }
+            };
             let subject = stream
                 .get_ref()
                 .1
