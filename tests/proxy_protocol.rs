@@ -139,8 +139,10 @@ async fn a_connection_without_a_valid_header_gets_no_answer() {
         assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
     }
     // A header that never completes is cut at the head timeout.
-    let mut config = Config::default();
-    config.proxy_protocol = true;
+    let mut config = Config {
+        proxy_protocol: true,
+        ..Config::default()
+    };
     config.limits.header_timeout = Duration::from_millis(200);
     let slow = support::cluster("", vec![], config).await;
     let mut stream = TcpStream::connect(slow.gateway.addr).await.unwrap();
