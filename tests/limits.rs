@@ -2,7 +2,8 @@
 //! header count (431), slowloris (200 connections trickling a head while
 //! normal requests succeed), idle keep-alive, the connection limit (accept
 //! pauses), load shedding (503 + `Retry-After`, global and per service),
-//! HTTP/2 concurrent streams.
+//! HTTP/2 concurrent streams, and HTTP/2 rapid reset (CVE-2023-44487) with
+//! raw frames.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
 
@@ -300,4 +301,81 @@ async fn http2_streams_per_connection_are_capped() {
     for request in requests {
         assert_eq!(bounded("a stream", request).await.unwrap(), 200);
     }
+}
+
+/// One HTTP/2 frame: length, type, flags, stream, payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len()).unwrap().to_be_bytes();
+    let mut frame = vec![len[1], len[2], len[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// Reads frames until a GOAWAY; its error code. Panics if the connection
+/// ends first.
+async fn goaway_code(stream: &mut TcpStream) -> u32 {
+    let mut buf = Vec::new();
+    loop {
+        while buf.len() >= 9 {
+            let len = usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, payload) = (buf[3], buf[9..9 + len].to_vec());
+            buf.drain(..9 + len);
+            if kind == 7 {
+                return u32::from_be_bytes(payload[4..8].try_into().unwrap());
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = stream.read(&mut chunk).await.unwrap_or(0);
+        assert!(n > 0, "the connection ended without a GOAWAY");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_rapid_resets_close_the_connection() {
+    let mut config = config();
+    config.limits.h2_max_pending_resets = 10;
+    let reached = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&reached);
+    let app = AppBuilder::new("count").on_http("http", move |_req: HttpRequest, res: HttpResponse| {
+        counted.fetch_add(1, Ordering::AcqRel);
+        async move {
+            res.respond(200, vec![], "ok").await.ok();
+            Ok(())
+        }
+    });
+    let c = support::cluster("", vec![app], config).await;
+    let mut stream = TcpStream::connect(c.gateway.addr).await.unwrap();
+    // h2c with prior knowledge, then 500 streams each opened (HEADERS with
+    // END_STREAM) and cancelled (RST_STREAM CANCEL) at once, in one write.
+    let mut attack = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    attack.extend(h2_frame(4, 0, 0, &[]));
+    // HPACK: :method GET, :scheme http, :path "/count/http/" (literal,
+    // name index 4), :authority "t" (literal, name index 1).
+    let mut block = vec![0x82, 0x86, 0x04, 12];
+    block.extend_from_slice(b"/count/http/");
+    block.extend_from_slice(&[0x01, 1, b't']);
+    let sent = 500u32;
+    for i in 0..sent {
+        let id = 1 + 2 * i;
+        attack.extend(h2_frame(1, 0x5, id, &block));
+        attack.extend(h2_frame(3, 0, id, &8u32.to_be_bytes()));
+    }
+    // The server may close before it has read everything.
+    let _ = stream.write_all(&attack).await;
+    // ENHANCE_YOUR_CALM (0xb), then the connection closes.
+    assert_eq!(bounded("a GOAWAY", goaway_code(&mut stream)).await, 0xb);
+    bounded("the connection to close", closed_by_server(&mut stream)).await;
+    let reached = reached.load(Ordering::Acquire);
+    assert!(
+        reached < sent as usize / 2,
+        "{reached} of {sent} reset streams reached the app"
+    );
+    // Other clients are served as before.
+    let got = support::send(c.gateway.addr, "GET", "/count/http/", &[], "").await;
+    assert_eq!(got.status, 200);
 }
