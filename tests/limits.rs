@@ -335,30 +335,36 @@ async fn goaway_code(stream: &mut TcpStream) -> u32 {
     }
 }
 
+/// The HPACK block of `GET http://t{path}`: :method GET, :scheme http
+/// (static), :path (literal, name index 4), :authority "t" (name index 1).
+fn h2_get(path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86, 0x04, u8::try_from(path.len()).unwrap()];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, 1, b't']);
+    block
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_rapid_resets_close_the_connection() {
     let mut config = config();
     config.limits.h2_max_pending_resets = 10;
     let reached = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&reached);
-    let app = AppBuilder::new("count").on_http("http", move |_req: HttpRequest, res: HttpResponse| {
-        counted.fetch_add(1, Ordering::AcqRel);
-        async move {
-            res.respond(200, vec![], "ok").await.ok();
-            Ok(())
-        }
-    });
+    let app =
+        AppBuilder::new("count").on_http("http", move |_req: HttpRequest, res: HttpResponse| {
+            counted.fetch_add(1, Ordering::AcqRel);
+            async move {
+                res.respond(200, vec![], "ok").await.ok();
+                Ok(())
+            }
+        });
     let c = support::cluster("", vec![app], config).await;
     let mut stream = TcpStream::connect(c.gateway.addr).await.unwrap();
     // h2c with prior knowledge, then 500 streams each opened (HEADERS with
     // END_STREAM) and cancelled (RST_STREAM CANCEL) at once, in one write.
     let mut attack = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     attack.extend(h2_frame(4, 0, 0, &[]));
-    // HPACK: :method GET, :scheme http, :path "/count/http/" (literal,
-    // name index 4), :authority "t" (literal, name index 1).
-    let mut block = vec![0x82, 0x86, 0x04, 12];
-    block.extend_from_slice(b"/count/http/");
-    block.extend_from_slice(&[0x01, 1, b't']);
+    let block = h2_get("/count/http/");
     let sent = 500u32;
     for i in 0..sent {
         let id = 1 + 2 * i;
@@ -378,4 +384,64 @@ async fn http2_rapid_resets_close_the_connection() {
     // Other clients are served as before.
     let got = support::send(c.gateway.addr, "GET", "/count/http/", &[], "").await;
     assert_eq!(got.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_resets_after_the_app_got_the_request_close_the_connection() {
+    let mut config = config();
+    config.limits.max_premature_resets = 10;
+    let (app, mut started, _release) = held("held");
+    let c = support::cluster("", vec![app], config).await;
+    let stream = TcpStream::connect(c.gateway.addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(h2_frame(4, 0, 0, &[]));
+    write.write_all(&hello).await.unwrap();
+    let (goaway_tx, mut goaway) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while buf.len() >= 9 {
+                let len =
+                    usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+                if buf.len() < 9 + len {
+                    break;
+                }
+                let kind = buf[3];
+                buf.drain(..9 + len);
+                if kind == 7 {
+                    goaway_tx.send(()).ok();
+                    return;
+                }
+            }
+            match read.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        }
+    });
+    // Each stream is reset only once the app has its request: every one
+    // costs a backend request, and none counts as a pending-accept reset.
+    let block = h2_get("/held/http/");
+    let mut resets = 0;
+    for i in 0..40u32 {
+        let id = 1 + 2 * i;
+        write
+            .write_all(&h2_frame(1, 0x5, id, &block))
+            .await
+            .unwrap();
+        tokio::select! {
+            _ = started.recv() => {}
+            _ = &mut goaway => break,
+        }
+        write
+            .write_all(&h2_frame(3, 0, id, &8u32.to_be_bytes()))
+            .await
+            .unwrap();
+        resets += 1;
+    }
+    // Past 10 (and more than half of the requests), the connection is told
+    // to go away; one more stream may have crossed the GOAWAY.
+    assert!((11..=12).contains(&resets), "GOAWAY after {resets} resets");
 }

@@ -43,6 +43,7 @@ struct LimitsFile {
     h2_max_concurrent_streams: Option<i64>,
     h2_max_header_list_size: Option<i64>,
     h2_max_pending_resets: Option<i64>,
+    max_premature_resets: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -356,6 +357,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         if let Some(v) = l.h2_max_pending_resets {
             limits.h2_max_pending_resets = c.int("limits.h2_max_pending_resets", v, 1, 100_000)?;
+        }
+        if let Some(v) = l.max_premature_resets {
+            limits.max_premature_resets = c.int("limits.max_premature_resets", v, 1, 1 << 30)?;
         }
     }
     if let Some(t) = raw.tls {

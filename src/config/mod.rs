@@ -74,6 +74,10 @@ pub struct LimitsConfig {
     /// HTTP/2: streams reset by the client and not yet processed; past it
     /// the connection is closed (rapid reset, CVE-2023-44487).
     pub h2_max_pending_resets: usize,
+    /// Requests a client cancels before their response head: past this
+    /// many on one connection, while they are more than half of its
+    /// requests, the connection is closed (paced rapid reset).
+    pub max_premature_resets: usize,
 }
 
 impl Default for LimitsConfig {
@@ -88,6 +92,7 @@ impl Default for LimitsConfig {
             h2_max_concurrent_streams: 256,
             h2_max_header_list_size: 64 << 10,
             h2_max_pending_resets: 20,
+            max_premature_resets: 100,
         }
     }
 }

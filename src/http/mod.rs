@@ -406,7 +406,7 @@ pub async fn serve_connection<I>(
     let cut = owner.cut.clone();
     // Limits of the connection as a whole are fixed when it opens.
     let handler_limits = handler.config().limits.clone();
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(handler_limits.max_premature_resets));
     let requests = Arc::clone(&activity);
     let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
         let handler = Arc::clone(&handler);
@@ -430,8 +430,10 @@ pub async fn serve_connection<I>(
             request.extensions_mut().insert(ClientAddr(client));
         }
         let busy = Busy::new(&requests, &handler.busy);
+        let unanswered = Unanswered(Some(Arc::clone(&requests)));
         async move {
             let response = handler.handle(request).await;
+            unanswered.answered();
             // Busy until the body is sent too.
             Ok::<_, Infallible>(response.map(|body| body.with_guard(busy)))
         }
@@ -472,6 +474,16 @@ pub async fn serve_connection<I>(
                 // Keep-alive connections are told to close (HTTP/1.1 after
                 // the response in flight, HTTP/2 with GOAWAY); requests in
                 // flight finish, unless the shutdown deadline cuts them.
+                connection.as_mut().graceful_shutdown();
+                tokio::select! {
+                    result = connection.as_mut() => break result,
+                    () = cut.cancelled() => return,
+                }
+            }
+            () = activity.abused.notified() => {
+                // Rapid reset paced to dodge the HTTP/2 pending-reset limit.
+                crate::metrics::limit_hit("premature_resets");
+                tracing::debug!(?peer, "closing a connection whose client cancels most requests");
                 connection.as_mut().graceful_shutdown();
                 tokio::select! {
                     result = connection.as_mut() => break result,
@@ -528,15 +540,26 @@ struct Activity {
     /// Whether a request ever started, and a wake-up when the first does.
     ever_busy: std::sync::atomic::AtomicBool,
     first: tokio::sync::Notify,
+    /// Requests started, and those the client cancelled before their
+    /// response head (see `limits.max_premature_resets`).
+    started: AtomicUsize,
+    premature: AtomicUsize,
+    max_premature: usize,
+    /// Wakes the connection when cancellations pass the limit.
+    abused: tokio::sync::Notify,
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(max_premature: usize) -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
             since: std::sync::Mutex::new(Instant::now()),
             ever_busy: std::sync::atomic::AtomicBool::new(false),
             first: tokio::sync::Notify::new(),
+            started: AtomicUsize::new(0),
+            premature: AtomicUsize::new(0),
+            max_premature,
+            abused: tokio::sync::Notify::new(),
         }
     }
 
@@ -573,6 +596,7 @@ struct Busy(Arc<Activity>, Arc<AtomicUsize>);
 impl Busy {
     fn new(activity: &Arc<Activity>, gateway: &Arc<AtomicUsize>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.started.fetch_add(1, Ordering::AcqRel);
         if !activity.ever_busy.swap(true, Ordering::AcqRel) {
             activity.first.notify_waiters();
         }
@@ -590,6 +614,31 @@ impl Drop for Busy {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.1.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A request whose response head is not made yet: dropped so, the client
+/// cancelled it (an HTTP/2 reset, or it went away), which counts toward
+/// `limits.max_premature_resets`.
+struct Unanswered(Option<Arc<Activity>>);
+
+impl Unanswered {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(activity) = self.0.take() else {
+            return;
+        };
+        let premature = activity.premature.fetch_add(1, Ordering::AcqRel) + 1;
+        if premature > activity.max_premature
+            && premature * 2 > activity.started.load(Ordering::Acquire)
+        {
+            activity.abused.notify_one();
+        }
     }
 }
 
