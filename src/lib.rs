@@ -55,4 +55,5 @@ pub mod proto;
 pub mod proxy_protocol;
 pub mod route;
 pub mod session;
+pub mod systemd;
 pub mod tls;

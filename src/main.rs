@@ -10,6 +10,7 @@ use rpcgate::app::demo;
 use rpcgate::config::Config;
 use rpcgate::gateway::{RunningGateway, Standalone};
 use rpcgate::locator::{LocatorConfig, RunningLocator};
+use rpcgate::systemd;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// The binary uses mimalloc; the library leaves the allocator to its host.
@@ -427,10 +428,14 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
         }
         // Printed last: the line a supervisor or test waits for.
         println!("rpcgate listening on http://{}", gateway.addr);
+        systemd::notify(systemd::State::Ready);
         let mut signals = Signals::new(true)?;
         while let Signal::Reload = signals.next().await {
+            systemd::notify(systemd::State::Reloading);
             reload_gateway(&gateway, path, &flags);
+            systemd::notify(systemd::State::Ready);
         }
+        systemd::notify(systemd::State::Stopping);
         let report = gateway.shutdown().await;
         locator.shutdown().await;
         return shutdown_outcome(report);
@@ -479,7 +484,9 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
     );
     println!("  curl --http2-prior-knowledge -i http://{http}/hello/http/");
     println!("Ctrl-C stops it.");
+    systemd::notify(systemd::State::Ready);
     wait_for_stop().await?;
+    systemd::notify(systemd::State::Stopping);
     shutdown_outcome(standalone.shutdown().await)
 }
 

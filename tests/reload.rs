@@ -253,3 +253,38 @@ async fn a_reloaded_connection_limit_applies_to_accepting() {
     assert_eq!(got.status, 200);
     drop(first);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sd_notify_reports_ready_reloading_and_stopping() {
+    let dir = std::env::temp_dir().join(format!("rpcgate-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let socket = tokio::net::UnixDatagram::bind(&path).unwrap();
+    let next = async || {
+        let mut buf = [0u8; 256];
+        let n = bounded("a notification", socket.recv(&mut buf))
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let locator = support::start_locator(support::locator_config("")).await;
+    let config = gateway_config(locator.addr, "");
+    let mut gateway = GatewayChild::start_with_env(
+        "notify",
+        &config,
+        &[],
+        &[("NOTIFY_SOCKET", path.as_os_str())],
+    )
+    .await;
+    assert_eq!(next().await, "READY=1");
+    assert_eq!(gateway.reload(&config).await, "config reloaded");
+    assert_eq!(next().await, "RELOADING=1");
+    assert_eq!(next().await, "READY=1");
+    gateway.signal("TERM");
+    assert_eq!(next().await, "STOPPING=1");
+    let status = bounded("the gateway to exit", gateway.child.wait())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -31,6 +31,16 @@ impl GatewayChild {
     /// Writes `config` to a file named after `name` and starts the gateway
     /// on it, with `args` after `--config FILE`; returns once it listens.
     pub async fn start(name: &str, config: &str, args: &[&str]) -> Self {
+        Self::start_with_env(name, config, args, &[]).await
+    }
+
+    /// [`Self::start`] with environment variables `env` set.
+    pub async fn start_with_env(
+        name: &str,
+        config: &str,
+        args: &[&str],
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!("rpcgate-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("rpcgate.toml");
@@ -40,6 +50,7 @@ impl GatewayChild {
             .arg(&file)
             .args(["--log-level", "error"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
