@@ -233,19 +233,23 @@ impl RunningGateway {
         if limit > *current {
             self.connections.add_permits(limit - *current);
         } else if limit < *current {
-            let fewer = u32::try_from(*current - limit).unwrap_or(u32::MAX);
-            let connections = Arc::clone(&self.connections);
-            let shutdown = self.shutdown.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    permits = connections.acquire_many_owned(fewer) => {
-                        if let Ok(permits) = permits {
-                            permits.forget();
+            // Free permits go at once; the rest as connections close.
+            let fewer = *current - limit;
+            let later = fewer - self.connections.forget_permits(fewer);
+            if let Ok(later @ 1..) = u32::try_from(later) {
+                let connections = Arc::clone(&self.connections);
+                let shutdown = self.shutdown.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        permits = connections.acquire_many_owned(later) => {
+                            if let Ok(permits) = permits {
+                                permits.forget();
+                            }
                         }
+                        () = shutdown.cancelled() => {}
                     }
-                    () = shutdown.cancelled() => {}
-                }
-            });
+                });
+            }
         }
         *current = limit;
     }

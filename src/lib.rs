@@ -51,6 +51,7 @@ pub mod locator;
 pub mod metrics;
 pub mod mux;
 pub mod pool;
+pub mod prefixed;
 pub mod proto;
 pub mod proxy_protocol;
 pub mod route;

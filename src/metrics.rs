@@ -14,6 +14,9 @@ pub const REQUEST_SECONDS: &str = "rpcgate_request_duration_seconds";
 pub const IN_FLIGHT: &str = "rpcgate_requests_in_flight";
 /// Open HTTP connections.
 pub const HTTP_CONNECTIONS: &str = "rpcgate_http_connections";
+/// Gauge: idle HTTP/1.1 connections parked without buffers (a part of
+/// [`HTTP_CONNECTIONS`]).
+pub const HTTP_PARKED: &str = "rpcgate_http_connections_parked";
 /// Backend connections by `service` and `state` (live, stale, draining).
 pub const POOL_CONNECTIONS: &str = "rpcgate_pool_connections";
 /// Backend connects, by `service` and `result` (ok, error).
@@ -65,6 +68,10 @@ pub fn describe() {
     );
     describe_gauge!(IN_FLIGHT, "Requests being handled now.");
     describe_gauge!(HTTP_CONNECTIONS, "Open HTTP connections.");
+    describe_gauge!(
+        HTTP_PARKED,
+        "Idle HTTP/1.1 connections that gave back their buffers."
+    );
     describe_gauge!(
         POOL_CONNECTIONS,
         "Backend connections by service and state."

@@ -9,11 +9,11 @@
 //! keep the connection's own peer. v2 TLVs are skipped.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+pub use crate::prefixed::Prefixed;
 
 /// The v2 signature.
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
@@ -176,13 +176,7 @@ where
     IO: AsyncRead + Unpin,
 {
     if !required {
-        return Ok((
-            Prefixed {
-                prefix: BytesMut::new(),
-                io,
-            },
-            peer,
-        ));
+        return Ok((Prefixed::new(BytesMut::new(), io), peer));
     }
     let (stream, source) = tokio::time::timeout(limit, read_header(io))
         .await
@@ -204,65 +198,12 @@ where
         if !buf.is_empty() {
             if let Some(header) = parse(&buf)? {
                 buf.advance(header.len);
-                return Ok((Prefixed { prefix: buf, io }, header.source));
+                return Ok((Prefixed::new(buf, io), header.source));
             }
         }
         if io.read_buf(&mut buf).await? == 0 {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
-    }
-}
-
-/// A stream with some bytes already read from it put back in front.
-#[derive(Debug)]
-pub struct Prefixed<IO> {
-    prefix: BytesMut,
-    io: IO,
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for Prefixed<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.prefix.is_empty() {
-            return Pin::new(&mut self.io).poll_read(cx, out);
-        }
-        let n = self.prefix.len().min(out.remaining());
-        out.put_slice(&self.prefix[..n]);
-        self.prefix.advance(n);
-        Poll::Ready(Ok(()))
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for Prefixed<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -29,27 +29,30 @@ async fn gateway(trusted: &[&str]) -> support::Cluster {
     support::cluster("", vec![support::header_echo("ip", "x-real-ip")], config).await
 }
 
-/// Reads one response (Content-Length or chunked); returns status and body.
-async fn response(stream: &mut TcpStream) -> (u16, String) {
-    let mut buf = Vec::new();
+/// Reads one response (Content-Length or chunked) from `stream`, with
+/// `buf` holding bytes read earlier (pipelined responses can arrive in one
+/// read; what follows this response stays in `buf`). Status and body.
+async fn response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, String) {
     loop {
-        let text = String::from_utf8_lossy(&buf).into_owned();
+        let text = String::from_utf8_lossy(buf).into_owned();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
             let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-            let head = head.to_ascii_lowercase();
-            if head.contains("transfer-encoding: chunked") {
-                if let Some((chunks, _)) = body.split_once("\r\n0\r\n\r\n") {
-                    return (status, dechunk(chunks));
-                }
+            let head_len = head.len() + 4;
+            let lower = head.to_ascii_lowercase();
+            let done = if lower.contains("transfer-encoding: chunked") {
+                body.split_once("\r\n0\r\n\r\n")
+                    .map(|(chunks, _)| (dechunk(chunks), chunks.len() + 7))
             } else {
-                let len: usize = head
+                let len: usize = lower
                     .lines()
                     .find_map(|l| l.strip_prefix("content-length: "))
                     .and_then(|v| v.trim().parse().ok())
                     .unwrap_or(0);
-                if body.len() >= len {
-                    return (status, body[..len].to_owned());
-                }
+                (body.len() >= len).then(|| (body[..len].to_owned(), len))
+            };
+            if let Some((body, used)) = done {
+                buf.drain(..head_len + used);
+                return (status, body);
             }
         }
         let mut chunk = [0u8; 1024];
@@ -83,8 +86,9 @@ async fn through(addr: SocketAddr, header: &[u8], extra: &str, requests: usize) 
     }
     stream.write_all(&bytes).await.unwrap();
     let mut bodies = Vec::new();
+    let mut buf = Vec::new();
     for _ in 0..requests {
-        let (status, body) = response(&mut stream).await;
+        let (status, body) = response(&mut stream, &mut buf).await;
         assert_eq!(status, 200);
         bodies.push(body);
     }

@@ -165,10 +165,7 @@ async fn sighup_applies_a_new_config_without_dropping_requests_and_refuses_a_bro
     );
 
     gateway.signal("TERM");
-    let status = bounded("the gateway to exit", gateway.child.wait())
-        .await
-        .unwrap();
-    assert!(status.success(), "{status}");
+    gateway.exits_cleanly().await;
 }
 
 fn config_with_pool(size: usize) -> Config {
@@ -283,8 +280,5 @@ async fn sd_notify_reports_ready_reloading_and_stopping() {
     assert_eq!(next().await, "READY=1");
     gateway.signal("TERM");
     assert_eq!(next().await, "STOPPING=1");
-    let status = bounded("the gateway to exit", gateway.child.wait())
-        .await
-        .unwrap();
-    assert!(status.success(), "{status}");
+    gateway.exits_cleanly().await;
 }

@@ -136,10 +136,7 @@ async fn a_restart_beside_the_running_gateway_fails_no_request() {
     .await;
     // ...and the old one drains and exits 0.
     old.signal("TERM");
-    let status = bounded("the old gateway to exit", old.child.wait())
-        .await
-        .unwrap();
-    assert!(status.success(), "{status}");
+    old.exits_cleanly().await;
     wait_for(500).await;
     stop.store(true, Ordering::Release);
     for worker in workers {

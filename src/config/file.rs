@@ -38,6 +38,7 @@ struct LimitsFile {
     max_headers: Option<i64>,
     header_timeout_ms: Option<i64>,
     idle_timeout_ms: Option<i64>,
+    idle_release_ms: Option<i64>,
     max_connections: Option<i64>,
     max_in_flight: Option<i64>,
     h2_max_concurrent_streams: Option<i64>,
@@ -340,6 +341,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         if let Some(v) = l.idle_timeout_ms {
             limits.idle_timeout = c.ms("limits.idle_timeout_ms", v, 1, MAX_MS)?;
+        }
+        if let Some(v) = l.idle_release_ms {
+            limits.idle_release = c.ms("limits.idle_release_ms", v, 0, MAX_MS)?;
         }
         if let Some(v) = l.max_connections {
             limits.max_connections = c.int("limits.max_connections", v, 1, 10_000_000)?;

@@ -58,11 +58,15 @@ pub struct LimitsConfig {
     /// The most header lines in a request (431).
     pub max_headers: usize,
     /// Time to receive a request head; past it the connection is closed
-    /// (slowloris). For HTTP/1.1 it also bounds waiting for the next
-    /// request on a kept-alive connection.
+    /// (slowloris). An HTTP/1.1 connection waiting for its next request is
+    /// bound by it too until it is parked (`idle_release`).
     pub header_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
+    /// An HTTP/1.1 connection with no request in flight for this long
+    /// gives back its read and write buffers until its next request
+    /// (about 16 KiB less per idle connection).
+    pub idle_release: Duration,
     /// Open client connections at most; beyond it accepting pauses.
     pub max_connections: usize,
     /// Requests in flight at most; beyond it 503 + `Retry-After` at once.
@@ -87,6 +91,7 @@ impl Default for LimitsConfig {
             max_headers: 100,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            idle_release: Duration::from_millis(100),
             max_connections: 10_000,
             max_in_flight: 10_000,
             h2_max_concurrent_streams: 256,

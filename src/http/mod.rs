@@ -5,10 +5,10 @@
 
 mod body;
 mod client_addr;
+mod connection;
 pub mod response;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,14 +18,13 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use self::body::GatewayBody;
 pub use self::client_addr::{Cidr, client_addr};
+pub use self::connection::serve_connection;
 pub use self::response::GatewayError;
 use crate::config::Config;
 use crate::dispatch::{self, Retry, TraceDecision, pack_request};
@@ -386,132 +385,6 @@ pub async fn serve<L>(
     }
 }
 
-/// Serves one client connection (HTTP/1.1 or HTTP/2, plain or after a TLS
-/// handshake) until it ends, or closes it gracefully on `shutdown`.
-/// `client_subject` is the verified client certificate's subject (mTLS):
-/// it replaces whatever the client sent in the configured header, which is
-/// removed from every request when TLS is configured, so a client can
-/// never forge it.
-pub async fn serve_connection<I>(
-    io: I,
-    peer: Option<std::net::SocketAddr>,
-    handler: Arc<Handler>,
-    shutdown: CancellationToken,
-    client_subject: Option<HeaderValue>,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let owner = Arc::clone(&handler);
-    let _open = Open::new(&owner.open_connections);
-    let cut = owner.cut.clone();
-    // Limits of the connection as a whole are fixed when it opens.
-    let handler_limits = handler.config().limits.clone();
-    let activity = Arc::new(Activity::new(handler_limits.max_premature_resets));
-    let requests = Arc::clone(&activity);
-    let service = hyper::service::service_fn(move |mut request: Request<hyper::body::Incoming>| {
-        let handler = Arc::clone(&handler);
-        if let Some(name) = &handler.subject_header {
-            request.headers_mut().remove(name);
-            if let Some(subject) = &client_subject {
-                request.headers_mut().insert(name.clone(), subject.clone());
-            }
-        }
-        if let Some(peer) = peer {
-            // The client as far as trusted proxies tell; the app sees it in
-            // X-Real-IP (whatever the client sent there), the log too.
-            let client = client_addr(
-                peer.ip(),
-                request.headers(),
-                &handler.settings().config.request.trusted_proxies,
-            );
-            if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
-                request.headers_mut().insert(X_REAL_IP, value);
-            }
-            request.extensions_mut().insert(ClientAddr(client));
-        }
-        let busy = Busy::new(&requests, &handler.busy);
-        let unanswered = Unanswered(Some(Arc::clone(&requests)));
-        async move {
-            let response = handler.handle(request).await;
-            unanswered.answered();
-            // Busy until the body is sent too.
-            Ok::<_, Infallible>(response.map(|body| body.with_guard(busy)))
-        }
-    });
-    let limits = &handler_limits;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(limits.max_header_bytes)
-        .max_headers(limits.max_headers);
-    builder
-        .http2()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_header_list_size(limits.h2_max_header_list_size)
-        .max_pending_accept_reset_streams(limits.h2_max_pending_resets);
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    let idle_timeout = limits.idle_timeout;
-    let result = loop {
-        let idle_for = activity.idle_for();
-        tokio::select! {
-            result = connection.as_mut() => break result,
-            () = shutdown.cancelled() => {
-                if !activity.ever_busy() {
-                    // Accepted just before the shutdown: the client may be
-                    // sending its first request now, and closing would
-                    // reset it. It gets a moment to, and an answer.
-                    tokio::select! {
-                        result = connection.as_mut() => break result,
-                        () = activity.first_request() => {}
-                        () = tokio::time::sleep(FIRST_REQUEST_GRACE.min(limits.header_timeout)) => {}
-                        () = cut.cancelled() => return,
-                    }
-                }
-                // Keep-alive connections are told to close (HTTP/1.1 after
-                // the response in flight, HTTP/2 with GOAWAY); requests in
-                // flight finish, unless the shutdown deadline cuts them.
-                connection.as_mut().graceful_shutdown();
-                tokio::select! {
-                    result = connection.as_mut() => break result,
-                    () = cut.cancelled() => return,
-                }
-            }
-            () = activity.abused.notified() => {
-                // Rapid reset paced to dodge the HTTP/2 pending-reset limit.
-                crate::metrics::limit_hit("premature_resets");
-                tracing::debug!(?peer, "closing a connection whose client cancels most requests");
-                connection.as_mut().graceful_shutdown();
-                tokio::select! {
-                    result = connection.as_mut() => break result,
-                    () = cut.cancelled() => return,
-                }
-            }
-            () = tokio::time::sleep(idle_timeout.saturating_sub(idle_for.unwrap_or_default())) => {
-                // Close only if nothing was in flight the whole time.
-                if activity.idle_for().is_some_and(|idle| idle >= idle_timeout) {
-                    crate::metrics::limit_hit("idle_timeout");
-                    connection.as_mut().graceful_shutdown();
-                    break connection.await;
-                }
-            }
-        }
-    };
-    if let Err(e) = result {
-        if let Some(e) = e.downcast_ref::<hyper::Error>() {
-            if e.is_parse_too_large() {
-                crate::metrics::limit_hit("header_size");
-            } else if e.is_timeout() {
-                crate::metrics::limit_hit("header_timeout");
-            }
-        }
-        tracing::debug!(error = %e, "http connection ended");
-    }
-}
-
 /// A connection whose PROXY header was missing, malformed or late is
 /// closed: counted and logged.
 pub(crate) fn refuse_proxy_header(error: &crate::proxy_protocol::ProxyHeaderError) {
@@ -525,137 +398,3 @@ const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// The client address of a request (see [`client_addr`]), in its extensions.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::IpAddr);
-
-/// On shutdown, how long a connection that has not sent a request yet
-/// gets to send its first one (it was accepted, so the client may be
-/// sending it right now).
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
-
-/// When a connection last had a request in flight.
-#[derive(Debug)]
-struct Activity {
-    in_flight: AtomicUsize,
-    /// When the last request ended (or the connection opened).
-    since: std::sync::Mutex<Instant>,
-    /// Whether a request ever started, and a wake-up when the first does.
-    ever_busy: std::sync::atomic::AtomicBool,
-    first: tokio::sync::Notify,
-    /// Requests started, and those the client cancelled before their
-    /// response head (see `limits.max_premature_resets`).
-    started: AtomicUsize,
-    premature: AtomicUsize,
-    max_premature: usize,
-    /// Wakes the connection when cancellations pass the limit.
-    abused: tokio::sync::Notify,
-}
-
-impl Activity {
-    fn new(max_premature: usize) -> Self {
-        Self {
-            in_flight: AtomicUsize::new(0),
-            since: std::sync::Mutex::new(Instant::now()),
-            ever_busy: std::sync::atomic::AtomicBool::new(false),
-            first: tokio::sync::Notify::new(),
-            started: AtomicUsize::new(0),
-            premature: AtomicUsize::new(0),
-            max_premature,
-            abused: tokio::sync::Notify::new(),
-        }
-    }
-
-    fn ever_busy(&self) -> bool {
-        self.ever_busy.load(Ordering::Acquire)
-    }
-
-    /// Returns once a request has started on the connection.
-    async fn first_request(&self) {
-        let first = self.first.notified();
-        tokio::pin!(first);
-        first.as_mut().enable();
-        if !self.ever_busy() {
-            first.await;
-        }
-    }
-
-    /// How long nothing has been in flight; `None` while something is.
-    fn idle_for(&self) -> Option<Duration> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let since = *self
-            .since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Some(since.elapsed())
-    }
-}
-
-/// A request in flight on a connection (and in the gateway), until dropped.
-struct Busy(Arc<Activity>, Arc<AtomicUsize>);
-
-impl Busy {
-    fn new(activity: &Arc<Activity>, gateway: &Arc<AtomicUsize>) -> Self {
-        activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        activity.started.fetch_add(1, Ordering::AcqRel);
-        if !activity.ever_busy.swap(true, Ordering::AcqRel) {
-            activity.first.notify_waiters();
-        }
-        gateway.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(activity), Arc::clone(gateway))
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        *self
-            .0
-            .since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.1.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A request whose response head is not made yet: dropped so, the client
-/// cancelled it (an HTTP/2 reset, or it went away), which counts toward
-/// `limits.max_premature_resets`.
-struct Unanswered(Option<Arc<Activity>>);
-
-impl Unanswered {
-    fn answered(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for Unanswered {
-    fn drop(&mut self) {
-        let Some(activity) = self.0.take() else {
-            return;
-        };
-        let premature = activity.premature.fetch_add(1, Ordering::AcqRel) + 1;
-        if premature > activity.max_premature
-            && premature * 2 > activity.started.load(Ordering::Acquire)
-        {
-            activity.abused.notify_one();
-        }
-    }
-}
-
-/// Counts an open client connection until dropped.
-struct Open<'a>(&'a AtomicUsize);
-
-impl<'a> Open<'a> {
-    fn new(count: &'a AtomicUsize) -> Self {
-        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS).increment(1.0);
-        count.fetch_add(1, Ordering::AcqRel);
-        Self(count)
-    }
-}
-
-impl Drop for Open<'_> {
-    fn drop(&mut self) {
-        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS).decrement(1.0);
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}

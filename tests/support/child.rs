@@ -90,6 +90,21 @@ impl GatewayChild {
         assert!(sent.success());
     }
 
+    /// Waits (bounded) for the process to exit; panics unless it exits 0,
+    /// with its stderr.
+    pub async fn exits_cleanly(&mut self) {
+        let status = bounded("the gateway to exit", self.child.wait())
+            .await
+            .unwrap();
+        if !status.success() {
+            let mut stderr = String::new();
+            if let Some(mut pipe) = self.child.stderr.take() {
+                let _ = tokio::io::AsyncReadExt::read_to_string(&mut pipe, &mut stderr).await;
+            }
+            panic!("the gateway exited with {status}: {stderr}");
+        }
+    }
+
     /// Replaces the config file with `config`, sends SIGHUP, and returns
     /// the line the gateway prints about it.
     pub async fn reload(&mut self, config: &str) -> String {

@@ -1,0 +1,581 @@
+//! One client connection, from accept to close: owns telling HTTP/2 (its
+//! preface, with prior knowledge or after ALPN) from HTTP/1.1, running
+//! hyper's connection for either, closing it gracefully on shutdown, on the
+//! idle timeout or on abuse, and parking idle HTTP/1.1 connections.
+//!
+//! Parking: an HTTP/1.1 connection with nothing in flight for
+//! `limits.idle_release` is ended at the request boundary and taken back
+//! from hyper, which frees hyper's read and write buffers (16 KiB); the
+//! socket then waits on its own, and its next bytes start a fresh hyper
+//! connection. This is what keeps thousands of idle keep-alive clients
+//! cheap. HTTP/2 connections are not parked.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper::header::HeaderValue;
+use hyper::server::conn::{http1, http2};
+use hyper::service::HttpService;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::body::Guarded;
+use super::{ClientAddr, Handler, X_REAL_IP, client_addr};
+use crate::config::LimitsConfig;
+use crate::prefixed::Prefixed;
+
+/// What a client sends first on an HTTP/2 connection.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// On shutdown, how long a connection that has not sent a request yet
+/// gets to send its first one (it was accepted, so the client may be
+/// sending it right now).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
+/// A parked connection reads its next bytes into this much.
+const PARKED_READ: usize = 64;
+
+/// Serves one client connection (HTTP/1.1 or HTTP/2, plain or after a TLS
+/// handshake) until it ends, or closes it gracefully on `shutdown`.
+/// `client_subject` is the verified client certificate's subject (mTLS):
+/// it replaces whatever the client sent in the configured header, which is
+/// removed from every request when TLS is configured, so a client can
+/// never forge it.
+pub async fn serve_connection<I>(
+    io: I,
+    peer: Option<SocketAddr>,
+    handler: Arc<Handler>,
+    shutdown: CancellationToken,
+    client_subject: Option<HeaderValue>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _open = Open::new(Arc::clone(&handler));
+    let cut = handler.cut.clone();
+    // Limits of the connection as a whole are fixed when it opens.
+    let limits = handler.config().limits.clone();
+    let activity = Arc::new(Activity::new(limits.max_premature_resets));
+    let watch = Watch {
+        activity: &activity,
+        limits: &limits,
+        shutdown: &shutdown,
+        cut: &cut,
+        peer,
+    };
+    let service = RequestService {
+        handler,
+        peer,
+        client_subject,
+        activity: Arc::clone(&activity),
+    };
+    let result = match sniff(io, &watch).await {
+        Sniffed::H2(io) => serve_h2(io, service, &watch).await,
+        Sniffed::H1(io) => serve_h1(io, service, &watch).await,
+        Sniffed::Gone => Ok(()),
+    };
+    if let Err(e) = result {
+        if e.is_parse_too_large() {
+            crate::metrics::limit_hit("header_size");
+        } else if e.is_timeout() {
+            crate::metrics::limit_hit("header_timeout");
+        }
+        tracing::debug!(error = %e, "http connection ended");
+    }
+}
+
+/// What a connection is watched for, besides its requests.
+struct Watch<'a> {
+    activity: &'a Activity,
+    limits: &'a LimitsConfig,
+    /// Close gracefully (the gateway is stopping).
+    shutdown: &'a CancellationToken,
+    /// Drop at once (the shutdown deadline passed).
+    cut: &'a CancellationToken,
+    peer: Option<SocketAddr>,
+}
+
+/// The protocol a connection speaks, by its first bytes.
+enum Sniffed<I> {
+    H1(Prefixed<I>),
+    H2(Prefixed<I>),
+    /// Closed, silent past the head timeout, or cut.
+    Gone,
+}
+
+/// Reads until the first bytes tell HTTP/2's preface from anything else
+/// (HTTP/1.1), within the head timeout (shortened to the first-request
+/// grace once shutting down). The bytes read are put back.
+async fn sniff<I: AsyncRead + Unpin>(mut io: I, w: &Watch<'_>) -> Sniffed<I> {
+    let mut buf = BytesMut::with_capacity(H2_PREFACE.len());
+    let mut deadline = Instant::now() + w.limits.header_timeout;
+    let mut stopping = false;
+    loop {
+        if !H2_PREFACE.starts_with(&buf) {
+            return Sniffed::H1(Prefixed::new(buf, io));
+        }
+        if buf.len() == H2_PREFACE.len() {
+            return Sniffed::H2(Prefixed::new(buf, io));
+        }
+        tokio::select! {
+            read = io.read_buf(&mut buf) => {
+                if !matches!(read, Ok(n) if n > 0) {
+                    return Sniffed::Gone;
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                crate::metrics::limit_hit("header_timeout");
+                return Sniffed::Gone;
+            }
+            () = w.shutdown.cancelled(), if !stopping => {
+                stopping = true;
+                deadline = deadline.min(Instant::now() + FIRST_REQUEST_GRACE);
+            }
+            () = w.cut.cancelled() => return Sniffed::Gone,
+        }
+    }
+}
+
+async fn serve_h2<I>(
+    io: Prefixed<I>,
+    service: RequestService,
+    w: &Watch<'_>,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(w.limits.h2_max_concurrent_streams)
+        .max_header_list_size(w.limits.h2_max_header_list_size)
+        .max_pending_accept_reset_streams(w.limits.h2_max_pending_resets);
+    let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service));
+    match drive(connection.as_mut(), w, None).await {
+        Ended::Done(result) => result,
+        Ended::Parked | Ended::Cut => Ok(()),
+    }
+}
+
+/// Serves HTTP/1.1 with one hyper connection after another: each ends
+/// when the client is done, or is parked when idle (see the module docs).
+async fn serve_h1<I>(
+    mut io: Prefixed<I>,
+    service: RequestService,
+    w: &Watch<'_>,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(w.limits.header_timeout)
+        .max_buf_size(w.limits.max_header_bytes)
+        .max_headers(w.limits.max_headers);
+    loop {
+        // Boxed: its buffers and state live only while it serves.
+        let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service.clone()));
+        let ended = drive(connection.as_mut(), w, Some(w.limits.idle_release)).await;
+        let parked = match ended {
+            Ended::Cut => return Ok(()),
+            Ended::Done(Err(e)) => return Err(e),
+            Ended::Done(Ok(())) => false,
+            Ended::Parked => true,
+        };
+        let parts = Pin::into_inner(connection).into_parts();
+        io = parts.io.into_inner();
+        io.unread(&parts.read_buf);
+        // Even empty, hyper's read buffer holds its allocation: let go.
+        let unread = !parts.read_buf.is_empty();
+        drop(parts.read_buf);
+        if !parked {
+            // The client is done (closed, or no keep-alive): end it
+            // cleanly (a FIN, or TLS close_notify), unless cut meanwhile.
+            tokio::select! {
+                _ = io.shutdown() => {}
+                () = w.cut.cancelled() => {}
+            }
+            return Ok(());
+        }
+        if !unread && !park(&mut io, w).await {
+            return Ok(());
+        }
+    }
+}
+
+/// Waits, holding only the socket, for the next bytes of a parked
+/// connection: `true` once some came (they are put back), `false` when
+/// it should close (the client closed, the idle timeout, shutdown).
+async fn park<I: AsyncRead + Unpin>(io: &mut Prefixed<I>, w: &Watch<'_>) -> bool {
+    let _parked = ParkedGauge::new();
+    let mut first = [0u8; PARKED_READ];
+    let idle = w.activity.idle_for().unwrap_or_default();
+    tokio::select! {
+        read = io.read(&mut first) => match read {
+            Ok(n) if n > 0 => {
+                io.unread(&first[..n]);
+                true
+            }
+            _ => false,
+        },
+        () = tokio::time::sleep(w.limits.idle_timeout.saturating_sub(idle)) => {
+            crate::metrics::limit_hit("idle_timeout");
+            false
+        }
+        () = w.shutdown.cancelled() => false,
+        () = w.cut.cancelled() => false,
+    }
+}
+
+/// How driving a hyper connection ended.
+enum Ended {
+    /// It finished by itself (the client closed, no keep-alive, an error),
+    /// or gracefully when told to.
+    Done(Result<(), hyper::Error>),
+    /// Idle long enough: it finished at a request boundary when asked to,
+    /// and its socket can be taken back.
+    Parked,
+    /// The shutdown deadline passed.
+    Cut,
+}
+
+/// A hyper server connection, HTTP/1.1 or HTTP/2.
+trait Serving {
+    /// Serves; ready once the connection is done. HTTP/1.1 leaves the
+    /// socket open, to be taken back.
+    fn poll_serve(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<hyper::Result<()>>;
+    /// Finish what is in flight, then end (HTTP/1.1: no more keep-alive,
+    /// at once if idle; HTTP/2: GOAWAY).
+    fn graceful(self: Pin<&mut Self>);
+}
+
+impl<I, S> Serving for http1::Connection<I, S>
+where
+    S: HttpService<Incoming, ResBody = ConnBody> + Unpin,
+    S::Future: Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    fn poll_serve(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        self.get_mut().poll_without_shutdown(cx)
+    }
+
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+impl<I, S> Serving for http2::Connection<I, S, TokioExecutor>
+where
+    S: HttpService<Incoming, ResBody = ConnBody>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    TokioExecutor: hyper::rt::bounds::Http2ServerConnExec<S::Future, ConnBody>,
+{
+    fn poll_serve(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        self.poll(cx)
+    }
+
+    fn graceful(self: Pin<&mut Self>) {
+        self.graceful_shutdown();
+    }
+}
+
+/// Drives `connection` until it is done, closing it gracefully on
+/// shutdown (after a first-request grace for one not used yet), on abuse
+/// (most requests cancelled), or past the idle timeout; with `park_after`,
+/// ends it for parking once idle that long.
+async fn drive<C: Serving>(
+    mut connection: Pin<&mut C>,
+    w: &Watch<'_>,
+    park_after: Option<Duration>,
+) -> Ended {
+    let idle_timeout = w.limits.idle_timeout;
+    // Parked only after serving a request: a connection resumed because
+    // bytes came serves them first.
+    let served_before = w.activity.started.load(Ordering::Acquire);
+    let parkable = || w.activity.started.load(Ordering::Acquire) > served_before;
+    let may_park = park_after.is_some();
+    loop {
+        let park_after = park_after.filter(|_| parkable());
+        let wake = match w.activity.idle_for() {
+            Some(idle) => park_after
+                .map_or(idle_timeout, |park| park.min(idle_timeout))
+                .saturating_sub(idle),
+            None => idle_timeout,
+        };
+        tokio::select! {
+            result = std::future::poll_fn(|cx| connection.as_mut().poll_serve(cx)) => {
+                return Ended::Done(result);
+            }
+            () = w.shutdown.cancelled() => {
+                if !w.activity.ever_busy() {
+                    // Accepted just before the shutdown: the client may be
+                    // sending its first request now, and closing would
+                    // reset it. It gets a moment to, and an answer.
+                    tokio::select! {
+                        result = std::future::poll_fn(|cx| connection.as_mut().poll_serve(cx)) => {
+                            return Ended::Done(result);
+                        }
+                        () = w.activity.first_request() => {}
+                        () = tokio::time::sleep(FIRST_REQUEST_GRACE.min(w.limits.header_timeout)) => {}
+                        () = w.cut.cancelled() => return Ended::Cut,
+                    }
+                }
+                // Keep-alive connections are told to close (HTTP/1.1 after
+                // the response in flight, HTTP/2 with GOAWAY); requests in
+                // flight finish, unless the shutdown deadline cuts them.
+                return finish(connection, w).await;
+            }
+            () = w.activity.abused.notified() => {
+                // Rapid reset paced to dodge the HTTP/2 pending-reset limit.
+                crate::metrics::limit_hit("premature_resets");
+                tracing::debug!(peer = ?w.peer, "closing a connection whose client cancels most requests");
+                return finish(connection, w).await;
+            }
+            // A request ended: the time to park counts from now.
+            () = w.activity.ended.notified(), if may_park => {}
+            () = tokio::time::sleep(wake) => {
+                // Only if nothing was in flight the whole time.
+                match w.activity.idle_for() {
+                    Some(idle) if idle >= idle_timeout => {
+                        crate::metrics::limit_hit("idle_timeout");
+                        return finish(connection, w).await;
+                    }
+                    Some(idle) if park_after.is_some_and(|park| idle >= park) && parkable() => {
+                        return match finish(connection, w).await {
+                            Ended::Done(Ok(())) => Ended::Parked,
+                            other => other,
+                        };
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Tells `connection` to finish gracefully and drives it until it has,
+/// or until the shutdown deadline cuts it.
+async fn finish<C: Serving>(mut connection: Pin<&mut C>, w: &Watch<'_>) -> Ended {
+    connection.as_mut().graceful();
+    tokio::select! {
+        result = std::future::poll_fn(|cx| connection.as_mut().poll_serve(cx)) => Ended::Done(result),
+        () = w.cut.cancelled() => Ended::Cut,
+    }
+}
+
+/// The hyper service of one connection: each request gets the client
+/// subject and address headers, counts as activity, and goes to the
+/// handler.
+#[derive(Clone)]
+struct RequestService {
+    handler: Arc<Handler>,
+    peer: Option<SocketAddr>,
+    client_subject: Option<HeaderValue>,
+    activity: Arc<Activity>,
+}
+
+/// A response body, holding its request's [`Busy`] until sent.
+type ConnBody = Guarded<Busy>;
+
+type ResponseFuture =
+    Pin<Box<dyn Future<Output = Result<hyper::Response<ConnBody>, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for RequestService {
+    type Response = hyper::Response<ConnBody>;
+    type Error = Infallible;
+    type Future = ResponseFuture;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        let handler = Arc::clone(&self.handler);
+        if let Some(name) = &handler.subject_header {
+            request.headers_mut().remove(name);
+            if let Some(subject) = &self.client_subject {
+                request.headers_mut().insert(name.clone(), subject.clone());
+            }
+        }
+        if let Some(peer) = self.peer {
+            // The client as far as trusted proxies tell; the app sees it in
+            // X-Real-IP (whatever the client sent there), the log too.
+            let client = client_addr(
+                peer.ip(),
+                request.headers(),
+                &handler.settings().config.request.trusted_proxies,
+            );
+            if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
+                request.headers_mut().insert(X_REAL_IP, value);
+            }
+            request.extensions_mut().insert(ClientAddr(client));
+        }
+        let busy = Busy::new(&self.activity, &handler.busy);
+        let unanswered = Unanswered(Some(Arc::clone(&self.activity)));
+        Box::pin(async move {
+            let response = handler.handle(request).await;
+            unanswered.answered();
+            // Busy until the body is sent too.
+            Ok::<_, Infallible>(response.map(|body| body.with_guard(busy)))
+        })
+    }
+}
+
+/// When a connection last had a request in flight.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    /// When the last request ended (or the connection opened).
+    since: std::sync::Mutex<Instant>,
+    /// Whether a request ever started, and a wake-up when the first does.
+    ever_busy: std::sync::atomic::AtomicBool,
+    first: tokio::sync::Notify,
+    /// Requests started, and those the client cancelled before their
+    /// response head (see `limits.max_premature_resets`).
+    started: AtomicUsize,
+    premature: AtomicUsize,
+    max_premature: usize,
+    /// Wakes the connection when cancellations pass the limit.
+    abused: tokio::sync::Notify,
+    /// Wakes the connection when a request ends (it may park).
+    ended: tokio::sync::Notify,
+}
+
+impl Activity {
+    fn new(max_premature: usize) -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            since: std::sync::Mutex::new(Instant::now()),
+            ever_busy: std::sync::atomic::AtomicBool::new(false),
+            first: tokio::sync::Notify::new(),
+            started: AtomicUsize::new(0),
+            premature: AtomicUsize::new(0),
+            max_premature,
+            abused: tokio::sync::Notify::new(),
+            ended: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn ever_busy(&self) -> bool {
+        self.ever_busy.load(Ordering::Acquire)
+    }
+
+    /// Returns once a request has started on the connection.
+    async fn first_request(&self) {
+        let first = self.first.notified();
+        tokio::pin!(first);
+        first.as_mut().enable();
+        if !self.ever_busy() {
+            first.await;
+        }
+    }
+
+    /// How long nothing has been in flight; `None` while something is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = *self
+            .since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(since.elapsed())
+    }
+}
+
+/// A request in flight on a connection (and in the gateway), until dropped.
+pub(super) struct Busy(Arc<Activity>, Arc<AtomicUsize>);
+
+impl Busy {
+    fn new(activity: &Arc<Activity>, gateway: &Arc<AtomicUsize>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        activity.started.fetch_add(1, Ordering::AcqRel);
+        if !activity.ever_busy.swap(true, Ordering::AcqRel) {
+            activity.first.notify_waiters();
+        }
+        gateway.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(activity), Arc::clone(gateway))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        *self
+            .0
+            .since
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.1.fetch_sub(1, Ordering::AcqRel);
+        self.0.ended.notify_one();
+    }
+}
+
+/// A request whose response head is not made yet: dropped so, the client
+/// cancelled it (an HTTP/2 reset, or it went away), which counts toward
+/// `limits.max_premature_resets`.
+struct Unanswered(Option<Arc<Activity>>);
+
+impl Unanswered {
+    fn answered(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let Some(activity) = self.0.take() else {
+            return;
+        };
+        let premature = activity.premature.fetch_add(1, Ordering::AcqRel) + 1;
+        if premature > activity.max_premature
+            && premature * 2 > activity.started.load(Ordering::Acquire)
+        {
+            activity.abused.notify_one();
+        }
+    }
+}
+
+/// Counts a parked connection in [`crate::metrics::HTTP_PARKED`] until
+/// dropped.
+struct ParkedGauge;
+
+impl ParkedGauge {
+    fn new() -> Self {
+        metrics::gauge!(crate::metrics::HTTP_PARKED).increment(1.0);
+        Self
+    }
+}
+
+impl Drop for ParkedGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::HTTP_PARKED).decrement(1.0);
+    }
+}
+
+/// Counts an open client connection until dropped.
+struct Open(Arc<Handler>);
+
+impl Open {
+    fn new(handler: Arc<Handler>) -> Self {
+        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS).increment(1.0);
+        handler.open_connections.fetch_add(1, Ordering::AcqRel);
+        Self(handler)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        metrics::gauge!(crate::metrics::HTTP_CONNECTIONS).decrement(1.0);
+        self.0.open_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
