@@ -15,6 +15,7 @@ async fn metrics_are_served_in_prometheus_text() {
     assert!(rpcgate::metrics::install_prometheus().is_err(), "only once");
     let mut config = Config::default();
     config.pool.size = 2;
+    config.request.body_limit = 1024;
     let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
     for _ in 0..3 {
         assert_eq!(
@@ -30,6 +31,14 @@ async fn metrics_are_served_in_prometheus_text() {
             .status,
         503
     );
+    // Past the body limit: 413, counted as a limit hit.
+    let big = "x".repeat(4096);
+    assert_eq!(
+        support::send(c.gateway.addr, "POST", "/hello/http/", &[], &big)
+            .await
+            .status,
+        413
+    );
     let (status, text) = support::http(c.gateway.admin_addr.unwrap(), "GET", "/metrics", "").await;
     assert_eq!(status, 200);
     for expected in [
@@ -41,6 +50,7 @@ async fn metrics_are_served_in_prometheus_text() {
         "rpcgate_request_duration_seconds",
         "rpcgate_requests_in_flight 0",
         "rpcgate_http_connections",
+        "rpcgate_limit_hits_total{limit=\"body_size\"} 1",
         "# HELP rpcgate_requests_total",
     ] {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");

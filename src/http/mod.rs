@@ -194,6 +194,9 @@ impl Handler {
         let response = match result {
             Ok(response) => response,
             Err(e) => {
+                if matches!(e, GatewayError::BodyTooLarge(_)) {
+                    crate::metrics::limit_hit("body_size");
+                }
                 let (_, kind) = e.status();
                 if matches!(
                     kind,
