@@ -2,7 +2,8 @@
 //! header count (431), slowloris (200 connections trickling a head while
 //! normal requests succeed), idle keep-alive, the connection limit (accept
 //! pauses), load shedding (503 + `Retry-After`, global and per service),
-//! HTTP/2 concurrent streams, and HTTP/2 rapid reset (CVE-2023-44487) with
+//! HTTP/2 concurrent streams and header lists, and HTTP/2 rapid reset
+//! (CVE-2023-44487) with
 //! raw frames.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
@@ -444,4 +445,42 @@ async fn paced_resets_after_the_app_got_the_request_close_the_connection() {
     // Past 10 (and more than half of the requests), the connection is told
     // to go away; one more stream may have crossed the GOAWAY.
     assert!((11..=12).contains(&resets), "GOAWAY after {resets} resets");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_header_lists_past_the_limit_are_refused() {
+    let mut config = config();
+    config.limits.h2_max_header_list_size = 4096;
+    let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
+    let mut sender = support::h2(c.gateway.addr).await;
+    // Within the limit: served (this also brings the server's SETTINGS).
+    let small = "v".repeat(1000);
+    let response = sender
+        .send_request(support::request(
+            "GET",
+            "/hello/http/",
+            &[("x-big", &small)],
+            "",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Past it: answered 431 by the HTTP/2 stack, without reaching the app.
+    let big = "v".repeat(8000);
+    let response = sender
+        .send_request(support::request(
+            "GET",
+            "/hello/http/",
+            &[("x-big", &big)],
+            "",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    // The connection still serves requests within the limit.
+    let response = sender
+        .send_request(support::request("GET", "/hello/http/", &[], ""))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
 }
