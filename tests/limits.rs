@@ -3,8 +3,7 @@
 //! normal requests succeed), idle keep-alive, the connection limit (accept
 //! pauses), load shedding (503 + `Retry-After`, global and per service),
 //! HTTP/2 concurrent streams and header lists, and HTTP/2 rapid reset
-//! (CVE-2023-44487) with
-//! raw frames.
+//! (CVE-2023-44487) with raw frames.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
 
