@@ -9,9 +9,8 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use rpcgate::app::{AppBuilder, HttpRequest, HttpResponse, RunningApp};
+use rpcgate::app::RunningApp;
 use rpcgate::locator::RunningLocator;
 use support::child::{GatewayChild, bounded};
 use tokio::io::AsyncReadExt;
@@ -22,21 +21,7 @@ use tokio::sync::mpsc;
 async fn backend() -> (RunningLocator, RunningApp, mpsc::Receiver<()>) {
     let locator = support::start_locator(support::locator_config("")).await;
     let (started_tx, started) = mpsc::channel(64);
-    let app = AppBuilder::new("hold")
-        .on_http("http", move |req: HttpRequest, res: HttpResponse| {
-            let started = started_tx.clone();
-            async move {
-                started.send(()).await.ok();
-                let uri = String::from_utf8_lossy(&req.uri).into_owned();
-                let ms: u64 = uri
-                    .split_once("ms=")
-                    .and_then(|(_, v)| v.parse().ok())
-                    .unwrap_or(0);
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                res.respond(200, vec![], "done").await.ok();
-                Ok(())
-            }
-        })
+    let app = support::delayed("hold", "done", started_tx)
         .bind("127.0.0.1:0".parse().unwrap(), vec![locator.addr])
         .await
         .unwrap();

@@ -38,32 +38,6 @@ async fn parked_becomes(admin: SocketAddr, n: u64) {
     .await;
 }
 
-/// Reads one whole response with a Content-Length body from `stream`,
-/// leaving what follows in `buf`; returns status and body.
-async fn response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, Vec<u8>) {
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length: "))
-                .map_or(0, |v| v.trim().parse().unwrap());
-            if buf.len() >= end + 4 + len {
-                let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-                let body = buf[end + 4..end + 4 + len].to_vec();
-                buf.drain(..end + 4 + len);
-                return (status, body);
-            }
-        }
-        let mut chunk = [0u8; 4096];
-        let n = bounded("a response", stream.read(&mut chunk))
-            .await
-            .unwrap();
-        assert!(n > 0, "closed before a whole response");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 const HELLO: &[u8] = b"GET /hello/http/ HTTP/1.1\r\nHost: t\r\n\r\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,7 +60,7 @@ async fn idle_connections_park_and_resume_without_losing_a_byte() {
     let mut buf = Vec::new();
     for _ in 0..3 {
         stream.write_all(HELLO).await.unwrap();
-        let (status, body) = response(&mut stream, &mut buf).await;
+        let (status, body) = support::read_response(&mut stream, &mut buf).await;
         assert_eq!((status, &body[..]), (200, &b"Hello, World!"[..]));
         parked_becomes(admin, 1).await;
     }
@@ -94,7 +68,7 @@ async fn idle_connections_park_and_resume_without_losing_a_byte() {
     // Two pipelined requests in one write wake it; both are answered.
     stream.write_all(&[HELLO, HELLO].concat()).await.unwrap();
     for _ in 0..2 {
-        let (status, _) = response(&mut stream, &mut buf).await;
+        let (status, _) = support::read_response(&mut stream, &mut buf).await;
         assert_eq!(status, 200);
     }
     parked_becomes(admin, 1).await;
@@ -108,7 +82,7 @@ async fn idle_connections_park_and_resume_without_losing_a_byte() {
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     stream.write_all(&body).await.unwrap();
-    let (status, echoed) = response(&mut stream, &mut buf).await;
+    let (status, echoed) = support::read_response(&mut stream, &mut buf).await;
     assert_eq!(status, 200);
     assert!(
         echoed.windows(body.len()).any(|w| w == &body[..]),
@@ -124,7 +98,7 @@ async fn idle_connections_park_and_resume_without_losing_a_byte() {
     let mut idle = TcpStream::connect(addr).await.unwrap();
     idle.write_all(HELLO).await.unwrap();
     let mut buf = Vec::new();
-    assert_eq!(response(&mut idle, &mut buf).await.0, 200);
+    assert_eq!(support::read_response(&mut idle, &mut buf).await.0, 200);
     parked_becomes(admin, 1).await;
     let report = bounded("the shutdown", c.gateway.shutdown()).await;
     assert!(report.is_clean(), "{report:?}");
@@ -147,7 +121,7 @@ async fn idle_connections_park_and_resume_without_losing_a_byte() {
     let mut stream = TcpStream::connect(c.gateway.addr).await.unwrap();
     stream.write_all(HELLO).await.unwrap();
     let mut buf = Vec::new();
-    assert_eq!(response(&mut stream, &mut buf).await.0, 200);
+    assert_eq!(support::read_response(&mut stream, &mut buf).await.0, 200);
     parked_becomes(admin, 1).await;
     let started = tokio::time::Instant::now();
     let mut rest = Vec::new();

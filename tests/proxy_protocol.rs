@@ -29,52 +29,6 @@ async fn gateway(trusted: &[&str]) -> support::Cluster {
     support::cluster("", vec![support::header_echo("ip", "x-real-ip")], config).await
 }
 
-/// Reads one response (Content-Length or chunked) from `stream`, with
-/// `buf` holding bytes read earlier (pipelined responses can arrive in one
-/// read; what follows this response stays in `buf`). Status and body.
-async fn response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, String) {
-    loop {
-        let text = String::from_utf8_lossy(buf).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-            let head_len = head.len() + 4;
-            let lower = head.to_ascii_lowercase();
-            let done = if lower.contains("transfer-encoding: chunked") {
-                body.split_once("\r\n0\r\n\r\n")
-                    .map(|(chunks, _)| (dechunk(chunks), chunks.len() + 7))
-            } else {
-                let len: usize = lower
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length: "))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                (body.len() >= len).then(|| (body[..len].to_owned(), len))
-            };
-            if let Some((body, used)) = done {
-                buf.drain(..head_len + used);
-                return (status, body);
-            }
-        }
-        let mut chunk = [0u8; 1024];
-        let n = bounded("a response", stream.read(&mut chunk))
-            .await
-            .unwrap();
-        assert!(n > 0, "closed before a whole response: {text:?}");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-/// The data of `SIZE\r\nDATA\r\n...` (the last chunk's CRLF excluded).
-fn dechunk(mut chunks: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = chunks.split_once("\r\n") {
-        let size = usize::from_str_radix(size.trim(), 16).unwrap();
-        out.push_str(&rest[..size]);
-        chunks = rest[size..].strip_prefix("\r\n").unwrap_or("");
-    }
-    out
-}
-
 /// Sends `header` and then `requests` GETs with the header lines `extra`
 /// (one write), returning the bodies in order.
 async fn through(addr: SocketAddr, header: &[u8], extra: &str, requests: usize) -> Vec<String> {
@@ -88,9 +42,9 @@ async fn through(addr: SocketAddr, header: &[u8], extra: &str, requests: usize) 
     let mut bodies = Vec::new();
     let mut buf = Vec::new();
     for _ in 0..requests {
-        let (status, body) = response(&mut stream, &mut buf).await;
+        let (status, body) = support::read_response(&mut stream, &mut buf).await;
         assert_eq!(status, 200);
-        bodies.push(body);
+        bodies.push(String::from_utf8(body).unwrap());
     }
     bodies
 }

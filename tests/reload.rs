@@ -12,29 +12,10 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rpcgate::app::{AppBuilder, HttpRequest, HttpResponse, demo};
+use rpcgate::app::demo;
 use rpcgate::config::{Config, ServiceConfig};
 use support::child::{GatewayChild, bounded};
 use tokio::sync::mpsc;
-
-/// An app answering its own name, after `?ms=N`; tells when a request
-/// arrives.
-fn named(name: &'static str, arrived: mpsc::Sender<()>) -> AppBuilder {
-    AppBuilder::new(name).on_http("http", move |req: HttpRequest, res: HttpResponse| {
-        let arrived = arrived.clone();
-        async move {
-            arrived.send(()).await.ok();
-            let uri = String::from_utf8_lossy(&req.uri).into_owned();
-            let ms: u64 = uri
-                .split_once("ms=")
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(0);
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            res.respond(200, vec![], name).await.ok();
-            Ok(())
-        }
-    })
-}
 
 fn gateway_config(locator: SocketAddr, rest: &str) -> String {
     format!("listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nlocators = [\"{locator}\"]\n{rest}")
@@ -68,7 +49,10 @@ async fn sighup_applies_a_new_config_without_dropping_requests_and_refuses_a_bro
     let (alpha_tx, mut alpha_arrived) = mpsc::channel(64);
     let (beta_tx, _beta_arrived) = mpsc::channel(64);
     let mut apps = Vec::new();
-    for app in [named("alpha", alpha_tx), named("beta", beta_tx)] {
+    for app in [
+        support::delayed("alpha", "alpha", alpha_tx),
+        support::delayed("beta", "beta", beta_tx),
+    ] {
         let app = app
             .bind("127.0.0.1:0".parse().unwrap(), vec![locator.addr])
             .await

@@ -425,3 +425,80 @@ pub async fn publish_members(
     }
     publications
 }
+
+/// An app `name` answering `body` after the `?ms=N` of its uri (0 without),
+/// sending on `arrived` as each request arrives.
+pub fn delayed(
+    name: &str,
+    body: &'static str,
+    arrived: tokio::sync::mpsc::Sender<()>,
+) -> rpcgate::app::AppBuilder {
+    rpcgate::app::AppBuilder::new(name).on_http(
+        "http",
+        move |req: rpcgate::app::HttpRequest, res: rpcgate::app::HttpResponse| {
+            let arrived = arrived.clone();
+            async move {
+                arrived.send(()).await.ok();
+                let uri = String::from_utf8_lossy(&req.uri).into_owned();
+                let ms: u64 = uri
+                    .split_once("ms=")
+                    .and_then(|(_, v)| v.parse().ok())
+                    .unwrap_or(0);
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+                res.respond(200, vec![], body).await.ok();
+                Ok(())
+            }
+        },
+    )
+}
+
+/// Reads one HTTP/1.1 response (Content-Length or chunked) from `stream`
+/// written raw, with `buf` holding bytes read earlier: pipelined responses
+/// can arrive in one read, and what follows this one stays in `buf`.
+/// Returns status and body.
+pub async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> (u16, Vec<u8>) {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+            let rest = &buf[end + 4..];
+            let done = if head.contains("transfer-encoding: chunked") {
+                dechunk(rest)
+            } else {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                (rest.len() >= len).then(|| (rest[..len].to_vec(), len))
+            };
+            if let Some((body, used)) = done {
+                buf.drain(..end + 4 + used);
+                return (status, body);
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        let n = child::bounded("a response", stream.read(&mut chunk))
+            .await
+            .unwrap();
+        assert!(n > 0, "closed before a whole response");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The data of a whole chunked body at the start of `bytes`, and how many
+/// bytes it took; `None` while incomplete.
+fn dechunk(mut bytes: &[u8]) -> Option<(Vec<u8>, usize)> {
+    let total = bytes.len();
+    let mut data = Vec::new();
+    loop {
+        let line = bytes.windows(2).position(|w| w == b"\r\n")?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&bytes[..line]).ok()?.trim(), 16).ok()?;
+        let chunk = bytes.get(line + 2..line + 2 + size + 2)?;
+        data.extend_from_slice(&chunk[..size]);
+        bytes = &bytes[line + 2 + size + 2..];
+        if size == 0 {
+            return Some((data, total - bytes.len()));
+        }
+    }
+}
