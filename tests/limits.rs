@@ -314,7 +314,7 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 
 /// Reads frames until a GOAWAY; its error code. Panics if the connection
 /// ends first.
-async fn goaway_code(stream: &mut TcpStream) -> u32 {
+async fn goaway_code(stream: &mut (impl AsyncReadExt + Unpin)) -> u32 {
     let mut buf = Vec::new();
     loop {
         while buf.len() >= 9 {
@@ -399,27 +399,7 @@ async fn paced_resets_after_the_app_got_the_request_close_the_connection() {
     write.write_all(&hello).await.unwrap();
     let (goaway_tx, mut goaway) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        loop {
-            while buf.len() >= 9 {
-                let len =
-                    usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
-                if buf.len() < 9 + len {
-                    break;
-                }
-                let kind = buf[3];
-                buf.drain(..9 + len);
-                if kind == 7 {
-                    goaway_tx.send(()).ok();
-                    return;
-                }
-            }
-            match read.read(&mut chunk).await {
-                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                _ => return,
-            }
-        }
+        goaway_tx.send(goaway_code(&mut read).await).ok();
     });
     // Each stream is reset only once the app has its request: every one
     // costs a backend request, and none counts as a pending-accept reset.
