@@ -416,3 +416,58 @@ async fn a_proxy_protocol_header_before_the_handshake_names_the_client() {
         .is_err()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_reload_applies_a_new_certificate_list_or_refuses_a_bad_one() {
+    let pki = Pki::new("relist");
+    let a = pki.leaf(&["a.test"], "a");
+    let tls = tls_config(vec![pki.install("a", &a, &["a.test"])]);
+    let c = support::cluster(
+        "",
+        vec![demo::build("hello", None).unwrap()],
+        gateway_config(tls),
+    )
+    .await;
+    let addr = c.gateway.tls_addr.unwrap();
+    let stream = connect(addr, "b.test", &[], &pki.ca_pem, None).await;
+    assert!(
+        stream.is_err(),
+        "b.test is not served yet (a.test's certificate)"
+    );
+
+    // The reloaded config lists a second pair, for b.test: new handshakes
+    // get it, and nothing needs a restart.
+    let b = pki.leaf(&["b.test"], "b");
+    let mut config = (*c.gateway.config()).clone();
+    let mut listed = config.tls.clone().unwrap();
+    listed.certificates.push(pki.install("b", &b, &["b.test"]));
+    config.tls = Some(listed.clone());
+    assert_eq!(
+        c.gateway.reload(config.clone()).unwrap(),
+        Vec::<&str>::new()
+    );
+    let stream = connect(addr, "b.test", &[], &pki.ca_pem, None)
+        .await
+        .unwrap();
+    assert_eq!(served_cert(&stream), b.der());
+
+    // A list whose new pair does not match is refused whole: b.test keeps
+    // its certificate, and the running config keeps its list.
+    let other = pki.leaf(&["c.test"], "c");
+    let mut broken = listed;
+    broken.certificates.push(CertificateConfig {
+        cert: pki.write("c.pem", &other.cert_pem),
+        key: pki.write("c.key", &a.key_pem),
+        names: vec!["c.test".to_owned()],
+    });
+    config.tls = Some(broken);
+    assert!(c.gateway.reload(config).is_err());
+    let stream = connect(addr, "b.test", &[], &pki.ca_pem, None)
+        .await
+        .unwrap();
+    assert_eq!(served_cert(&stream), b.der());
+    assert_eq!(
+        c.gateway.config().tls.as_ref().unwrap().certificates.len(),
+        2
+    );
+}
