@@ -14,7 +14,7 @@ use std::sync::Arc;
 use criterion::{Criterion, criterion_group, criterion_main};
 use rcgen::{CertificateParams, KeyPair};
 use rpcgate::config::TlsConfig;
-use rpcgate::tls::{CertStore, server_config};
+use rpcgate::tls::server_config;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, ServerConnection};
@@ -36,8 +36,7 @@ fn configs() -> (Arc<rustls::ServerConfig>, ClientConfig) {
         dir.join("c.pem"),
         dir.join("k.pem"),
     );
-    let store = Arc::new(CertStore::load(&tls.certificates).unwrap());
-    let server = Arc::new(server_config(&tls, store).unwrap());
+    let server = Arc::new(server_config(&tls).unwrap().1);
     let mut roots = rustls::RootCertStore::empty();
     roots
         .add(CertificateDer::from_pem_slice(cert.pem().as_bytes()).unwrap())

@@ -74,11 +74,7 @@ impl RunningGateway {
         // Certificates load before anything serves: a bad pair stops the start.
         let tls = match &config.tls {
             Some(tls) => {
-                let store = Arc::new(
-                    crate::tls::CertStore::load(&tls.certificates)
-                        .map_err(|e| std::io::Error::other(e.to_string()))?,
-                );
-                let server = crate::tls::server_config(tls, Arc::clone(&store))
+                let (store, server) = crate::tls::server_config(tls)
                     .map_err(|e| std::io::Error::other(e.to_string()))?;
                 let listener = bind_reuse_port(tls.listen)?;
                 Some((store, server, listener, Arc::new(tls.clone())))

@@ -166,10 +166,7 @@ fn main() -> ExitCode {
                 let config = Config::load(&file).map_err(|e| e.to_string())?;
                 if let Some(tls) = &config.tls {
                     // The certificates must load too (and the client CA).
-                    let store = rpcgate::tls::CertStore::load(&tls.certificates)
-                        .map_err(|e| e.to_string())?;
-                    rpcgate::tls::server_config(tls, std::sync::Arc::new(store))
-                        .map_err(|e| e.to_string())?;
+                    rpcgate::tls::server_config(tls).map_err(|e| e.to_string())?;
                 }
                 println!("{}: ok", file.display());
                 Ok(())

@@ -88,10 +88,12 @@ impl CertStore {
     /// Loads the files again and swaps them in at once, or keeps the
     /// current set and returns why not.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let sources = self.sources.read().unwrap_or_else(PoisonError::into_inner);
-        let loaded = load_all(&sources, &self.provider)?;
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(loaded);
-        Ok(())
+        let sources = self
+            .sources
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        self.replace(&sources)
     }
 
     /// Loads a new list of pairs (a config reload) and swaps it in at once,
@@ -186,11 +188,12 @@ fn load_pair(
     })
 }
 
-/// The rustls config of a listener: TLS 1.2 and 1.3 with the provider's
-/// default (safe) cipher suites, ALPN h2 then http/1.1, resumption by
-/// tickets and by session id, client certificates required when
-/// `client_ca` is set.
-pub fn server_config(tls: &TlsConfig, store: Arc<CertStore>) -> Result<ServerConfig, TlsError> {
+/// The certificates and rustls config of a listener: every pair loaded
+/// (see [`CertStore::load`]); TLS 1.2 and 1.3 with the provider's default
+/// (safe) cipher suites, ALPN h2 then http/1.1, resumption by tickets and
+/// by session id, client certificates required when `client_ca` is set.
+pub fn server_config(tls: &TlsConfig) -> Result<(Arc<CertStore>, ServerConfig), TlsError> {
+    let store = Arc::new(CertStore::load(&tls.certificates)?);
     let provider = Arc::clone(&store.provider);
     let first = tls
         .certificates
@@ -214,12 +217,13 @@ pub fn server_config(tls: &TlsConfig, store: Arc<CertStore>) -> Result<ServerCon
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_cert_resolver(store);
+    let resolver: Arc<dyn ResolvesServerCert> = store.clone();
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     config.ticketer =
         rustls::crypto::ring::Ticketer::new().map_err(|e| TlsError::new(&first, e.to_string()))?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(SESSION_CACHE);
-    Ok(config)
+    Ok((store, config))
 }
 
 /// Reloads `store` whenever one of its files changes on disk (checked every
