@@ -216,13 +216,12 @@ async fn run_locator(args: LocatorArgs) -> Result<(), String> {
     }
     let mut signals = Signals::new(true)?;
     while let Signal::Reload = signals.next().await {
-        match locator.reload() {
-            Ok(()) => println!("config reloaded"),
-            Err(e) => {
-                tracing::error!(error = %e, "config refused; keeping the running state");
-                println!("config refused: {e}");
-            }
-        }
+        announce_reload(
+            locator
+                .reload()
+                .map(|()| Vec::new())
+                .map_err(|e| e.to_string()),
+        );
     }
     locator.shutdown().await;
     Ok(())
@@ -378,16 +377,22 @@ impl GatewayFlags {
     }
 }
 
-/// SIGHUP in `--config` mode: reads the file again and applies it, saying
-/// on stdout what happened (one line: reloaded, reloaded but some keys need
-/// a restart, or refused with the reason; the running config stays).
+/// SIGHUP in `--config` mode: reads the file again and applies it.
 fn reload_gateway(gateway: &RunningGateway, path: &std::path::Path, flags: &GatewayFlags) {
-    let outcome = Config::load(path)
-        .map_err(|e| e.to_string())
-        .and_then(|mut config| {
-            flags.apply(&mut config, true);
-            gateway.reload(config)
-        });
+    announce_reload(
+        Config::load(path)
+            .map_err(|e| e.to_string())
+            .and_then(|mut config| {
+                flags.apply(&mut config, true);
+                gateway.reload(config)
+            }),
+    );
+}
+
+/// Says what a SIGHUP reload did, in the log and as one stdout line that
+/// scripts and tests read: reloaded, reloaded but these keys need a
+/// restart, or refused with the reason (the running config stays).
+fn announce_reload(outcome: Result<Vec<&'static str>, String>) {
     match outcome {
         Ok(restart) if restart.is_empty() => {
             tracing::info!("config reloaded");
