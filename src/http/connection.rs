@@ -353,7 +353,8 @@ async fn drive<C: Serving>(
                         crate::metrics::limit_hit("idle_timeout");
                         return finish(connection, w).await;
                     }
-                    Some(idle) if park_after.is_some_and(|park| idle >= park) && parkable() => {
+                    // (`park_after` is set only once this connection served.)
+                    Some(idle) if park_after.is_some_and(|park| idle >= park) => {
                         return match finish(connection, w).await {
                             Ended::Done(Ok(())) => Ended::Parked,
                             other => other,
@@ -400,6 +401,8 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let handler = Arc::clone(&self.handler);
+        // One settings snapshot for the whole request, this step included.
+        let settings = handler.settings();
         if let Some(name) = &handler.subject_header {
             request.headers_mut().remove(name);
             if let Some(subject) = &self.client_subject {
@@ -412,7 +415,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             let client = client_addr(
                 peer.ip(),
                 request.headers(),
-                &handler.settings().config.request.trusted_proxies,
+                &settings.config.request.trusted_proxies,
             );
             if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
                 request.headers_mut().insert(X_REAL_IP, value);
@@ -422,7 +425,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         let busy = Busy::new(&self.activity, &handler.busy);
         let unanswered = Unanswered(Some(Arc::clone(&self.activity)));
         Box::pin(async move {
-            let response = handler.handle(request).await;
+            let response = handler.handle_with(settings, request).await;
             unanswered.answered();
             // Busy until the body is sent too.
             Ok::<_, Infallible>(response.map(|body| body.with_guard(busy)))
@@ -436,12 +439,11 @@ struct Activity {
     in_flight: AtomicUsize,
     /// When the last request ended (or the connection opened).
     since: std::sync::Mutex<Instant>,
-    /// Whether a request ever started, and a wake-up when the first does.
-    ever_busy: std::sync::atomic::AtomicBool,
-    first: tokio::sync::Notify,
-    /// Requests started, and those the client cancelled before their
-    /// response head (see `limits.max_premature_resets`).
+    /// Requests started (the first one wakes `first`), and those the client
+    /// cancelled before their response head (see
+    /// `limits.max_premature_resets`).
     started: AtomicUsize,
+    first: tokio::sync::Notify,
     premature: AtomicUsize,
     max_premature: usize,
     /// Wakes the connection when cancellations pass the limit.
@@ -455,9 +457,8 @@ impl Activity {
         Self {
             in_flight: AtomicUsize::new(0),
             since: std::sync::Mutex::new(Instant::now()),
-            ever_busy: std::sync::atomic::AtomicBool::new(false),
-            first: tokio::sync::Notify::new(),
             started: AtomicUsize::new(0),
+            first: tokio::sync::Notify::new(),
             premature: AtomicUsize::new(0),
             max_premature,
             abused: tokio::sync::Notify::new(),
@@ -466,7 +467,7 @@ impl Activity {
     }
 
     fn ever_busy(&self) -> bool {
-        self.ever_busy.load(Ordering::Acquire)
+        self.started.load(Ordering::Acquire) > 0
     }
 
     /// Returns once a request has started on the connection.
@@ -498,8 +499,7 @@ pub(super) struct Busy(Arc<Activity>, Arc<AtomicUsize>);
 impl Busy {
     fn new(activity: &Arc<Activity>, gateway: &Arc<AtomicUsize>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        activity.started.fetch_add(1, Ordering::AcqRel);
-        if !activity.ever_busy.swap(true, Ordering::AcqRel) {
+        if activity.started.fetch_add(1, Ordering::AcqRel) == 0 {
             activity.first.notify_waiters();
         }
         gateway.fetch_add(1, Ordering::AcqRel);

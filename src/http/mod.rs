@@ -175,8 +175,21 @@ impl Handler {
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        self.handle_with(self.settings(), request).await
+    }
+
+    /// [`Self::handle`] with the settings snapshot the caller already read
+    /// for this request.
+    async fn handle_with<B>(
+        &self,
+        settings: Arc<Settings>,
+        request: Request<B>,
+    ) -> Response<GatewayBody>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let started = Instant::now();
-        let settings = self.settings();
         let config = &settings.config;
         let _in_flight = self.metrics.in_flight();
         let (parts, body) = request.into_parts();
