@@ -111,6 +111,16 @@ fn gateway_config(tls: TlsConfig) -> Config {
     config
 }
 
+/// A locator, the `hello` demo app, and a gateway with `tls` in front.
+async fn hello_cluster(tls: TlsConfig) -> support::Cluster {
+    support::cluster(
+        "",
+        vec![demo::build("hello", None).unwrap()],
+        gateway_config(tls),
+    )
+    .await
+}
+
 /// A TLS client trusting `ca_pem`, offering `alpn`, sending `name` as SNI
 /// (an IP address sends none), with an optional client certificate.
 async fn connect(
@@ -178,12 +188,7 @@ async fn h1_and_h2_by_alpn_and_sni_picks_the_certificate() {
         pki.install("a", &a, &["a.test"]),
         pki.install("b", &b, &["b.test", "*.b.test"]),
     ]);
-    let c = support::cluster(
-        "",
-        vec![demo::build("hello", None).unwrap()],
-        gateway_config(tls),
-    )
-    .await;
+    let c = hello_cluster(tls).await;
     let addr = c.gateway.tls_addr.unwrap();
 
     // HTTP/2 when the client offers h2.
@@ -240,12 +245,7 @@ async fn a_changed_file_swaps_the_certificate_and_a_bad_pair_is_refused() {
     let pki = Pki::new("reload");
     let old = pki.leaf(&["a.test"], "old");
     let tls = tls_config(vec![pki.install("a", &old, &["a.test"])]);
-    let c = support::cluster(
-        "",
-        vec![demo::build("hello", None).unwrap()],
-        gateway_config(tls),
-    )
-    .await;
+    let c = hello_cluster(tls).await;
     let addr = c.gateway.tls_addr.unwrap();
     let store = c.gateway.certificates.clone().unwrap();
 
@@ -422,12 +422,7 @@ async fn a_config_reload_applies_a_new_certificate_list_or_refuses_a_bad_one() {
     let pki = Pki::new("relist");
     let a = pki.leaf(&["a.test"], "a");
     let tls = tls_config(vec![pki.install("a", &a, &["a.test"])]);
-    let c = support::cluster(
-        "",
-        vec![demo::build("hello", None).unwrap()],
-        gateway_config(tls),
-    )
-    .await;
+    let c = hello_cluster(tls).await;
     let addr = c.gateway.tls_addr.unwrap();
     let stream = connect(addr, "b.test", &[], &pki.ca_pem, None).await;
     assert!(
