@@ -75,6 +75,22 @@ async fn a_huge_head_or_too_many_headers_is_431() {
     assert_eq!(raw_status(addr, fine).await, 200);
 }
 
+/// The default header-count limit (100, which the gateway leaves to hyper's
+/// own default) still holds: 100 header lines are served, 101 are a 431.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_header_count_limit_is_100() {
+    assert_eq!(Config::default().limits.max_headers, 100);
+    let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config()).await;
+    let addr = c.gateway.addr;
+    // Host and Connection are two of the lines.
+    let head = |extra: usize| {
+        let lines: String = (0..extra).map(|i| format!("X-H{i}: v\r\n")).collect();
+        format!("GET /hello/http/ HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{lines}\r\n")
+    };
+    assert_eq!(raw_status(addr, &head(98)).await, 200);
+    assert_eq!(raw_status(addr, &head(99)).await, 431);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_are_closed_while_normal_requests_succeed() {
     const TRICKLERS: usize = 200;

@@ -156,3 +156,50 @@ async fn oversized_and_invalid_messages_are_refused_before_the_wire() {
     assert_eq!(peer.next_frame().await.unwrap().ty, 0, "enqueue");
     assert_eq!(peer.next_frame().await.unwrap().chunk().unwrap(), "fits");
 }
+
+#[tokio::test]
+async fn a_first_chunk_handed_over_with_the_open_follows_it_on_the_wire() {
+    let (handle, mut peer, _conn) = support::pair(MuxConfig::default()).await;
+    let channel = handle
+        .open(enqueue("x").then(Message::write("request")))
+        .await
+        .unwrap();
+    assert_eq!(
+        channel.sender.state(),
+        Protocol::Streaming,
+        "the write is accounted for"
+    );
+    let open = peer.next_frame().await.unwrap();
+    let chunk = peer.next_frame().await.unwrap();
+    assert_eq!((open.channel, open.ty), (channel.id(), 0));
+    assert_eq!((chunk.channel, chunk.ty), (channel.id(), 0));
+    assert_eq!(
+        chunk.stream_event().unwrap(),
+        StreamEvent::Write("request".into())
+    );
+    // It counts as sent: `close` after it is the next frame.
+    channel.sender.close().await.unwrap();
+    assert_eq!(peer.next_frame().await.unwrap().ty, 2);
+}
+
+#[tokio::test]
+async fn a_follow_up_our_protocol_forbids_is_refused_and_nothing_is_written() {
+    let (handle, mut peer, _conn) = support::pair(MuxConfig::default()).await;
+    // `resolve`-like: our side is terminal once opened.
+    let terminal = Invocation::new(
+        Message::new(0, Args::Bytes("name".into())),
+        Protocol::Terminal,
+        Protocol::Streaming,
+    )
+    .then(Message::write("more"));
+    let err = handle.open(terminal).await.unwrap_err();
+    assert!(matches!(err, ChannelError::NotAllowed { .. }), "{err:?}");
+    // The next channel is the first frame the peer sees.
+    let _marker = handle.open(enqueue("marker")).await.unwrap();
+    let next = peer.next_frame().await.unwrap();
+    assert_eq!(
+        next.chunk().unwrap(),
+        "marker",
+        "the refused open wrote nothing"
+    );
+}

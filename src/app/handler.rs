@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
-use crate::proto::{ErrorCode, Headers, RemoteError, StreamEvent};
+use crate::proto::{ErrorCode, Headers, Message, RemoteError, StreamEvent};
 use crate::session::{Incoming, Reply, ReplyError};
 
 /// What a handler returns: `Err` is sent to the client as the channel's
@@ -121,6 +121,18 @@ impl Response {
     pub async fn close(&self) -> Result<(), ReplyError> {
         match self.reply.lock().await.take() {
             Some(reply) => reply.close().await,
+            None => Err(finished()),
+        }
+    }
+
+    /// Ends the reply with `messages`, the last of them terminal, in one
+    /// hand-off to the session.
+    pub(crate) async fn end_with<const N: usize>(
+        &self,
+        messages: [Message; N],
+    ) -> Result<(), ReplyError> {
+        match self.reply.lock().await.take() {
+            Some(mut reply) => reply.send_all(messages).await,
             None => Err(finished()),
         }
     }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 use super::handler::{Request, RequestError, Response};
 use crate::proto::http::{HeaderPair, ResponseMeta};
-use crate::proto::{ErrorCode, Headers, RemoteError};
+use crate::proto::{ErrorCode, Headers, Message, RemoteError};
 use crate::session::ReplyError;
 
 /// An HTTP request as a Cocaine proxy packed it.
@@ -190,12 +190,21 @@ impl HttpResponse {
         headers: Vec<HeaderPair>,
         body: impl Into<Bytes>,
     ) -> Result<(), ReplyError> {
-        self.head(status, headers).await?;
-        let body = body.into();
-        if !body.is_empty() {
-            self.response.write(body).await?;
+        if self.head_sent {
+            // Refused: the head went already (`head` says so).
+            return self.head(status, headers).await;
         }
-        self.response.close().await
+        let meta = Message::write(ResponseMeta { status, headers }.to_bytes());
+        self.head_sent = true;
+        // Head, body and `close` in one hand-off to the session.
+        let body = body.into();
+        if body.is_empty() {
+            self.response.end_with([meta, Message::close()]).await
+        } else {
+            self.response
+                .end_with([meta, Message::write(body), Message::close()])
+                .await
+        }
     }
 
     /// Ends the channel with an `error` instead of a response.

@@ -231,12 +231,10 @@ async fn attempt_once(
     };
     let enqueue =
         Message::new(0, Args::Bytes(request.event.clone())).with_headers(request.headers.clone());
-    let channel = handle
-        .open(Invocation::enqueue(enqueue))
-        .await
-        .map_err(lost)?;
+    // The request goes in one chunk, handed over with the `enqueue`.
+    let invocation = Invocation::enqueue(enqueue).then(Message::write(request.tuple.clone()));
+    let channel = handle.open(invocation).await.map_err(lost)?;
     let (mut sender, mut receiver) = channel.split();
-    sender.write(request.tuple.clone()).await.map_err(lost)?;
     let frame = match receiver.recv().await {
         Some(Ok(frame)) => frame,
         Some(Err(e)) => return Err(lost(e)),

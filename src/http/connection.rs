@@ -43,6 +43,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// sending it right now).
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
+/// The header count hyper allows when none is configured.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// A parked connection reads its next bytes into this much.
 const PARKED_READ: usize = 64;
 
@@ -181,8 +184,13 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(w.limits.header_timeout)
-        .max_buf_size(w.limits.max_header_bytes)
-        .max_headers(w.limits.max_headers);
+        .max_buf_size(w.limits.max_header_bytes);
+    // hyper's own limit is 100 headers, parsed into stack arrays; any
+    // explicit limit (even 100) makes it build heap-sized ones for every
+    // request, which showed in the load profile.
+    if w.limits.max_headers != HYPER_MAX_HEADERS {
+        builder.max_headers(w.limits.max_headers);
+    }
     loop {
         // Boxed: its buffers and state live only while it serves.
         let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service.clone()));
@@ -296,6 +304,12 @@ where
 /// shutdown (after a first-request grace for one not used yet), on abuse
 /// (most requests cancelled), or past the idle timeout; with `park_after`,
 /// ends it for parking once idle that long.
+///
+/// The futures it waits on live as long as the connection, not one
+/// request: a busy connection is polled on every wake, and registering
+/// fresh ones per request showed in the load profile. The idle check is a
+/// timer that looks again every `park_after` (or idle timeout), so a
+/// request ending needs no wake of its own.
 async fn drive<C: Serving>(
     mut connection: Pin<&mut C>,
     w: &Watch<'_>,
@@ -306,20 +320,29 @@ async fn drive<C: Serving>(
     // bytes came serves them first.
     let served_before = w.activity.started.load(Ordering::Acquire);
     let parkable = || w.activity.started.load(Ordering::Acquire) > served_before;
-    let may_park = park_after.is_some();
+    // The longest the idle check may sleep: a request that ends right after
+    // it was armed is still parked on time.
+    let check_every = park_after.map_or(idle_timeout, |park| park.min(idle_timeout));
+    let next_check = || match w.activity.idle_for() {
+        Some(idle) => {
+            let due = match park_after.filter(|_| parkable()) {
+                Some(park) => park.min(idle_timeout),
+                None => idle_timeout,
+            };
+            due.saturating_sub(idle).min(check_every)
+        }
+        None => check_every,
+    };
+    let shutdown = w.shutdown.cancelled();
+    let abused = w.activity.abused.notified();
+    let check = tokio::time::sleep(next_check());
+    tokio::pin!(shutdown, abused, check);
     loop {
-        let park_after = park_after.filter(|_| parkable());
-        let wake = match w.activity.idle_for() {
-            Some(idle) => park_after
-                .map_or(idle_timeout, |park| park.min(idle_timeout))
-                .saturating_sub(idle),
-            None => idle_timeout,
-        };
         tokio::select! {
             result = std::future::poll_fn(|cx| connection.as_mut().poll_serve(cx)) => {
                 return Ended::Done(result);
             }
-            () = w.shutdown.cancelled() => {
+            () = &mut shutdown => {
                 if !w.activity.ever_busy() {
                     // Accepted just before the shutdown: the client may be
                     // sending its first request now, and closing would
@@ -338,29 +361,26 @@ async fn drive<C: Serving>(
                 // flight finish, unless the shutdown deadline cuts them.
                 return finish(connection, w).await;
             }
-            () = w.activity.abused.notified() => {
+            () = &mut abused => {
                 // Rapid reset paced to dodge the HTTP/2 pending-reset limit.
                 crate::metrics::limit_hit("premature_resets");
                 tracing::debug!(peer = ?w.peer, "closing a connection whose client cancels most requests");
                 return finish(connection, w).await;
             }
-            // A request ended: the time to park counts from now.
-            () = w.activity.ended.notified(), if may_park => {}
-            () = tokio::time::sleep(wake) => {
+            () = &mut check => {
                 // Only if nothing was in flight the whole time.
                 match w.activity.idle_for() {
                     Some(idle) if idle >= idle_timeout => {
                         crate::metrics::limit_hit("idle_timeout");
                         return finish(connection, w).await;
                     }
-                    // (`park_after` is set only once this connection served.)
-                    Some(idle) if park_after.is_some_and(|park| idle >= park) => {
+                    Some(idle) if park_after.is_some_and(|park| idle >= park) && parkable() => {
                         return match finish(connection, w).await {
                             Ended::Done(Ok(())) => Ended::Parked,
                             other => other,
                         };
                     }
-                    _ => {}
+                    _ => check.as_mut().reset(Instant::now() + next_check()),
                 }
             }
         }
@@ -448,8 +468,6 @@ struct Activity {
     max_premature: usize,
     /// Wakes the connection when cancellations pass the limit.
     abused: tokio::sync::Notify,
-    /// Wakes the connection when a request ends (it may park).
-    ended: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -462,7 +480,6 @@ impl Activity {
             premature: AtomicUsize::new(0),
             max_premature,
             abused: tokio::sync::Notify::new(),
-            ended: tokio::sync::Notify::new(),
         }
     }
 
@@ -516,7 +533,6 @@ impl Drop for Busy {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.1.fetch_sub(1, Ordering::AcqRel);
-        self.0.ended.notify_one();
     }
 }
 

@@ -200,9 +200,19 @@ impl Handler {
                 Err(e) => return GatewayError::from(e).into_response(fallback_id),
             };
         let request_id = decision.trace.trace_id;
+        // What the access log needs, taken now: the request head is let go
+        // before the reply is awaited (see `answer`).
+        let logged = config.access_log.then(|| AccessLine {
+            client: parts
+                .extensions
+                .get::<ClientAddr>()
+                .map_or_else(|| "-".to_owned(), |c| c.0.to_string()),
+            method: parts.method.clone(),
+            uri: parts.uri.to_string(),
+        });
         let mut service = None;
         let result = self
-            .answer(&settings, &parts, body, decision, &mut service)
+            .answer(&settings, parts, body, decision, &mut service)
             .await;
         let response = match result {
             Ok(response) => response,
@@ -229,13 +239,13 @@ impl Handler {
         self.metrics
             .service(label)
             .record(response.status().as_u16(), started.elapsed());
-        if config.access_log {
+        if let Some(line) = logged {
             tracing::info!(
                 target: "access",
                 request_id = %format!("{request_id:016x}"),
-                client = %parts.extensions.get::<ClientAddr>().map_or_else(|| "-".to_owned(), |c| c.0.to_string()),
-                method = %parts.method,
-                uri = %parts.uri,
+                client = %line.client,
+                method = %line.method,
+                uri = %line.uri,
                 status = response.status().as_u16(),
                 ms = started.elapsed().as_secs_f64() * 1000.0,
                 "request"
@@ -244,10 +254,14 @@ impl Handler {
         response
     }
 
+    /// Routes, packs and dispatches one request. `parts` is dropped once
+    /// packed: its header values share hyper's read buffer, and hyper can
+    /// reuse that buffer for the next request only when nothing else holds
+    /// it (otherwise it allocates a new one per request).
     async fn answer<B>(
         &self,
         settings: &Settings,
-        parts: &hyper::http::request::Parts,
+        parts: hyper::http::request::Parts,
         body: B,
         decision: TraceDecision,
         service: &mut Option<String>,
@@ -319,6 +333,8 @@ impl Handler {
             decision,
             deadline.saturating_duration_since(Instant::now()),
         );
+        let head_request = parts.method == Method::HEAD;
+        drop(parts);
         let reply = dispatch::dispatch(
             &self.pools,
             &settings.retry,
@@ -334,7 +350,7 @@ impl Handler {
                 reply.meta.status
             )))
         })?;
-        let no_body = parts.method == Method::HEAD
+        let no_body = head_request
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
             || status.is_informational();
@@ -406,6 +422,13 @@ pub async fn serve<L>(
 pub(crate) fn refuse_proxy_header(error: &crate::proxy_protocol::ProxyHeaderError) {
     crate::metrics::limit_hit("proxy_header");
     tracing::debug!(%error, "connection closed: PROXY protocol header refused");
+}
+
+/// A request's fields for its access-log line.
+struct AccessLine {
+    client: String,
+    method: Method,
+    uri: String,
 }
 
 /// The header that carries the client address to the app.

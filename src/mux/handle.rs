@@ -15,10 +15,11 @@ use crate::proto::{Frame, Message, Protocol};
 /// What a channel's owner asks the connection task to do.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Open channel `id` by writing `message`.
+    /// Open channel `id` by writing `message` (and `then` right after).
     Open {
         id: u64,
         message: Message,
+        then: Option<Message>,
         tx: Protocol,
         rx: Protocol,
         sink: Sink,
@@ -175,6 +176,21 @@ impl MuxHandle {
             .message
             .check(u64::MAX, self.shared.config.max_frame_len)
             .map_err(ChannelError::Encode)?;
+        // Our send state once the follow-up message (if any) is queued.
+        let tx_after = match &invocation.then {
+            Some(then) => {
+                then.check(u64::MAX, self.shared.config.max_frame_len)
+                    .map_err(ChannelError::Encode)?;
+                invocation
+                    .tx
+                    .next(then.ty)
+                    .ok_or(ChannelError::NotAllowed {
+                        ty: then.ty,
+                        state: invocation.tx,
+                    })?
+            }
+            None => invocation.tx,
+        };
         let permit = self
             .commands
             .reserve()
@@ -187,7 +203,12 @@ impl MuxHandle {
             state: Arc::clone(&state),
         };
         self.shared.in_flight.fetch_add(1, Ordering::Relaxed);
-        let Invocation { message, tx, rx } = invocation;
+        let Invocation {
+            message,
+            tx,
+            rx,
+            then,
+        } = invocation;
         let id = {
             let mut next = self
                 .shared
@@ -199,6 +220,7 @@ impl MuxHandle {
             permit.send(Command::Open {
                 id,
                 message,
+                then,
                 tx,
                 rx,
                 sink,
@@ -208,7 +230,7 @@ impl MuxHandle {
         Ok(Channel {
             sender: ChannelSender::new(
                 id,
-                tx,
+                tx_after,
                 self.commands.clone(),
                 Arc::clone(&self.shared),
                 Arc::clone(&state),
@@ -283,6 +305,8 @@ pub struct Invocation {
     pub tx: Protocol,
     /// What the peer sends back.
     pub rx: Protocol,
+    /// A message to send right after the opening one, queued with it.
+    then: Option<Message>,
 }
 
 impl Invocation {
@@ -292,11 +316,26 @@ impl Invocation {
             message,
             tx: Protocol::Streaming,
             rx: Protocol::Streaming,
+            then: None,
         }
     }
 
     /// Any invocation.
     pub fn new(message: Message, tx: Protocol, rx: Protocol) -> Self {
-        Self { message, tx, rx }
+        Self {
+            message,
+            tx,
+            rx,
+            then: None,
+        }
+    }
+
+    /// Also sends `message` right after the opening one, in the same hand-off
+    /// to the connection task (e.g. an `enqueue`'s first chunk): one queue
+    /// operation instead of two, and the two frames travel in one write.
+    /// [`MuxHandle::open`] refuses it if our protocol does not allow it.
+    pub fn then(mut self, message: Message) -> Self {
+        self.then = Some(message);
+        self
     }
 }

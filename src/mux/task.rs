@@ -215,6 +215,7 @@ where
             Command::Open {
                 id,
                 message,
+                then,
                 tx,
                 rx,
                 sink,
@@ -234,6 +235,9 @@ where
                             Delivery::Partial
                         };
                         self.queue.push(id, &message, Some(delivery));
+                        if let Some(then) = then {
+                            self.send(id, &then);
+                        }
                     }
                     OpenAction::Skip | OpenAction::Reject => {
                         if action == OpenAction::Reject {
@@ -244,14 +248,19 @@ where
                     }
                 }
             }
-            Command::Send { id, message } => match self.table.send(id, message.ty) {
-                SendAction::Write { terminal } => {
-                    let mark = terminal.then_some(Delivery::Complete);
-                    self.queue.push(id, &message, mark);
-                }
-                SendAction::Drop => {}
-            },
+            Command::Send { id, message } => self.send(id, &message),
             Command::Drain => self.draining = true,
+        }
+    }
+
+    /// Queues `message` on channel `id` if the table allows it.
+    fn send(&mut self, id: u64, message: &Message) {
+        match self.table.send(id, message.ty) {
+            SendAction::Write { terminal } => {
+                let mark = terminal.then_some(Delivery::Complete);
+                self.queue.push(id, message, mark);
+            }
+            SendAction::Drop => {}
         }
     }
 

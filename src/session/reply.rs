@@ -117,6 +117,43 @@ impl Reply {
         Ok(())
     }
 
+    /// Sends `messages` in order, as one hand-off to the session (one wait
+    /// for queue room instead of one per message), if the upstream
+    /// protocol allows all of them; otherwise sends none.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: the only await is for room in the session's queue.
+    pub async fn send_all<const N: usize>(
+        &mut self,
+        messages: [Message; N],
+    ) -> Result<(), ReplyError> {
+        let mut state = self.state;
+        for message in &messages {
+            state = state.next(message.ty).ok_or(ReplyError::NotAllowed {
+                ty: message.ty,
+                state,
+            })?;
+            message
+                .check(self.channel, self.shared.max_frame_len)
+                .map_err(ReplyError::Encode)?;
+        }
+        let permits = self
+            .shared
+            .replies
+            .reserve_many(N)
+            .await
+            .map_err(|_| ReplyError::Disconnected)?;
+        for (permit, message) in permits.zip(messages) {
+            permit.send(Outgoing {
+                channel: self.channel,
+                message,
+            });
+        }
+        self.state = state;
+        Ok(())
+    }
+
     /// Streaming `write [chunk]`.
     pub async fn write(&mut self, chunk: impl Into<Bytes>) -> Result<(), ReplyError> {
         self.send(Message::write(chunk)).await

@@ -66,6 +66,11 @@ pub(crate) struct Session<'s, R, W, S: ?Sized> {
     highest: u64,
     pending: Option<Pending>,
     dropped: Vec<(u64, Protocol)>,
+    /// Channels opened by the frames just decoded, handed to the service
+    /// once the whole read is dispatched: a request's first chunk usually
+    /// arrives in the same read as its `enqueue`, so the handler finds it
+    /// waiting.
+    calls: Vec<Call>,
     shutdown: CancellationToken,
 }
 
@@ -103,6 +108,7 @@ where
             highest: 0,
             pending: None,
             dropped: Vec::new(),
+            calls: Vec::new(),
             shutdown,
         }
     }
@@ -128,6 +134,7 @@ where
                     Err(e) => return Err(SessionError::Protocol(e.to_string())),
                 }
             }
+            self.start_calls();
             if read_closed {
                 // The client half-closed or left: write what is queued, then
                 // stop. A client that closed cannot read later replies anyway.
@@ -278,17 +285,27 @@ where
                 incoming: incoming_tx,
             },
         );
-        let call = Call {
+        self.calls.push(Call {
             channel: id,
             method: frame.ty,
             args: frame.args,
             headers: frame.headers,
             incoming: Incoming::new(rx, incoming_rx),
             reply: Reply::new(id, tx, Arc::clone(&self.shared)),
-        };
-        self.service.call(call);
-        self.remove_if_finished(id);
+        });
         Ok(())
+    }
+
+    /// Hands the channels opened by the frames just dispatched to the
+    /// service, in order.
+    fn start_calls(&mut self) {
+        let mut calls = std::mem::take(&mut self.calls);
+        for call in calls.drain(..) {
+            let id = call.channel;
+            self.service.call(call);
+            self.remove_if_finished(id);
+        }
+        self.calls = calls;
     }
 
     /// Encodes a reply, if the channel's state still allows it.
