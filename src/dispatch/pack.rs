@@ -6,13 +6,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::header::HeaderMap;
+use bytes::{Bytes, BytesMut};
+use hyper::header::{HeaderMap, HeaderName};
 use hyper::{Method, Version};
 use rand::Rng;
 
+#[cfg(test)]
 use crate::proto::http::HttpRequest;
-use crate::proto::{Headers, TraceContext};
+use crate::proto::{Headers, TraceContext, msgpack};
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const X_COCAINE_TRACING_POLICY: HeaderName = HeaderName::from_static("x-cocaine-tracing-policy");
 
 /// A request ready to send: the event, the 5-tuple, the enqueue headers.
 #[derive(Debug, Clone)]
@@ -51,7 +56,7 @@ impl TraceDecision {
         let mut rng = rand::rng();
         let span_id = rng.random();
         let mut sampled = None;
-        let trace = if let Some(value) = headers.get("x-request-id") {
+        let trace = if let Some(value) = headers.get(X_REQUEST_ID) {
             let id = parse_hex_u64(value.as_bytes()).ok_or(BadRequestId)?;
             TraceContext {
                 trace_id: id,
@@ -59,7 +64,7 @@ impl TraceDecision {
                 parent_id: id,
             }
         } else if let Some((trace_id, parent_id, flag)) = headers
-            .get("traceparent")
+            .get(TRACEPARENT)
             .and_then(|v| parse_traceparent(v.as_bytes()))
         {
             sampled = Some(flag);
@@ -77,7 +82,7 @@ impl TraceDecision {
             }
         };
         let policy = headers
-            .get("x-cocaine-tracing-policy")
+            .get(X_COCAINE_TRACING_POLICY)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|p| (0.0..=1.0).contains(p));
@@ -128,17 +133,58 @@ fn version_text(version: Version) -> &'static [u8] {
     }
 }
 
-/// `content-type` → `Content-Type`: HTTP/1 header names reach us
+/// The 5-tuple of `HttpRequest::encode`, written straight from the
+/// request into one buffer of its exact size (no per-header copies), with
+/// every header line its own pair and names title-cased.
+fn encode_tuple(
+    method: &str,
+    uri: &str,
+    version: &[u8],
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Bytes {
+    let str_len = |len: usize| msgpack::str_header_len(len) + len;
+    let len = 1
+        + str_len(method.len())
+        + str_len(uri.len())
+        + str_len(version.len())
+        + msgpack::container_header_len(headers.len())
+        + headers
+            .iter()
+            .map(|(n, v)| 1 + str_len(n.as_str().len()) + str_len(v.len()))
+            .sum::<usize>()
+        + str_len(body.len());
+    let mut buf = BytesMut::with_capacity(len);
+    msgpack::put_array_len(&mut buf, 5);
+    msgpack::put_str(&mut buf, method.as_bytes());
+    msgpack::put_str(&mut buf, uri.as_bytes());
+    msgpack::put_str(&mut buf, version);
+    // `len` counts every value, so repeated headers are all there.
+    msgpack::put_array_len(&mut buf, headers.len());
+    for (name, value) in headers {
+        msgpack::put_array_len(&mut buf, 2);
+        let name = name.as_str().as_bytes();
+        msgpack::put_str_header(&mut buf, name.len());
+        let start = buf.len();
+        buf.extend_from_slice(name);
+        title_case(&mut buf[start..]);
+        msgpack::put_str(&mut buf, value.as_bytes());
+    }
+    msgpack::put_str(&mut buf, body);
+    buf.freeze()
+}
+
+/// `content-type` → `Content-Type`, in place: HTTP/1 header names reach us
 /// lowercased, and workers written against the old proxies look headers up
 /// in their usual case.
-fn title_case(name: &str) -> Bytes {
-    let mut out = Vec::with_capacity(name.len());
+fn title_case(name: &mut [u8]) {
     let mut upper = true;
-    for b in name.bytes() {
-        out.push(if upper { b.to_ascii_uppercase() } else { b });
-        upper = b == b'-';
+    for b in name {
+        if upper {
+            b.make_ascii_uppercase();
+        }
+        upper = *b == b'-';
     }
-    Bytes::from(out)
 }
 
 /// Packs a request for `event`: the 5-tuple with `uri` (as routing decided
@@ -156,22 +202,7 @@ pub fn pack_request(
     decision: TraceDecision,
     timeout: Duration,
 ) -> PackedRequest {
-    let tuple = HttpRequest {
-        method: Bytes::copy_from_slice(method.as_str().as_bytes()),
-        uri: Bytes::copy_from_slice(uri.as_bytes()),
-        version: Bytes::from_static(version_text(version)),
-        headers: headers
-            .iter()
-            .map(|(name, value)| {
-                (
-                    title_case(name.as_str()),
-                    Bytes::copy_from_slice(value.as_bytes()),
-                )
-            })
-            .collect(),
-        body,
-    }
-    .to_bytes();
+    let tuple = encode_tuple(method.as_str(), uri, version_text(version), headers, &body);
     let mut frame_headers = Headers::new();
     for (http_name, cocaine_name) in forward {
         for value in headers.get_all(http_name.as_str()) {
@@ -243,6 +274,43 @@ mod tests {
         let d = TraceDecision::from_headers(&headers(&[("x-cocaine-tracing-policy", "1")]), 0.0)
             .unwrap();
         assert!(d.verbose);
+    }
+
+    #[test]
+    fn the_tuple_is_byte_for_byte_the_reference_encoding() {
+        let mut map = headers(&[
+            ("host", "api.example"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("cookie", "a=1"),
+            ("cookie", "b=2"),
+        ]);
+        // Long enough for the str16 and array16 forms.
+        map.append("x-long", HeaderValue::from_str(&"v".repeat(300)).unwrap());
+        for i in 0..20 {
+            map.append("x-many", HeaderValue::from_str(&i.to_string()).unwrap());
+        }
+        let body = vec![b'b'; 70_000];
+        let reference = HttpRequest {
+            method: Bytes::from_static(b"PUT"),
+            uri: Bytes::from_static(b"/a/b?c=d"),
+            version: Bytes::from_static(b"1.1"),
+            headers: map
+                .iter()
+                .map(|(n, v)| {
+                    let mut name = n.as_str().as_bytes().to_vec();
+                    title_case(&mut name);
+                    (Bytes::from(name), Bytes::copy_from_slice(v.as_bytes()))
+                })
+                .collect(),
+            body: Bytes::from(body.clone()),
+        }
+        .to_bytes();
+        let tuple = encode_tuple("PUT", "/a/b?c=d", b"1.1", &map, &body);
+        assert_eq!(tuple, reference);
+        assert_eq!(tuple.len(), reference.len());
+        let decoded = HttpRequest::decode(&tuple).unwrap();
+        assert_eq!(decoded.headers[1].0, "X-Forwarded-For");
+        assert_eq!(decoded.headers.len(), 25);
     }
 
     #[test]

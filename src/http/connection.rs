@@ -79,6 +79,7 @@ pub async fn serve_connection<I>(
     let service = RequestService {
         handler,
         peer,
+        peer_header: peer.and_then(|p| HeaderValue::from_str(&p.ip().to_string()).ok()),
         client_subject,
         activity: Arc::clone(&activity),
     };
@@ -404,6 +405,9 @@ async fn finish<C: Serving>(mut connection: Pin<&mut C>, w: &Watch<'_>) -> Ended
 struct RequestService {
     handler: Arc<Handler>,
     peer: Option<SocketAddr>,
+    /// The peer's address as an `X-Real-IP` value, made once per
+    /// connection (most requests send just that).
+    peer_header: Option<HeaderValue>,
     client_subject: Option<HeaderValue>,
     activity: Arc<Activity>,
 }
@@ -437,15 +441,24 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
                 request.headers(),
                 &settings.config.request.trusted_proxies,
             );
-            if let Ok(value) = HeaderValue::from_str(&client.to_string()) {
+            let value = match &self.peer_header {
+                Some(value) if client == peer.ip() => Some(value.clone()),
+                _ => HeaderValue::from_str(&client.to_string()).ok(),
+            };
+            if let Some(value) = value {
                 request.headers_mut().insert(X_REAL_IP, value);
             }
-            request.extensions_mut().insert(ClientAddr(client));
+            // Read by the handler for the access log only.
+            if settings.config.access_log {
+                request.extensions_mut().insert(ClientAddr(client));
+            }
         }
         let busy = Busy::new(&self.activity, &handler.busy);
         let unanswered = Unanswered(Some(Arc::clone(&self.activity)));
+        // The synchronous step now, before hyper reads ahead (see `begin`).
+        let begun = handler.begin(&settings, request);
         Box::pin(async move {
-            let response = handler.handle_with(settings, request).await;
+            let response = handler.finish(&settings, begun).await;
             unanswered.answered();
             // Busy until the body is sent too.
             Ok::<_, Infallible>(response.map(|body| body.with_guard(busy)))

@@ -175,33 +175,42 @@ impl Handler {
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.handle_with(self.settings(), request).await
+        let settings = self.settings();
+        let begun = self.begin(&settings, request);
+        self.finish(&settings, begun).await
     }
 
-    /// [`Self::handle`] with the settings snapshot the caller already read
-    /// for this request.
-    async fn handle_with<B>(
-        &self,
-        settings: Arc<Settings>,
-        request: Request<B>,
-    ) -> Response<GatewayBody>
+    /// The synchronous first step of a request: trace ids, route, load
+    /// shedding, deadline, and (when the body is already complete, as for
+    /// most requests without one) the packing, which lets the request head
+    /// go.
+    ///
+    /// Why here and not in the first poll: the head's header values share
+    /// hyper's read buffer, and hyper, right after handing over a request,
+    /// reads ahead on the connection; if the head is still alive then, the
+    /// buffer cannot be reused and hyper allocates a new one for every
+    /// request.
+    fn begin<B>(&self, settings: &Settings, request: Request<B>) -> Begun<B>
     where
-        B: Body<Data = Bytes> + Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: Body<Data = Bytes>,
     {
         let started = Instant::now();
         let config = &settings.config;
-        let _in_flight = self.metrics.in_flight();
         let (parts, body) = request.into_parts();
-        let fallback_id = rand::random();
         let decision =
             match TraceDecision::from_headers(&parts.headers, config.request.tracing_probability) {
                 Ok(decision) => decision,
-                Err(e) => return GatewayError::from(e).into_response(fallback_id),
+                Err(e) => {
+                    return Begun {
+                        started,
+                        request_id: rand::random(),
+                        logged: None,
+                        service: None,
+                        step: Err(e.into()),
+                    };
+                }
             };
-        let request_id = decision.trace.trace_id;
-        // What the access log needs, taken now: the request head is let go
-        // before the reply is awaited (see `answer`).
+        // What the access log needs, taken now: the head does not live on.
         let logged = config.access_log.then(|| AccessLine {
             client: parts
                 .extensions
@@ -211,9 +220,133 @@ impl Handler {
             uri: parts.uri.to_string(),
         });
         let mut service = None;
-        let result = self
-            .answer(&settings, parts, body, decision, &mut service)
-            .await;
+        let step = self.admit(settings, parts, body, decision, started, &mut service);
+        Begun {
+            started,
+            request_id: decision.trace.trace_id,
+            logged,
+            service,
+            step,
+        }
+    }
+
+    /// Routes and admits a request, and packs it if its body is complete.
+    fn admit<B>(
+        &self,
+        settings: &Settings,
+        parts: hyper::http::request::Parts,
+        body: B,
+        decision: TraceDecision,
+        started: Instant,
+        service: &mut Option<String>,
+    ) -> Result<Admitted<B>, GatewayError>
+    where
+        B: Body<Data = Bytes>,
+    {
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let host = parts
+            .headers
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.host());
+        let config = &settings.config;
+        let target = route::route(path_and_query, host, &parts.headers, &config.routes)?;
+        *service = Some(target.service.clone());
+        // Load shedding: refuse at once rather than queue.
+        let slot = Slot::take(&self.in_flight, config.limits.max_in_flight).ok_or_else(|| {
+            crate::metrics::limit_hit("in_flight");
+            GatewayError::Shed("at the gateway")
+        })?;
+        let service_slot = match settings.service_in_flight.get(&target.service) {
+            Some((limit, counter)) => Some(Slot::take(counter, *limit).ok_or_else(|| {
+                crate::metrics::limit_hit("service_in_flight");
+                GatewayError::Shed("for this service")
+            })?),
+            None => None,
+        };
+        let mut timeout = config.timeout_for(&target.service);
+        if let Some(ms) = parts
+            .headers
+            .get(X_REQUEST_TIMEOUT)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+        {
+            // A request may shorten its deadline, never extend it.
+            timeout = timeout.min(Duration::from_millis(ms.max(1)));
+        }
+        let limit = config.request.body_limit;
+        if parts
+            .headers
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .is_some_and(|len| len > limit as u64)
+        {
+            return Err(GatewayError::BodyTooLarge(limit));
+        }
+        let head_request = parts.method == Method::HEAD;
+        let request = if body.is_end_stream() {
+            Packing::Packed(self.pack(settings, &parts, &target, Bytes::new(), decision, timeout))
+        } else {
+            Packing::Collect {
+                parts,
+                body,
+                decision,
+            }
+        };
+        Ok(Admitted {
+            target,
+            _slots: (slot, service_slot),
+            timeout,
+            deadline: started + timeout,
+            head_request,
+            request,
+        })
+    }
+
+    /// The `enqueue` for a request whose body is `body`.
+    fn pack(
+        &self,
+        settings: &Settings,
+        parts: &hyper::http::request::Parts,
+        target: &route::Target,
+        body: Bytes,
+        decision: TraceDecision,
+        timeout: Duration,
+    ) -> dispatch::PackedRequest {
+        pack_request(
+            &parts.method,
+            parts.version,
+            &parts.headers,
+            &target.uri,
+            body,
+            &target.event,
+            &settings.config.request.forward_headers,
+            decision,
+            timeout,
+        )
+    }
+
+    /// The rest of a request after [`Self::begin`]: the body (if it was
+    /// still coming), the dispatch, the response, metrics and the access
+    /// log.
+    async fn finish<B>(&self, settings: &Settings, begun: Begun<B>) -> Response<GatewayBody>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let _in_flight = self.metrics.in_flight();
+        let Begun {
+            started,
+            request_id,
+            logged,
+            mut service,
+            step,
+        } = begun;
+        let result = match step {
+            Ok(admitted) => self.answer(settings, admitted, request_id).await,
+            Err(e) => Err(e),
+        };
         let response = match result {
             Ok(response) => response,
             Err(e) => {
@@ -236,9 +369,10 @@ impl Handler {
         let label = service
             .as_deref()
             .unwrap_or(crate::metrics::UNKNOWN_SERVICE);
+        let elapsed = started.elapsed();
         self.metrics
             .service(label)
-            .record(response.status().as_u16(), started.elapsed());
+            .record(response.status().as_u16(), elapsed);
         if let Some(line) = logged {
             tracing::info!(
                 target: "access",
@@ -247,94 +381,55 @@ impl Handler {
                 method = %line.method,
                 uri = %line.uri,
                 status = response.status().as_u16(),
-                ms = started.elapsed().as_secs_f64() * 1000.0,
+                ms = elapsed.as_secs_f64() * 1000.0,
                 "request"
             );
         }
         response
     }
 
-    /// Routes, packs and dispatches one request. `parts` is dropped once
-    /// packed: its header values share hyper's read buffer, and hyper can
-    /// reuse that buffer for the next request only when nothing else holds
-    /// it (otherwise it allocates a new one per request).
+    /// Collects the body (if it was still coming), packs, dispatches, and
+    /// makes the response from the app's meta.
     async fn answer<B>(
         &self,
         settings: &Settings,
-        parts: hyper::http::request::Parts,
-        body: B,
-        decision: TraceDecision,
-        service: &mut Option<String>,
+        admitted: Admitted<B>,
+        request_id: u64,
     ) -> Result<Response<GatewayBody>, GatewayError>
     where
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let host = parts
-            .headers
-            .get(hyper::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| parts.uri.host());
-        let config = &settings.config;
-        let target = route::route(path_and_query, host, &parts.headers, &config.routes)?;
-        *service = Some(target.service.clone());
-        // Load shedding: refuse at once rather than queue.
-        let _slot = Slot::take(&self.in_flight, config.limits.max_in_flight).ok_or_else(|| {
-            crate::metrics::limit_hit("in_flight");
-            GatewayError::Shed("at the gateway")
-        })?;
-        let _service_slot = match settings.service_in_flight.get(&target.service) {
-            Some((limit, counter)) => Some(Slot::take(counter, *limit).ok_or_else(|| {
-                crate::metrics::limit_hit("service_in_flight");
-                GatewayError::Shed("for this service")
-            })?),
-            None => None,
-        };
-        let mut timeout = config.timeout_for(&target.service);
-        if let Some(ms) = parts
-            .headers
-            .get("x-request-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            // A request may shorten its deadline, never extend it.
-            timeout = timeout.min(Duration::from_millis(ms.max(1)));
-        }
-        let deadline = Instant::now() + timeout;
-        let limit = config.request.body_limit;
-        if parts
-            .headers
-            .get(hyper::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .is_some_and(|len| len > limit as u64)
-        {
-            return Err(GatewayError::BodyTooLarge(limit));
-        }
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e)
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some() =>
-            {
-                return Err(GatewayError::BodyTooLarge(limit));
+        let Admitted {
+            target,
+            _slots,
+            timeout,
+            deadline,
+            head_request,
+            request,
+        } = admitted;
+        let packed = match request {
+            Packing::Packed(packed) => packed,
+            Packing::Collect {
+                parts,
+                body,
+                decision,
+            } => {
+                let limit = settings.config.request.body_limit;
+                let body = match Limited::new(body, limit).collect().await {
+                    Ok(collected) => collected.to_bytes(),
+                    Err(e)
+                        if e.downcast_ref::<http_body_util::LengthLimitError>()
+                            .is_some() =>
+                    {
+                        return Err(GatewayError::BodyTooLarge(limit));
+                    }
+                    Err(e) => return Err(GatewayError::Body(e.to_string())),
+                };
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                self.pack(settings, &parts, &target, body, decision, remaining)
             }
-            Err(e) => return Err(GatewayError::Body(e.to_string())),
         };
-        let packed = pack_request(
-            &parts.method,
-            parts.version,
-            &parts.headers,
-            &target.uri,
-            body,
-            &target.event,
-            &config.request.forward_headers,
-            decision,
-            deadline.saturating_duration_since(Instant::now()),
-        );
-        let head_request = parts.method == Method::HEAD;
-        drop(parts);
         let reply = dispatch::dispatch(
             &self.pools,
             &settings.retry,
@@ -380,10 +475,47 @@ impl Handler {
         if no_body {
             headers.remove(hyper::header::CONTENT_LENGTH);
         }
-        response::set_request_id(headers, decision.trace.trace_id);
+        response::set_request_id(headers, request_id);
         Ok(response)
     }
 }
+
+/// A request after [`Handler::begin`].
+struct Begun<B> {
+    started: Instant,
+    /// The trace id, which is also the response's `X-Request-Id`.
+    request_id: u64,
+    logged: Option<AccessLine>,
+    /// The routed service, for the metrics label.
+    service: Option<String>,
+    step: Result<Admitted<B>, GatewayError>,
+}
+
+/// A routed request that passed load shedding.
+struct Admitted<B> {
+    target: route::Target,
+    /// Held until the request ends.
+    _slots: (Slot, Option<Slot>),
+    timeout: Duration,
+    deadline: Instant,
+    head_request: bool,
+    request: Packing<B>,
+}
+
+/// A request's `enqueue`, or what it is made of once the body is in.
+enum Packing<B> {
+    /// Packed already: the body was complete (the head is gone).
+    Packed(dispatch::PackedRequest),
+    /// The body is still coming; the head waits for it.
+    Collect {
+        parts: hyper::http::request::Parts,
+        body: B,
+        decision: TraceDecision,
+    },
+}
+
+/// `X-Request-Timeout: <ms>` shortens a request's deadline.
+const X_REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeout");
 
 /// Accepts HTTP connections on `listener` (TCP or a unix socket) until
 /// `shutdown`, each while one of `connections`' permits is free. With

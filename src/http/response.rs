@@ -119,7 +119,26 @@ impl GatewayError {
 
 /// `X-Request-Id: <16 lowercase hex digits>`.
 pub fn set_request_id(headers: &mut hyper::HeaderMap, request_id: u64) {
-    if let Ok(value) = HeaderValue::from_str(&format!("{request_id:016x}")) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    for (i, digit) in digits.iter_mut().enumerate() {
+        *digit = HEX[(request_id >> (60 - 4 * i)) as usize & 0xf];
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&digits) {
         headers.insert(HeaderName::from_static("x-request-id"), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_16_lowercase_hex_digits() {
+        for id in [0, 1, 0xabc, 0x0123_4567_89ab_cdef, u64::MAX, 1 << 63] {
+            let mut headers = hyper::HeaderMap::new();
+            set_request_id(&mut headers, id);
+            assert_eq!(headers["x-request-id"], format!("{id:016x}").as_str());
+        }
     }
 }

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use super::error::ChannelError;
+use super::frame_queue::FrameReceiver;
 use super::handle::{ChannelState, Command, Shared};
 use crate::proto::{Frame, Message, Protocol, RemoteError};
 
@@ -146,7 +147,7 @@ impl Drop for ChannelSender {
 pub struct ChannelReceiver {
     id: u64,
     state: Protocol,
-    replies: mpsc::Receiver<Frame>,
+    replies: FrameReceiver,
     shared: Arc<Shared>,
     channel: Arc<ChannelState>,
 }
@@ -155,7 +156,7 @@ impl ChannelReceiver {
     pub(crate) fn new(
         id: u64,
         state: Protocol,
-        replies: mpsc::Receiver<Frame>,
+        replies: FrameReceiver,
         shared: Arc<Shared>,
         channel: Arc<ChannelState>,
     ) -> Self {

@@ -10,7 +10,8 @@ use tokio::sync::{Notify, mpsc};
 use super::MuxConfig;
 use super::channel::{Channel, ChannelReceiver, ChannelSender};
 use super::error::{ChannelError, ConnectionError, Delivery};
-use crate::proto::{Frame, Message, Protocol};
+use super::frame_queue::{self, FrameSender};
+use crate::proto::{Message, Protocol};
 
 /// What a channel's owner asks the connection task to do.
 #[derive(Debug)]
@@ -33,7 +34,7 @@ pub(crate) enum Command {
 /// Where the connection task delivers a channel's frames.
 #[derive(Debug)]
 pub(crate) struct Sink {
-    pub(crate) replies: mpsc::Sender<Frame>,
+    pub(crate) replies: FrameSender,
     pub(crate) state: Arc<ChannelState>,
 }
 
@@ -196,7 +197,7 @@ impl MuxHandle {
             .reserve()
             .await
             .map_err(|_| ChannelError::Refused)?;
-        let (replies_tx, replies_rx) = mpsc::channel(self.shared.config.channel_queue);
+        let (replies_tx, replies_rx) = frame_queue::channel(self.shared.config.channel_queue);
         let state = Arc::new(ChannelState::default());
         let sink = Sink {
             replies: replies_tx,

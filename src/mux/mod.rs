@@ -63,6 +63,7 @@
 
 mod channel;
 mod error;
+pub(crate) mod frame_queue;
 mod handle;
 mod table;
 mod task;

@@ -10,13 +10,13 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::codec::Decoder;
 
 use super::error::{ConnectionError, Delivery};
+use super::frame_queue::{FrameSender, TrySendError, room};
 use super::handle::{Command, Shared, Sink};
 use super::table::{Cancel, ChannelTable, OpenAction, ReceiveAction, SendAction};
-use super::write::{WriteQueue, reserve};
+use super::write::WriteQueue;
 use crate::proto::protocol::DISCARD;
 use crate::proto::{Args, ErrorCode, Frame, FrameCodec, Message, RemoteError};
 
@@ -38,7 +38,7 @@ const CANCEL_MESSAGE: &str = "rpcgate: request cancelled by the client";
 #[derive(Debug)]
 struct Pending {
     id: u64,
-    replies: mpsc::Sender<Frame>,
+    replies: FrameSender,
     frame: Frame,
 }
 
@@ -151,11 +151,11 @@ where
                 () = &mut self.close_timer, if !self.deferred_closes.is_empty() => {
                     self.queue_deferred_closes();
                 }
-                permit = reserve(pending_replies.as_ref()), if pending_replies.is_some() => {
+                open = room(pending_replies.as_ref()), if pending_replies.is_some() => {
                     if let Some(p) = self.pending.take() {
-                        match permit {
-                            Some(permit) => permit.send(p.frame),
-                            None => self.finish_rx(p.id),
+                        // The task is the only sender: room stays room.
+                        if !open || p.replies.try_send(p.frame).is_err() {
+                            self.finish_rx(p.id);
                         }
                     }
                 }
@@ -336,7 +336,7 @@ where
                     frame,
                 });
             }
-            Err(TrySendError::Closed(_)) => self.finish_rx(id),
+            Err(TrySendError::Closed) => self.finish_rx(id),
         }
     }
 

@@ -11,7 +11,6 @@ use std::io::IoSlice;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 
 use super::error::Delivery;
 use crate::proto::frame::{FrameWrite, LARGE_PAYLOAD, Message};
@@ -132,15 +131,6 @@ impl WriteQueue {
             passed.push((mark.id, mark.delivery));
             self.marks.pop_front();
         }
-    }
-}
-
-/// Waits for room in a bounded queue; `None` if its receiver is gone. With
-/// no queue it never completes (a disabled `select!` branch).
-pub(crate) async fn reserve<T>(queue: Option<&mpsc::Sender<T>>) -> Option<mpsc::Permit<'_, T>> {
-    match queue {
-        Some(queue) => queue.reserve().await.ok(),
-        None => std::future::pending().await,
     }
 }
 

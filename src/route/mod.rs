@@ -11,7 +11,7 @@
 //!
 //! No match is a 404.
 
-use hyper::header::HeaderMap;
+use hyper::header::{HeaderMap, HeaderName};
 
 use crate::config::RouteConfig;
 
@@ -50,6 +50,9 @@ impl RouteError {
     }
 }
 
+const X_COCAINE_SERVICE: HeaderName = HeaderName::from_static("x-cocaine-service");
+const X_COCAINE_EVENT: HeaderName = HeaderName::from_static("x-cocaine-event");
+
 /// Routes a request by its path-and-query, host and headers.
 pub fn route(
     path_and_query: &str,
@@ -58,10 +61,10 @@ pub fn route(
     routes: &[RouteConfig],
 ) -> Result<Target, RouteError> {
     let service = headers
-        .get("x-cocaine-service")
+        .get(X_COCAINE_SERVICE)
         .map(|v| v.to_str().unwrap_or(""));
     let event = headers
-        .get("x-cocaine-event")
+        .get(X_COCAINE_EVENT)
         .map(|v| v.to_str().unwrap_or(""));
     match (service, event) {
         (Some(service), Some(event)) => {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::mux::frame_queue::FrameReceiver;
 use crate::proto::{Args, EncodeError, ErrorCode, Frame, Message, Protocol, RemoteError};
 
 /// A reply on its way to the session's writer.
@@ -209,11 +210,11 @@ pub(crate) fn dropped_reply_error(state: Protocol) -> Option<Message> {
 #[derive(Debug)]
 pub struct Incoming {
     state: Protocol,
-    frames: Option<mpsc::Receiver<Frame>>,
+    frames: Option<FrameReceiver>,
 }
 
 impl Incoming {
-    pub(crate) fn new(state: Protocol, frames: Option<mpsc::Receiver<Frame>>) -> Self {
+    pub(crate) fn new(state: Protocol, frames: Option<FrameReceiver>) -> Self {
         Self { state, frames }
     }
 

@@ -7,14 +7,13 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 use super::reply::{Incoming, Outgoing, Reply, Shared, dropped_reply_error};
 use super::{Call, Service, SessionConfig, SessionError};
 use crate::mux::WriteQueue;
-use crate::mux::write::reserve;
+use crate::mux::frame_queue::{self, FrameSender, TrySendError, room};
 use crate::proto::{Frame, FrameCodec, Protocol};
 
 /// Read buffer size: one read takes many small requests at once.
@@ -33,13 +32,13 @@ struct Entry {
     /// What we may still send.
     tx: Protocol,
     /// Where the client's frames go; `None` once nobody listens.
-    incoming: Option<mpsc::Sender<Frame>>,
+    incoming: Option<FrameSender>,
 }
 
 /// A frame waiting for room in its channel's queue; reading pauses.
 #[derive(Debug)]
 struct Pending {
-    incoming: mpsc::Sender<Frame>,
+    incoming: FrameSender,
     frame: Frame,
 }
 
@@ -160,9 +159,14 @@ where
                     return Ok(());
                 }
                 Some(()) = self.wake.recv() => self.end_dropped_replies(),
-                permit = reserve(pending_incoming.as_ref()), if pending_incoming.is_some() => {
-                    if let (Some(p), Some(permit)) = (self.pending.take(), permit) {
-                        permit.send(p.frame);
+                open = room(pending_incoming.as_ref()), if pending_incoming.is_some() => {
+                    if let Some(p) = self.pending.take() {
+                        // The session is the only sender: room stays room.
+                        // A handler that stopped listening loses nothing it
+                        // would read.
+                        if open {
+                            let _ = p.incoming.try_send(p.frame);
+                        }
                     }
                 }
                 written = self.queue.write_once(&mut self.writer), if !self.queue.is_empty() => {
@@ -252,7 +256,7 @@ where
                     });
                 }
                 // The handler stopped listening: frames are checked, then dropped.
-                Err(TrySendError::Closed(_)) => entry.incoming = None,
+                Err(TrySendError::Closed) => entry.incoming = None,
             }
         }
         if next.is_terminal() {
@@ -274,7 +278,7 @@ where
         let (incoming_tx, incoming_rx) = if rx.is_terminal() {
             (None, None)
         } else {
-            let (tx, rx) = mpsc::channel(self.config.channel_queue.max(1));
+            let (tx, rx) = frame_queue::channel(self.config.channel_queue);
             (Some(tx), Some(rx))
         };
         self.channels.insert(
