@@ -64,6 +64,7 @@
 mod channel;
 mod error;
 pub(crate) mod frame_queue;
+pub(crate) mod id_hash;
 mod handle;
 mod table;
 mod task;

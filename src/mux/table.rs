@@ -11,7 +11,7 @@
 //! - an entry is removed exactly when both directions are finished (or the
 //!   owner stopped listening), so the table never grows without bound.
 
-use std::collections::{HashMap, HashSet};
+use super::id_hash::{IdMap, IdSet};
 
 use super::error::Delivery;
 use crate::proto::Protocol;
@@ -80,11 +80,11 @@ pub enum ReceiveAction {
 /// The channel table of one connection.
 #[derive(Debug)]
 pub struct ChannelTable<S> {
-    entries: HashMap<u64, Entry<S>>,
+    entries: IdMap<Entry<S>>,
     /// The highest id seen by `open`.
     highest: u64,
     /// Ids cancelled by their owners before `open` saw them.
-    precancelled: HashSet<u64>,
+    precancelled: IdSet,
     /// Entries removed since the last [`ChannelTable::take_removed`].
     removed: usize,
 }
@@ -92,9 +92,9 @@ pub struct ChannelTable<S> {
 impl<S> Default for ChannelTable<S> {
     fn default() -> Self {
         Self {
-            entries: HashMap::new(),
+            entries: IdMap::default(),
             highest: 0,
-            precancelled: HashSet::new(),
+            precancelled: IdSet::default(),
             removed: 0,
         }
     }

@@ -114,9 +114,21 @@ impl ResponseMeta {
         }
     }
 
+    /// The exact length of [`ResponseMeta::encode`].
+    pub fn encoded_len(&self) -> usize {
+        let s = |b: &Bytes| msgpack::str_header_len(b.len()) + b.len();
+        1 + msgpack::uint_len(u64::from(self.status))
+            + msgpack::container_header_len(self.headers.len())
+            + self
+                .headers
+                .iter()
+                .map(|(n, v)| 1 + s(n) + s(v))
+                .sum::<usize>()
+    }
+
     /// The encoded meta, ready to be a `write` chunk.
     pub fn to_bytes(&self) -> Bytes {
-        let mut buf = BytesMut::new();
+        let mut buf = BytesMut::with_capacity(self.encoded_len());
         self.encode(&mut buf);
         buf.freeze()
     }
@@ -174,6 +186,24 @@ mod tests {
     use super::*;
     use crate::proto::frame::{FrameCodec, Message, StreamEvent};
     use tokio_util::codec::{Decoder, Encoder};
+
+    #[test]
+    fn meta_encoded_len_is_exact() {
+        for (status, headers) in [(200u16, 0usize), (404, 1), (599, 15), (200, 16), (100, 300)] {
+            let meta = ResponseMeta {
+                status,
+                headers: (0..headers)
+                    .map(|i| {
+                        (
+                            Bytes::from(format!("X-H{i}")),
+                            Bytes::from("v".repeat(i % 40)),
+                        )
+                    })
+                    .collect(),
+            };
+            assert_eq!(meta.encoded_len(), meta.to_bytes().len(), "{status} {headers}");
+        }
+    }
 
     fn hex(s: &str) -> Vec<u8> {
         s.split_whitespace()

@@ -564,20 +564,25 @@ impl<'a> Reader<'a> {
     /// Skips one value of any type, returning it as a raw slice.
     pub fn read_raw(&mut self) -> Result<Bytes, MsgpackError> {
         let start = self.pos;
-        let rest = self.buf.get(start..).ok_or(MsgpackError::Truncated)?;
+        let n = self.next_value_len()?;
+        self.pos += n;
+        Ok(self.buf.slice(start..start + n))
+    }
+
+    /// Skips one value of any type (no slice is taken).
+    pub fn skip(&mut self) -> Result<(), MsgpackError> {
+        self.pos += self.next_value_len()?;
+        Ok(())
+    }
+
+    /// The encoded length of the value at the current position.
+    fn next_value_len(&self) -> Result<usize, MsgpackError> {
+        let rest = self.buf.get(self.pos..).ok_or(MsgpackError::Truncated)?;
         match scan_value(rest, rest.len()) {
-            Ok(Scan::Complete(n)) => {
-                self.pos += n;
-                Ok(self.buf.slice(start..start + n))
-            }
+            Ok(Scan::Complete(n)) => Ok(n),
             Ok(Scan::Incomplete { .. }) | Err(ScanError::TooLong) => Err(MsgpackError::Truncated),
             Err(ScanError::Reserved) => Err(MsgpackError::Reserved),
         }
-    }
-
-    /// Skips one value of any type.
-    pub fn skip(&mut self) -> Result<(), MsgpackError> {
-        self.read_raw().map(drop)
     }
 
     /// Reads any value into a dynamic [`Value`].

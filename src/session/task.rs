@@ -1,7 +1,6 @@
 //! The session task: owns the socket of one served connection and the table
 //! of the channels its client opened.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -13,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::reply::{Incoming, Outgoing, Reply, Shared, dropped_reply_error};
 use super::{Call, Service, SessionConfig, SessionError};
 use crate::mux::WriteQueue;
+use crate::mux::id_hash::IdMap;
 use crate::mux::frame_queue::{self, FrameSender, TrySendError, room};
 use crate::proto::{Frame, FrameCodec, Protocol};
 
@@ -61,7 +61,7 @@ pub(crate) struct Session<'s, R, W, S: ?Sized> {
     codec: FrameCodec,
     read_buf: BytesMut,
     queue: WriteQueue,
-    channels: HashMap<u64, Entry>,
+    channels: IdMap<Entry>,
     highest: u64,
     pending: Option<Pending>,
     dropped: Vec<(u64, Protocol)>,
@@ -103,7 +103,7 @@ where
             config,
             read_buf: BytesMut::with_capacity(READ_BUFFER),
             queue: WriteQueue::new(),
-            channels: HashMap::new(),
+            channels: IdMap::default(),
             highest: 0,
             pending: None,
             dropped: Vec::new(),
