@@ -209,12 +209,14 @@ async fn run_locator(args: LocatorArgs) -> Result<(), String> {
     let locator = RunningLocator::start(config, args.config.clone())
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    // Before announcing readiness: a signal sent right after it must find
+    // its handler (SIGHUP's default action would end the process).
+    let mut signals = Signals::new(true)?;
     // Scripts and tests read these lines to find the bound ports.
     println!("locator listening on {}", locator.addr);
     if let Some(admin) = locator.admin_addr {
         println!("admin listening on {admin}");
     }
-    let mut signals = Signals::new(true)?;
     while let Signal::Reload = signals.next().await {
         announce_reload(
             locator
@@ -239,8 +241,9 @@ async fn run_demo_app(args: DemoAppArgs) -> Result<(), String> {
         .bind(args.listen, args.locator)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let mut signals = Signals::new(false)?;
     println!("app {} listening on {}", running.name(), running.addr);
-    wait_for_stop().await?;
+    signals.next().await;
     running.stop().await;
     Ok(())
 }
@@ -345,11 +348,6 @@ impl Signals {
     }
 }
 
-async fn wait_for_stop() -> Result<(), String> {
-    Signals::new(false)?.next().await;
-    Ok(())
-}
-
 /// The gateway's address flags; they override the file, on start and on
 /// every reload.
 struct GatewayFlags {
@@ -422,6 +420,9 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
         let (gateway, locator) = RunningGateway::start_remote(config)
             .await
             .map_err(|e| format!("cannot start the gateway on {listen}: {e}"))?;
+        // Before announcing readiness: a SIGHUP sent right after it must
+        // find its handler (the default action would end the process).
+        let mut signals = Signals::new(true)?;
         if let Some(tls) = gateway.tls_addr {
             println!("rpcgate listening on https://{tls}");
         }
@@ -431,7 +432,6 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
         // Printed last: the line a supervisor or test waits for.
         println!("rpcgate listening on http://{}", gateway.addr);
         systemd::notify(systemd::State::Ready);
-        let mut signals = Signals::new(true)?;
         while let Signal::Reload = signals.next().await {
             systemd::notify(systemd::State::Reloading);
             reload_gateway(&gateway, path, &flags);
@@ -451,6 +451,7 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
         .await
         .map_err(|e| format!("cannot start the standalone gateway: {e}"))?;
     let http = standalone.gateway.addr;
+    let mut signals = Signals::new(false)?;
     println!(
         "rpcgate {} standalone: gateway http://{http}",
         env!("CARGO_PKG_VERSION")
@@ -487,7 +488,7 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
     println!("  curl --http2-prior-knowledge -i http://{http}/hello/http/");
     println!("Ctrl-C stops it.");
     systemd::notify(systemd::State::Ready);
-    wait_for_stop().await?;
+    signals.next().await;
     systemd::notify(systemd::State::Stopping);
     shutdown_outcome(standalone.shutdown().await)
 }

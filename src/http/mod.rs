@@ -288,11 +288,11 @@ impl Handler {
         let request = if body.is_end_stream() {
             Packing::Packed(self.pack(settings, &parts, &target, Bytes::new(), decision, timeout))
         } else {
-            Packing::Collect {
+            Packing::Collect(Box::new(Collecting {
                 parts,
                 body,
                 decision,
-            }
+            }))
         };
         Ok(Admitted {
             target,
@@ -410,13 +410,16 @@ impl Handler {
         } = admitted;
         let packed = match request {
             Packing::Packed(packed) => packed,
-            Packing::Collect {
-                parts,
-                body,
-                decision,
-            } => {
+            Packing::Collect(collecting) => {
+                let Collecting {
+                    parts,
+                    body,
+                    decision,
+                } = *collecting;
                 let limit = settings.config.request.body_limit;
-                let body = match Limited::new(body, limit).collect().await {
+                // Boxed: most requests have no body to wait for, and their
+                // futures need not carry room for this one.
+                let body = match Box::pin(Limited::new(body, limit).collect()).await {
                     Ok(collected) => collected.to_bytes(),
                     Err(e)
                         if e.downcast_ref::<http_body_util::LengthLimitError>()
@@ -506,12 +509,16 @@ struct Admitted<B> {
 enum Packing<B> {
     /// Packed already: the body was complete (the head is gone).
     Packed(dispatch::PackedRequest),
-    /// The body is still coming; the head waits for it.
-    Collect {
-        parts: hyper::http::request::Parts,
-        body: B,
-        decision: TraceDecision,
-    },
+    /// The body is still coming; the head waits for it (boxed: the
+    /// uncommon case, kept out of every request's future).
+    Collect(Box<Collecting<B>>),
+}
+
+/// A request head waiting for its body.
+struct Collecting<B> {
+    parts: hyper::http::request::Parts,
+    body: B,
+    decision: TraceDecision,
 }
 
 /// `X-Request-Timeout: <ms>` shortens a request's deadline.

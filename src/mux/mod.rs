@@ -64,8 +64,8 @@
 mod channel;
 mod error;
 pub(crate) mod frame_queue;
-pub(crate) mod id_hash;
 mod handle;
+pub(crate) mod id_hash;
 mod table;
 mod task;
 pub(crate) mod write;

@@ -266,6 +266,10 @@ impl Pool {
     ///
     /// Cancel safe: it only waits.
     pub async fn checkout(&self, deadline: Instant) -> Result<MuxHandle, PoolError> {
+        // The common case, without registering for a wake-up first.
+        if let Some(handle) = self.pick() {
+            return Ok(handle);
+        }
         loop {
             let ready = self.ready.notified();
             tokio::pin!(ready);

@@ -201,7 +201,11 @@ mod tests {
                     })
                     .collect(),
             };
-            assert_eq!(meta.encoded_len(), meta.to_bytes().len(), "{status} {headers}");
+            assert_eq!(
+                meta.encoded_len(),
+                meta.to_bytes().len(),
+                "{status} {headers}"
+            );
         }
     }
 

@@ -12,8 +12,8 @@ use tokio_util::sync::CancellationToken;
 use super::reply::{Incoming, Outgoing, Reply, Shared, dropped_reply_error};
 use super::{Call, Service, SessionConfig, SessionError};
 use crate::mux::WriteQueue;
-use crate::mux::id_hash::IdMap;
 use crate::mux::frame_queue::{self, FrameSender, TrySendError, room};
+use crate::mux::id_hash::IdMap;
 use crate::proto::{Frame, FrameCodec, Protocol};
 
 /// Read buffer size: one read takes many small requests at once.
