@@ -305,6 +305,10 @@ impl AppService {
     /// every future must allow. Like hyper's own services, a handler's
     /// code up to its first wait runs on the connection's task.
     fn start(&self, task: impl Future<Output = ()> + Send + 'static) {
+        // Tracked from its first poll: `stop` must wait for a handler that
+        // is running here (it may have told someone it started) and is
+        // about to become a task.
+        let _running = self.requests.token();
         let mut task = Box::pin(task);
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         if task.as_mut().poll(&mut cx).is_pending() {

@@ -29,20 +29,28 @@ pub struct HttpRequest {
     pub body: Bytes,
 }
 
+/// The encoded size of a str of `bytes`.
+fn str_len(bytes: &[u8]) -> usize {
+    msgpack::str_header_len(bytes.len()) + bytes.len()
+}
+
+/// The encoded size of a list of `[name, value]` pairs.
+fn pairs_len(pairs: &[HeaderPair]) -> usize {
+    msgpack::container_header_len(pairs.len())
+        + pairs
+            .iter()
+            .map(|(n, v)| 1 + str_len(n) + str_len(v))
+            .sum::<usize>()
+}
+
 impl HttpRequest {
     /// The exact length of [`HttpRequest::encode`].
     pub fn encoded_len(&self) -> usize {
-        let s = |b: &Bytes| msgpack::str_header_len(b.len()) + b.len();
-        1 + s(&self.method)
-            + s(&self.uri)
-            + s(&self.version)
-            + msgpack::container_header_len(self.headers.len())
-            + self
-                .headers
-                .iter()
-                .map(|(n, v)| 1 + s(n) + s(v))
-                .sum::<usize>()
-            + s(&self.body)
+        1 + str_len(&self.method)
+            + str_len(&self.uri)
+            + str_len(&self.version)
+            + pairs_len(&self.headers)
+            + str_len(&self.body)
     }
 
     /// Writes the 5-tuple with v4 forms only.
@@ -116,14 +124,7 @@ impl ResponseMeta {
 
     /// The exact length of [`ResponseMeta::encode`].
     pub fn encoded_len(&self) -> usize {
-        let s = |b: &Bytes| msgpack::str_header_len(b.len()) + b.len();
-        1 + msgpack::uint_len(u64::from(self.status))
-            + msgpack::container_header_len(self.headers.len())
-            + self
-                .headers
-                .iter()
-                .map(|(n, v)| 1 + s(n) + s(v))
-                .sum::<usize>()
+        1 + msgpack::uint_len(u64::from(self.status)) + pairs_len(&self.headers)
     }
 
     /// The encoded meta, ready to be a `write` chunk.

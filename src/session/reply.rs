@@ -97,25 +97,7 @@ impl Reply {
     ///
     /// Cancel safe: the only await is for room in the session's queue.
     pub async fn send(&mut self, message: Message) -> Result<(), ReplyError> {
-        let next = self.state.next(message.ty).ok_or(ReplyError::NotAllowed {
-            ty: message.ty,
-            state: self.state,
-        })?;
-        message
-            .check(self.channel, self.shared.max_frame_len)
-            .map_err(ReplyError::Encode)?;
-        let permit = self
-            .shared
-            .replies
-            .reserve()
-            .await
-            .map_err(|_| ReplyError::Disconnected)?;
-        permit.send(Outgoing {
-            channel: self.channel,
-            message,
-        });
-        self.state = next;
-        Ok(())
+        self.send_all([message]).await
     }
 
     /// Sends `messages` in order, as one hand-off to the session (one wait

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Side-by-side A/B of two rpcgate builds (or any two `rpcgate` binaries):
+# both run standalone on core 0 at the same time, each driven by its own
+# wrk on core 1, so whatever else the machine does hits both alike. Prints,
+# per round, each one's req/s and CPU per request and the ratio B/A.
+#
+#   benches/ab_load.sh A_BINARY B_BINARY [SECONDS] [ROUNDS]   (defaults 8 3)
+#
+# e.g. keep a copy of target/release/rpcgate, rebuild, then compare. The
+# absolute figures are lower than benches/load.sh's (two servers share one
+# core); the ratio is what this is for. Loopback only, bounded by SECONDS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { echo "usage: $0 A_BINARY B_BINARY [SECONDS] [ROUNDS]" >&2; exit 2; }
+a_bin=$1; b_bin=$2; secs="${3:-8}"; rounds="${4:-3}"
+. benches/support/harness.sh
+need_tools wrk
+command -v taskset >/dev/null || { echo "ab_load.sh: taskset is missing (util-linux)" >&2; exit 1; }
+taskset -c 0 "$a_bin" --listen 127.0.0.1:18180 --admin 127.0.0.1:19190 --locator 127.0.0.1:20153 \
+    --log-level warn >/dev/null 2>&1 &
+a_pid=$!
+taskset -c 0 "$b_bin" --listen 127.0.0.1:18280 --admin 127.0.0.1:19290 --locator 127.0.0.1:20253 \
+    --log-level warn >/dev/null 2>&1 &
+b_pid=$!
+trap 'kill $a_pid $b_pid 2>/dev/null || true' EXIT
+wait_for_urls http://127.0.0.1:18180/hello/http/ http://127.0.0.1:18280/hello/http/
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+for _ in $(seq 1 "$rounds"); do
+    a0=$(cpu_ticks $a_pid); b0=$(cpu_ticks $b_pid)
+    taskset -c 1 wrk -t1 -c64 -d"${secs}s" http://127.0.0.1:18180/hello/http/ >/tmp/rpcgate-ab.a &
+    wa=$!
+    taskset -c 1 wrk -t1 -c64 -d"${secs}s" http://127.0.0.1:18280/hello/http/ >/tmp/rpcgate-ab.b &
+    wb=$!
+    wait $wa $wb
+    a1=$(cpu_ticks $a_pid); b1=$(cpu_ticks $b_pid)
+    ra=$(awk '/requests in/ {print $1}' /tmp/rpcgate-ab.a)
+    rb=$(awk '/requests in/ {print $1}' /tmp/rpcgate-ab.b)
+    awk -v ra="$ra" -v rb="$rb" -v ta=$((a1 - a0)) -v tb=$((b1 - b0)) -v hz="$hz" -v s="$secs" 'BEGIN {
+        printf "A %7.0f req/s %5.1f us/req | B %7.0f req/s %5.1f us/req | B/A req/s %.3f\n",
+            ra / s, ta / hz * 1e6 / ra, rb / s, tb / hz * 1e6 / rb, rb / ra }'
+done
