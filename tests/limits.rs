@@ -168,6 +168,59 @@ async fn an_idle_connection_is_closed_but_a_slow_request_is_not() {
     .await;
 }
 
+/// A keep-alive client that trickles its next request head with gaps longer
+/// than the parking delay (so the connection is parked and resumed between
+/// bytes) is still cut by the head timeout, not only by the much longer
+/// idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_across_parks_is_cut_at_the_head_timeout() {
+    let mut config = config();
+    config.limits.idle_release = Duration::from_millis(20);
+    config.limits.header_timeout = Duration::from_millis(600);
+    config.limits.idle_timeout = Duration::from_secs(30);
+    let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
+    let mut stream = TcpStream::connect(c.gateway.addr).await.unwrap();
+    stream
+        .write_all(b"GET /hello/http/ HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = vec![0u8; 4096];
+    let n = bounded("the first response", stream.read(&mut response))
+        .await
+        .unwrap();
+    assert!(response[..n].starts_with(b"HTTP/1.1 200"));
+    // One byte of the next head every 100 ms (5 parking delays), for at most
+    // 60 bytes (6 s): the server must close within the head timeout plus
+    // one gap or so, long before the 30 s idle timeout.
+    let started = std::time::Instant::now();
+    let head = b"GET /hello/http/ HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaa";
+    let mut closed_after = None;
+    for byte in head.iter().take(60) {
+        if stream.write_all(&[*byte]).await.is_err() {
+            closed_after = Some(started.elapsed());
+            break;
+        }
+        let mut buf = [0u8; 256];
+        // The client's pace (not a synchronisation): it waits 100 ms for
+        // the server to react before its next byte.
+        if let Ok(read) =
+            tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await
+        {
+            assert!(
+                !matches!(read, Ok(n) if n > 0 && !buf.starts_with(b"HTTP/1.1 408")),
+                "an answer to half a head"
+            );
+            closed_after = Some(started.elapsed());
+            break;
+        }
+    }
+    let closed_after = closed_after.expect("the trickled head was never cut");
+    assert!(
+        closed_after < Duration::from_millis(2500),
+        "cut after {closed_after:?}, head timeout 600 ms"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_limit_accepting_pauses() {
     let mut config = config();
