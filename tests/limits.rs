@@ -192,7 +192,7 @@ async fn a_head_trickled_across_parks_is_cut_at_the_head_timeout() {
     // One byte of the next head every 100 ms (5 parking delays), for at most
     // 60 bytes (6 s): the server must close within the head timeout plus
     // one gap or so, long before the 30 s idle timeout.
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let head = b"GET /hello/http/ HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaa";
     let mut closed_after = None;
     for byte in head.iter().take(60) {
