@@ -212,7 +212,7 @@ impl RunningGateway {
         let new = Arc::new(new);
         self.admin.pools.reconfigure(pool_settings(&new));
         for service in new.services.keys() {
-            self.admin.pools.get(service);
+            self.admin.pools.keep(service);
         }
         self.resize_connections(new.limits.max_connections);
         self.handler.reload(new);
@@ -382,7 +382,7 @@ fn pools_for(config: &Arc<Config>, locator: Arc<dyn Locator>) -> Arc<Pools> {
     let pools = Pools::new(locator, pool_settings(config));
     // Configured services connect at start; others on first use.
     for service in config.services.keys() {
-        pools.get(service);
+        pools.keep(service);
     }
     pools
 }

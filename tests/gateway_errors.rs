@@ -83,6 +83,49 @@ async fn body_over_the_limit_is_413_and_never_reaches_the_app() {
     );
 }
 
+/// Any path names a service: requests for made-up names are 503 and leave
+/// nothing behind (no pool, no task re-resolving it, no metric series per
+/// name), so a client cannot grow the gateway with them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_service_names_leave_no_pools_behind() {
+    let c = support::cluster("", vec![demo::build("hello", None).unwrap()], small()).await;
+    assert_eq!(
+        support::send(c.gateway.addr, "GET", "/hello/http/", &[], "")
+            .await
+            .status,
+        200
+    );
+    let before = c.gateway.pools().all().len();
+    for i in 0..50 {
+        let got = support::send(
+            c.gateway.addr,
+            "GET",
+            &format!("/made-up-{i}/http/"),
+            &[],
+            "",
+        )
+        .await;
+        assert_error(&got, 503, "service_not_found");
+    }
+    let names: Vec<String> = c
+        .gateway
+        .pools()
+        .all()
+        .iter()
+        .map(|p| p.service().to_owned())
+        .collect();
+    assert_eq!(names.len(), before, "pools left: {names:?}");
+    // A name that becomes known later is served: it resolves afresh.
+    let again = support::send(c.gateway.addr, "GET", "/made-up-0/http/", &[], "").await;
+    assert_error(&again, 503, "service_not_found");
+    assert_eq!(
+        support::send(c.gateway.addr, "GET", "/hello/http/", &[], "")
+            .await
+            .status,
+        200
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_service_and_no_connection_are_503() {
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0")

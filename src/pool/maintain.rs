@@ -39,14 +39,21 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 
 type Connected = Result<Conn, LocatorOrConnect>;
 
+/// Keeps `pool` at its size until shutdown. A pool that never connected
+/// and whose name the locator does not know is given up: `forget` takes it
+/// out of its [`Pools`] and the task ends (see [`is_unknown`]).
 pub(super) async fn run(
     pool: Arc<Pool>,
     locator: Arc<dyn Locator>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    forget: impl FnOnce(),
 ) {
     let mut connecting: JoinSet<Connected> = JoinSet::new();
     let mut failures = 0u32;
+    // Until the first connection, the pool's name may be made up (any path
+    // names a service): it gets no metric series of its own.
+    let mut ever_connected = false;
     let mut retry_at: Option<Instant> = None;
     loop {
         if shutdown.is_cancelled() {
@@ -110,7 +117,9 @@ pub(super) async fn run(
                 .min();
             (fresh, next)
         };
-        publish_gauges(&pool);
+        if ever_connected {
+            publish_gauges(&pool);
+        }
         let wanted = settings.size.saturating_sub(fresh);
         let mut allowed = wanted.min(settings.reconnect_cap());
         if failures > 0 {
@@ -144,9 +153,15 @@ pub(super) async fn run(
             Some(done) = connecting.join_next() => {
                 pool.connecting.fetch_sub(1, Ordering::AcqRel);
                 let result = if matches!(done, Ok(Ok(_))) { "ok" } else { "error" };
+                ever_connected |= result == "ok";
+                let label = if ever_connected {
+                    pool.service.clone()
+                } else {
+                    crate::metrics::UNKNOWN_SERVICE.to_owned()
+                };
                 metrics::counter!(
                     crate::metrics::POOL_CONNECTS,
-                    crate::metrics::SERVICE => pool.service.clone(),
+                    crate::metrics::SERVICE => label,
                     crate::metrics::RESULT => result
                 )
                 .increment(1);
@@ -159,6 +174,20 @@ pub(super) async fn run(
                         // Never cut: it finishes its open channels, then closes.
                         old.handle.drain().await;
                     }
+                }
+                Ok(Err(error))
+                    if is_unknown(&error)
+                        && !ever_connected
+                        && !pool.kept.load(Ordering::Acquire)
+                        && pool.read().is_empty() =>
+                {
+                    tracing::debug!(service = %pool.service, "unknown service: pool dropped");
+                    *pool.last_error.write().unwrap_or_else(PoisonError::into_inner) = Some(error);
+                    forget();
+                    // Waiting requests re-check and fail with "not found".
+                    pool.ready.notify_waiters();
+                    connecting.abort_all();
+                    return;
                 }
                 Ok(Err(error)) => {
                     failures = failures.saturating_add(1);
@@ -174,6 +203,18 @@ pub(super) async fn run(
             }
         }
     }
+}
+
+/// Whether the locator said it does not know the name. Such a pool (with
+/// no connection ever made) is dropped rather than retried forever: every
+/// path names a service, and a pool per made-up name, each with a task
+/// re-resolving it, would grow without bound. The next request for the
+/// name resolves afresh.
+fn is_unknown(error: &LocatorOrConnect) -> bool {
+    matches!(
+        error,
+        LocatorOrConnect::Locator(crate::locator::LocatorError::NotFound(_))
+    )
 }
 
 /// Sets the per-state connection gauges of a pool.

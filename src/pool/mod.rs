@@ -121,6 +121,9 @@ pub struct Pool {
     pub(crate) wake: Notify,
     /// Signals that a connection was added.
     pub(crate) ready: Notify,
+    /// A configured service: kept and retried even while the locator does
+    /// not know it (its app may start later). Other pools are dropped then.
+    pub(crate) kept: std::sync::atomic::AtomicBool,
     pub(crate) last_error: RwLock<Option<LocatorOrConnect>>,
     /// Connections being made right now (at most the reconnect cap).
     pub(crate) connecting: std::sync::atomic::AtomicUsize,
@@ -146,6 +149,7 @@ impl Pool {
             epoch: AtomicU64::new(0),
             wake: Notify::new(),
             ready: Notify::new(),
+            kept: std::sync::atomic::AtomicBool::new(false),
             last_error: RwLock::new(None),
             connecting: std::sync::atomic::AtomicUsize::new(0),
             connecting_peak: std::sync::atomic::AtomicUsize::new(0),
@@ -432,6 +436,12 @@ impl Pools {
 
     /// The pool of `service`, created (and started) on first use.
     pub fn get(self: &Arc<Self>, service: &str) -> Arc<Pool> {
+        self.get_or_start(service, false)
+    }
+
+    /// [`Pools::get`]; with `kept`, the pool is marked kept before its
+    /// maintainer starts.
+    fn get_or_start(self: &Arc<Self>, service: &str, kept: bool) -> Arc<Pool> {
         if let Some(pool) = self
             .pools
             .read()
@@ -452,12 +462,22 @@ impl Pools {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner))(service);
         let pool = Arc::new(Pool::new(service.to_owned(), settings));
+        pool.kept.store(kept, Ordering::Release);
         pools.insert(service.to_owned(), Arc::clone(&pool));
+        let forget = {
+            let (pools, pool) = (Arc::downgrade(self), Arc::downgrade(&pool));
+            move || {
+                if let (Some(pools), Some(pool)) = (pools.upgrade(), pool.upgrade()) {
+                    pools.forget(&pool);
+                }
+            }
+        };
         self.tracker.spawn(maintain::run(
             Arc::clone(&pool),
             Arc::clone(&self.locator),
             self.shutdown.clone(),
             self.tracker.clone(),
+            forget,
         ));
         pool
     }
@@ -478,6 +498,29 @@ impl Pools {
         *current = Box::new(settings);
         for pool in pools.values() {
             pool.set_settings((current)(&pool.service));
+        }
+    }
+
+    /// The pool of a configured service ([`Pools::get`]), kept even while
+    /// the locator does not know the name.
+    pub fn keep(self: &Arc<Self>, service: &str) -> Arc<Pool> {
+        let pool = self.get_or_start(service, true);
+        // An existing pool (first made by a request) is kept from now on.
+        pool.kept.store(true, Ordering::Release);
+        pool
+    }
+
+    /// Takes `pool` out (if it is still the one for its service).
+    fn forget(&self, pool: &Arc<Pool>) {
+        let mut pools = self
+            .pools
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pools
+            .get(&pool.service)
+            .is_some_and(|current| Arc::ptr_eq(current, pool))
+        {
+            pools.remove(&pool.service);
         }
     }
 
