@@ -119,10 +119,7 @@ impl Response {
 
     /// Ends the reply with `close`.
     pub async fn close(&self) -> Result<(), ReplyError> {
-        match self.reply.lock().await.take() {
-            Some(reply) => reply.close().await,
-            None => Err(finished()),
-        }
+        self.end_with([Message::close()]).await
     }
 
     /// Ends the reply with `messages`, the last of them terminal, in one

@@ -13,6 +13,7 @@ use rand::Rng;
 
 #[cfg(test)]
 use crate::proto::http::HttpRequest;
+use crate::proto::http::str_len;
 use crate::proto::{Headers, TraceContext, msgpack};
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -143,17 +144,16 @@ fn encode_tuple(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Bytes {
-    let str_len = |len: usize| msgpack::str_header_len(len) + len;
     let len = 1
-        + str_len(method.len())
-        + str_len(uri.len())
-        + str_len(version.len())
+        + str_len(method.as_bytes())
+        + str_len(uri.as_bytes())
+        + str_len(version)
         + msgpack::container_header_len(headers.len())
         + headers
             .iter()
-            .map(|(n, v)| 1 + str_len(n.as_str().len()) + str_len(v.len()))
+            .map(|(n, v)| 1 + str_len(n.as_str().as_bytes()) + str_len(v.as_bytes()))
             .sum::<usize>()
-        + str_len(body.len());
+        + str_len(body);
     let mut buf = BytesMut::with_capacity(len);
     msgpack::put_array_len(&mut buf, 5);
     msgpack::put_str(&mut buf, method.as_bytes());

@@ -326,9 +326,10 @@ async fn drive<C: Serving>(
     let check_every = park_after.map_or(idle_timeout, |park| park.min(idle_timeout));
     let next_check = || match w.activity.idle_for() {
         Some(idle) => {
-            let due = match park_after.filter(|_| parkable()) {
-                Some(park) => park.min(idle_timeout),
-                None => idle_timeout,
+            let due = if parkable() {
+                check_every
+            } else {
+                idle_timeout
             };
             due.saturating_sub(idle).min(check_every)
         }

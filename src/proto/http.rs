@@ -30,7 +30,7 @@ pub struct HttpRequest {
 }
 
 /// The encoded size of a str of `bytes`.
-fn str_len(bytes: &[u8]) -> usize {
+pub(crate) fn str_len(bytes: &[u8]) -> usize {
     msgpack::str_header_len(bytes.len()) + bytes.len()
 }
 
