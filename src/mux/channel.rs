@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
+use super::batch_queue;
 use super::error::ChannelError;
 use super::frame_queue::FrameReceiver;
 use super::handle::{ChannelState, Command, Shared};
@@ -44,7 +44,7 @@ pub struct ChannelSender {
     id: u64,
     state: Protocol,
     close_on_drop: bool,
-    commands: mpsc::Sender<Command>,
+    commands: batch_queue::Sender<Command>,
     shared: Arc<Shared>,
     channel: Arc<ChannelState>,
 }
@@ -53,7 +53,7 @@ impl ChannelSender {
     pub(crate) fn new(
         id: u64,
         state: Protocol,
-        commands: mpsc::Sender<Command>,
+        commands: batch_queue::Sender<Command>,
         shared: Arc<Shared>,
         channel: Arc<ChannelState>,
     ) -> Self {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use tokio::sync::{Notify, mpsc};
 
 use super::MuxConfig;
+use super::batch_queue;
 use super::channel::{Channel, ChannelReceiver, ChannelSender};
 use super::error::{ChannelError, ConnectionError, Delivery};
 use super::frame_queue::{self, FrameSender};
@@ -150,12 +151,12 @@ impl Shared {
 /// and the last channel finished, or when the peer or the socket fails.
 #[derive(Debug, Clone)]
 pub struct MuxHandle {
-    commands: mpsc::Sender<Command>,
+    commands: batch_queue::Sender<Command>,
     shared: Arc<Shared>,
 }
 
 impl MuxHandle {
-    pub(crate) fn new(commands: mpsc::Sender<Command>, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(commands: batch_queue::Sender<Command>, shared: Arc<Shared>) -> Self {
         Self { commands, shared }
     }
 

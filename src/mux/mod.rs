@@ -61,6 +61,7 @@
 //! control, so the alternative would be unbounded buffering). Writes and
 //! cancellations go on meanwhile.
 
+pub(crate) mod batch_queue;
 mod channel;
 mod error;
 pub(crate) mod frame_queue;
@@ -126,7 +127,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (commands_tx, commands_rx) = mpsc::channel(config.command_queue.max(1));
+    let (commands_tx, commands_rx) = batch_queue::channel(config.command_queue);
     let (wake_tx, wake_rx) = mpsc::channel(1);
     let shared = Arc::new(handle::Shared::new(config, wake_tx));
     let handle = MuxHandle::new(commands_tx, Arc::clone(&shared));

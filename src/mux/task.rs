@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::Decoder;
 
+use super::batch_queue;
 use super::error::{ConnectionError, Delivery};
 use super::frame_queue::{FrameSender, TrySendError, room};
 use super::handle::{Command, Shared, Sink};
@@ -48,7 +49,7 @@ struct Pending {
 pub struct Connection<R, W> {
     reader: R,
     writer: W,
-    commands: mpsc::Receiver<Command>,
+    commands: batch_queue::Receiver<Command>,
     wake: mpsc::Receiver<()>,
     shared: Arc<Shared>,
     table: ChannelTable<Sink>,
@@ -76,7 +77,7 @@ where
     pub(crate) fn new(
         reader: R,
         writer: W,
-        commands: mpsc::Receiver<Command>,
+        commands: batch_queue::Receiver<Command>,
         wake: mpsc::Receiver<()>,
         shared: Arc<Shared>,
     ) -> Self {
@@ -204,8 +205,8 @@ where
                 break;
             }
             match self.commands.try_recv() {
-                Ok(command) => self.handle(command),
-                Err(_) => break,
+                Some(command) => self.handle(command),
+                None => break,
             }
         }
     }
@@ -364,7 +365,7 @@ where
         }
         self.reconcile_in_flight();
         self.commands.close();
-        while let Ok(command) = self.commands.try_recv() {
+        while let Some(command) = self.commands.try_recv() {
             if let Command::Open { sink, .. } = command {
                 sink.state.set_refused();
                 self.shared.finish_channels(1);

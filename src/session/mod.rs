@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub use self::reply::{Incoming, Reply, ReplyError};
+use crate::mux::batch_queue;
 use crate::proto::{DEFAULT_MAX_FRAME_LEN, Headers, Protocol};
 
 /// A service served over sessions: the locator, or an app.
@@ -115,7 +116,7 @@ where
     S: Service + ?Sized,
 {
     let (reader, writer) = tokio::io::split(io);
-    let (replies_tx, replies_rx) = mpsc::channel(config.reply_queue.max(1));
+    let (replies_tx, replies_rx) = batch_queue::channel(config.reply_queue);
     let (wake_tx, wake_rx) = mpsc::channel(1);
     let shared = Arc::new(reply::Shared::new(
         replies_tx,

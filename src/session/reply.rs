@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
+use crate::mux::batch_queue;
 use crate::mux::frame_queue::FrameReceiver;
 use crate::proto::{Args, EncodeError, ErrorCode, Frame, Message, Protocol, RemoteError};
 
@@ -20,7 +21,7 @@ pub(crate) struct Outgoing {
 /// State shared by a session's replies and its task.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    replies: mpsc::Sender<Outgoing>,
+    replies: batch_queue::Sender<Outgoing>,
     /// Channels whose `Reply` was dropped before its terminal message.
     dropped: Mutex<Vec<(u64, Protocol)>>,
     wake: mpsc::Sender<()>,
@@ -29,7 +30,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub(crate) fn new(
-        replies: mpsc::Sender<Outgoing>,
+        replies: batch_queue::Sender<Outgoing>,
         wake: mpsc::Sender<()>,
         max_frame_len: usize,
     ) -> Self {
@@ -121,18 +122,18 @@ impl Reply {
                 .check(self.channel, self.shared.max_frame_len)
                 .map_err(ReplyError::Encode)?;
         }
-        let permits = self
+        let permit = self
             .shared
             .replies
             .reserve_many(N)
             .await
             .map_err(|_| ReplyError::Disconnected)?;
-        for (permit, message) in permits.zip(messages) {
-            permit.send(Outgoing {
-                channel: self.channel,
-                message,
-            });
-        }
+        let channel = self.channel;
+        permit.send_all(
+            messages
+                .into_iter()
+                .map(|message| Outgoing { channel, message }),
+        );
         self.state = state;
         Ok(())
     }

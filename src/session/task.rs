@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::reply::{Incoming, Outgoing, Reply, Shared, dropped_reply_error};
 use super::{Call, Service, SessionConfig, SessionError};
 use crate::mux::WriteQueue;
+use crate::mux::batch_queue;
 use crate::mux::frame_queue::{self, FrameSender, TrySendError, room};
 use crate::mux::id_hash::IdMap;
 use crate::proto::{Frame, FrameCodec, Protocol};
@@ -46,7 +47,7 @@ struct Pending {
 /// and the task's ends of the reply queue and the wake-up channel.
 pub(crate) struct ReplyQueues {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) replies: mpsc::Receiver<Outgoing>,
+    pub(crate) replies: batch_queue::Receiver<Outgoing>,
     pub(crate) wake: mpsc::Receiver<()>,
 }
 
@@ -55,7 +56,7 @@ pub(crate) struct Session<'s, R, W, S: ?Sized> {
     writer: W,
     service: &'s S,
     shared: Arc<Shared>,
-    replies: mpsc::Receiver<Outgoing>,
+    replies: batch_queue::Receiver<Outgoing>,
     wake: mpsc::Receiver<()>,
     config: SessionConfig,
     codec: FrameCodec,
@@ -150,7 +151,7 @@ where
                 () = self.shutdown.cancelled() => {
                     // A graceful close: read nothing more, but write every
                     // reply already queued (finished handlers' last frames).
-                    while let Ok(reply) = self.replies.try_recv() {
+                    while let Some(reply) = self.replies.try_recv() {
                         self.send(reply);
                     }
                     self.end_dropped_replies();
@@ -202,10 +203,13 @@ where
 
     /// Takes the replies already queued, up to a batch.
     fn take_queued(&mut self) {
-        for _ in 1..MAX_BATCH {
+        for _ in 0..MAX_BATCH {
+            if self.queue.len() >= WRITE_HIGH_WATER {
+                break;
+            }
             match self.replies.try_recv() {
-                Ok(reply) => self.send(reply),
-                Err(_) => break,
+                Some(reply) => self.send(reply),
+                None => break,
             }
         }
     }
@@ -333,7 +337,7 @@ where
         let dropped = std::mem::take(&mut self.dropped);
         for (id, state) in &dropped {
             // Replies queued before the drop come first: drain them now.
-            while let Ok(reply) = self.replies.try_recv() {
+            while let Some(reply) = self.replies.try_recv() {
                 self.send(reply);
             }
             let still_open = self
