@@ -374,6 +374,7 @@ fn pool_settings(config: &Arc<Config>) -> impl Fn(&str) -> PoolSettings + Send +
         jitter: config.pool.jitter,
         reconnect_share: config.pool.reconnect_share,
         connect_timeout: config.pool.connect_timeout,
+        idle_timeout: config.pool.idle_timeout,
         resolve_timeout: Duration::from_secs(3),
     }
 }

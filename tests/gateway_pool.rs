@@ -269,3 +269,111 @@ async fn a_backend_that_keeps_failing_is_retried_with_growing_pauses() {
     .await;
     assert_eq!(got.status, 503, "{:?}", got.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pool_made_on_demand_is_closed_and_a_configured_one_is_kept() {
+    use std::sync::{Arc, Mutex};
+
+    use http_body_util::BodyExt;
+    use rpcgate::app::{AppBuilder, HttpRequest, HttpResponse};
+    use rpcgate::proto::{ErrorCode, RemoteError};
+    use tokio::sync::oneshot;
+
+    // `held` sends its head and a first chunk, then the rest once the test
+    // says so: a response streaming after the gateway has its head.
+    let release: Arc<Mutex<Option<oneshot::Receiver<()>>>> = Arc::default();
+    let (release_tx, release_rx) = oneshot::channel();
+    *release.lock().unwrap() = Some(release_rx);
+    let held =
+        AppBuilder::new("held").on_http("http", move |_req: HttpRequest, mut res: HttpResponse| {
+            let release = release.lock().unwrap().take();
+            async move {
+                let failed = |e: rpcgate::session::ReplyError| {
+                    RemoteError::new(ErrorCode::UNCAUGHT_ERROR, e.to_string())
+                };
+                res.head(200, vec![]).await.map_err(failed)?;
+                res.body("first ").await.map_err(failed)?;
+                if let Some(release) = release {
+                    let _ = release.await;
+                }
+                res.body("rest").await.map_err(failed)?;
+                res.finish().await.map_err(failed)
+            }
+        });
+    let mut config = Config::default();
+    config.pool.size = 2;
+    config.pool.idle_timeout = Some(Duration::from_millis(300));
+    config
+        .services
+        .insert("echo".into(), ServiceConfig::default());
+    let c = support::cluster(
+        "",
+        vec![
+            demo::build("hello", None).unwrap(),
+            demo::build("echo", None).unwrap(),
+            held,
+        ],
+        config,
+    )
+    .await;
+    let pools = c.gateway.pools();
+    let names = |all: &[Arc<rpcgate::pool::Pool>]| -> Vec<String> {
+        all.iter().map(|p| p.service().to_owned()).collect()
+    };
+
+    // A pool made by a request is closed once it served nothing for the
+    // idle timeout; the configured one stays.
+    let got = support::send(c.gateway.addr, "GET", "/hello/http/", &[], "").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(names(&pools.all()), ["echo", "hello"]);
+    bounded(
+        "the idle hello pool closed",
+        pools.wait_until(|all| names(all) == ["echo"]),
+    )
+    .await;
+    let (_, listed) = support::http(c.gateway.admin_addr.unwrap(), "GET", "/pools", "").await;
+    assert!(!listed.contains("\"hello\""), "{listed}");
+    // The next request for the name connects afresh.
+    let got = support::send(c.gateway.addr, "GET", "/hello/http/", &[], "").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(names(&pools.all()), ["echo", "hello"]);
+
+    // A pool with a response still streaming is not idle, however long it
+    // takes (the request path no longer holds the pool once it has the head).
+    let mut sender = support::h1(c.gateway.addr).await;
+    let response = sender
+        .send_request(support::request("GET", "/held/http/", &[], ""))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let first = bounded("the first chunk", body.frame())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.into_data().unwrap(), "first ");
+    let closed_while_streaming = tokio::time::timeout(
+        Duration::from_millis(2500),
+        pools.wait_until(|all| !names(all).contains(&"held".to_owned())),
+    )
+    .await;
+    assert!(
+        closed_while_streaming.is_err(),
+        "the pool closed with a response streaming"
+    );
+    release_tx.send(()).unwrap();
+    let rest = bounded("the rest", body.collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert_eq!(rest, "rest");
+    bounded(
+        "the held pool closed once idle",
+        pools.wait_until(|all| !names(all).contains(&"held".to_owned())),
+    )
+    .await;
+    assert!(
+        names(&pools.all()).contains(&"echo".to_owned()),
+        "configured pools are kept"
+    );
+}

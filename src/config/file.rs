@@ -86,6 +86,7 @@ struct PoolFile {
     jitter: Option<f64>,
     reconnect_share: Option<f64>,
     connect_timeout_ms: Option<i64>,
+    idle_timeout_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,6 +266,10 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         if let Some(v) = p.connect_timeout_ms {
             config.pool.connect_timeout = c.ms("pool.connect_timeout_ms", v, 1, MAX_MS)?;
+        }
+        if let Some(v) = p.idle_timeout_ms {
+            let timeout = c.ms("pool.idle_timeout_ms", v, 0, MAX_MS)?;
+            config.pool.idle_timeout = (!timeout.is_zero()).then_some(timeout);
         }
     }
     if let Some(r) = raw.retry {

@@ -187,6 +187,9 @@ pub struct PoolConfig {
     pub reconnect_share: f64,
     /// The limit on one TCP connect to a backend.
     pub connect_timeout: Duration,
+    /// A pool made on demand (its service is not configured) that served
+    /// nothing for this long is closed; `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// When and how much to retry.
@@ -250,6 +253,7 @@ impl Default for PoolConfig {
             jitter: 0.2,
             reconnect_share: 0.25,
             connect_timeout: Duration::from_secs(1),
+            idle_timeout: Some(Duration::from_secs(300)),
         }
     }
 }

@@ -390,7 +390,10 @@ mod tests {
         let mut waiting = std::pin::pin!(tx.reserve());
         assert!(poll_once(waiting.as_mut()).is_pending());
         rx.close();
-        assert!(matches!(poll_once(waiting.as_mut()), Poll::Ready(Err(Closed))));
+        assert!(matches!(
+            poll_once(waiting.as_mut()),
+            Poll::Ready(Err(Closed))
+        ));
         assert_eq!(rx.try_recv(), Some("queued"));
         assert!(tx.reserve().now_or_never().expect("ready").is_err());
         drop(rx);

@@ -40,14 +40,15 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 type Connected = Result<Conn, LocatorOrConnect>;
 
 /// Keeps `pool` at its size until shutdown. A pool that never connected
-/// and whose name the locator does not know is given up: `forget` takes it
-/// out of its [`Pools`] and the task ends (see [`is_unknown`]).
+/// and whose name the locator does not know is given up: it is taken out
+/// of `pools` and the task ends (see [`is_unknown`]). So is a pool that is
+/// not kept and served nothing for its idle timeout; its connections drain.
 pub(super) async fn run(
     pool: Arc<Pool>,
     locator: Arc<dyn Locator>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    forget: impl FnOnce(),
+    pools: Weak<Pools>,
 ) {
     let mut connecting: JoinSet<Connected> = JoinSet::new();
     let mut failures = 0u32;
@@ -55,6 +56,7 @@ pub(super) async fn run(
     // names a service): it gets no metric series of its own.
     let mut ever_connected = false;
     let mut retry_at: Option<Instant> = None;
+    let mut idle_since = Instant::now();
     loop {
         if shutdown.is_cancelled() {
             // A connection may have come up after `Pools::shutdown` drained
@@ -104,6 +106,26 @@ pub(super) async fn run(
             old.handle.drain().await;
         }
         let settings = pool.settings();
+        if pool.used.swap(false, Ordering::Relaxed)
+            || pool.read().iter().any(|c| c.handle.in_flight() > 0)
+        {
+            idle_since = now;
+        }
+        if let Some(limit) = settings.idle_timeout
+            && now.duration_since(idle_since) >= limit
+            && !pool.kept.load(Ordering::Acquire)
+            && connecting.is_empty()
+            && pools
+                .upgrade()
+                .is_some_and(|pools| pools.forget_unused(&pool))
+        {
+            tracing::info!(service = %pool.service, idle = ?limit, "idle pool closed");
+            pool.drain_all().await;
+            if ever_connected {
+                set_gauges(&pool.service, GAUGE_STATES.map(|state| (state, 0)));
+            }
+            return;
+        }
         let (fresh, next_expiry) = {
             let conns = pool.read();
             let fresh = conns
@@ -183,7 +205,9 @@ pub(super) async fn run(
                 {
                     tracing::debug!(service = %pool.service, "unknown service: pool dropped");
                     *pool.last_error.write().unwrap_or_else(PoisonError::into_inner) = Some(error);
-                    forget();
+                    if let Some(pools) = pools.upgrade() {
+                        pools.forget(&pool);
+                    }
                     // Waiting requests re-check and fail with "not found".
                     pool.ready.notify_waiters();
                     connecting.abort_all();
@@ -217,16 +241,23 @@ fn is_unknown(error: &LocatorOrConnect) -> bool {
     )
 }
 
+/// The connection states the pool gauges count.
+const GAUGE_STATES: [&str; 3] = ["live", "stale", "draining"];
+
 /// Sets the per-state connection gauges of a pool.
 fn publish_gauges(pool: &Pool) {
-    let mut counts = [("live", 0usize), ("stale", 0), ("draining", 0)];
+    let mut counts = GAUGE_STATES.map(|state| (state, 0usize));
     for conn in pool.snapshot() {
         if let Some(entry) = counts.iter_mut().find(|(state, _)| *state == conn.state) {
             entry.1 += 1;
         }
     }
+    set_gauges(&pool.service, counts);
+}
+
+fn set_gauges(service: &str, counts: [(&'static str, usize); 3]) {
     for (state, n) in counts {
-        metrics::gauge!(crate::metrics::POOL_CONNECTIONS, crate::metrics::SERVICE => pool.service.clone(), crate::metrics::STATE => state)
+        metrics::gauge!(crate::metrics::POOL_CONNECTIONS, crate::metrics::SERVICE => service.to_owned(), crate::metrics::STATE => state)
             .set(n as f64);
     }
 }

@@ -51,6 +51,9 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     /// Limit on one resolve.
     pub resolve_timeout: Duration,
+    /// A pool that is not kept (see [`Pools::keep`]) and served nothing
+    /// for this long is closed; `None`: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 impl PoolSettings {
@@ -131,6 +134,9 @@ pub struct Pool {
     pub(crate) connecting_peak: std::sync::atomic::AtomicUsize,
     /// Index of the connection picked last (for batching, see [`Pool::pick`]).
     last_pick: std::sync::atomic::AtomicUsize,
+    /// Set by every checkout, cleared by the maintainer: whether the pool
+    /// served anything since the maintainer last looked.
+    pub(crate) used: std::sync::atomic::AtomicBool,
 }
 
 /// The last reason a connection could not be made.
@@ -154,6 +160,7 @@ impl Pool {
             connecting: std::sync::atomic::AtomicUsize::new(0),
             connecting_peak: std::sync::atomic::AtomicUsize::new(0),
             last_pick: std::sync::atomic::AtomicUsize::new(usize::MAX),
+            used: std::sync::atomic::AtomicBool::new(true),
         }
     }
 
@@ -270,6 +277,11 @@ impl Pool {
     ///
     /// Cancel safe: it only waits.
     pub async fn checkout(&self, deadline: Instant) -> Result<MuxHandle, PoolError> {
+        // Read first: the flag's cache line is written once per
+        // maintainer look, not once per request.
+        if !self.used.load(Ordering::Relaxed) {
+            self.used.store(true, Ordering::Relaxed);
+        }
         // The common case, without registering for a wake-up first.
         if let Some(handle) = self.pick() {
             return Ok(handle);
@@ -390,6 +402,8 @@ type SettingsFn = Box<dyn Fn(&str) -> PoolSettings + Send + Sync>;
 /// Every service's pool.
 pub struct Pools {
     pools: RwLock<HashMap<String, Arc<Pool>>>,
+    /// Signals that a pool was added or taken out.
+    changed: Notify,
     locator: Arc<dyn Locator>,
     settings: RwLock<SettingsFn>,
     tracker: TaskTracker,
@@ -421,6 +435,7 @@ impl Pools {
     ) -> Arc<Self> {
         let pools = Arc::new(Self {
             pools: RwLock::new(HashMap::new()),
+            changed: Notify::new(),
             locator,
             settings: RwLock::new(Box::new(settings)),
             tracker: TaskTracker::new(),
@@ -464,20 +479,14 @@ impl Pools {
         let pool = Arc::new(Pool::new(service.to_owned(), settings));
         pool.kept.store(kept, Ordering::Release);
         pools.insert(service.to_owned(), Arc::clone(&pool));
-        let forget = {
-            let (pools, pool) = (Arc::downgrade(self), Arc::downgrade(&pool));
-            move || {
-                if let (Some(pools), Some(pool)) = (pools.upgrade(), pool.upgrade()) {
-                    pools.forget(&pool);
-                }
-            }
-        };
+        drop(pools);
+        self.changed.notify_waiters();
         self.tracker.spawn(maintain::run(
             Arc::clone(&pool),
             Arc::clone(&self.locator),
             self.shutdown.clone(),
             self.tracker.clone(),
-            forget,
+            Arc::downgrade(self),
         ));
         pool
     }
@@ -512,15 +521,49 @@ impl Pools {
 
     /// Takes `pool` out (if it is still the one for its service).
     fn forget(&self, pool: &Arc<Pool>) {
+        self.take_out(pool, usize::MAX);
+    }
+
+    /// Takes `pool` out if nothing but this map and `pool` itself (its
+    /// maintainer's reference) holds it: no request is on its way to a
+    /// checkout, and none can start while the map is locked. Whether it
+    /// was taken out.
+    fn forget_unused(&self, pool: &Arc<Pool>) -> bool {
+        self.take_out(pool, 2)
+    }
+
+    fn take_out(&self, pool: &Arc<Pool>, max_holders: usize) -> bool {
         let mut pools = self
             .pools
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if pools
+        let taken = pools
             .get(&pool.service)
             .is_some_and(|current| Arc::ptr_eq(current, pool))
-        {
-            pools.remove(&pool.service);
+            && Arc::strong_count(pool) <= max_holders
+            && pools.remove(&pool.service).is_some();
+        drop(pools);
+        if taken {
+            self.changed.notify_waiters();
+        }
+        taken
+    }
+
+    /// Waits until `accept` holds for the pools there are, re-checking
+    /// each time one is added or taken out.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes.
+    pub async fn wait_until(&self, accept: impl Fn(&[Arc<Pool>]) -> bool) {
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if accept(&self.all()) {
+                return;
+            }
+            changed.await;
         }
     }
 
