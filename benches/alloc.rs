@@ -23,6 +23,9 @@ mod workload;
 #[path = "support/echo_peer.rs"]
 mod echo_peer;
 
+#[path = "support/hello.rs"]
+mod hello;
+
 const OPS: usize = 1000;
 
 /// Runs `op` OPS times and prints bytes and allocations per op.
@@ -149,4 +152,84 @@ fn main() {
     measure("mux request round trip (client + peer)", || {
         black_box(runtime.block_on(echo_peer::request(&handle, body.clone())));
     });
+    drop(handle);
+    drop(runtime);
+    end_to_end();
+}
+
+/// A whole HTTP request end to end, counted over every thread of the
+/// process: the standalone gateway with its in-process `hello` app, beside
+/// a plain hyper server answering the same 13 bytes. One keep-alive
+/// client connection sends the requests one after another; its own
+/// reading allocates nothing, so the two rows compare the servers.
+fn end_to_end() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let config = rpcgate::config::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            admin: None,
+            ..rpcgate::config::Config::default()
+        };
+        let standalone =
+            rpcgate::gateway::Standalone::start(config, "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+        let mut gateway = KeepAlive::connect(standalone.gateway.addr, "/hello/http/").await;
+        let mut hyper = KeepAlive::connect(hello::plain_hyper().await, "/").await;
+        for (name, client) in [
+            ("http request end to end: rpcgate + hello", &mut gateway),
+            ("http request end to end: plain hyper", &mut hyper),
+        ] {
+            for _ in 0..OPS {
+                client.request().await; // warm up pools, buffers, metrics handles
+            }
+            let region = Region::new(GLOBAL);
+            for _ in 0..OPS {
+                client.request().await;
+            }
+            let stats = region.change();
+            println!(
+                "{name:<40} {:>10.1} B/op {:>8.2} allocs/op",
+                stats.bytes_allocated as f64 / OPS as f64,
+                stats.allocations as f64 / OPS as f64
+            );
+        }
+        standalone.shutdown().await;
+    });
+}
+
+/// A raw HTTP/1.1 keep-alive client reusing its buffers.
+struct KeepAlive {
+    stream: tokio::net::TcpStream,
+    request: Vec<u8>,
+    buf: Vec<u8>,
+}
+
+impl KeepAlive {
+    async fn connect(addr: std::net::SocketAddr, path: &str) -> Self {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.set_nodelay(true).unwrap();
+        Self {
+            stream,
+            request: format!("GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").into_bytes(),
+            buf: vec![0; 4096],
+        }
+    }
+
+    /// One request; returns once the 13-byte body is in.
+    async fn request(&mut self) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        self.stream.write_all(&self.request).await.unwrap();
+        let mut len = 0;
+        while !self.buf[..len].ends_with(b"Hello, World!") {
+            let read = self.stream.read(&mut self.buf[len..]).await.unwrap();
+            assert!(read > 0, "closed");
+            len += read;
+        }
+        assert!(self.buf.starts_with(b"HTTP/1.1 200"));
+    }
 }

@@ -12,19 +12,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed bench setup should abort loudly
 
 use std::alloc::System;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use rpcgate::config::Config;
 use rpcgate::gateway::Standalone;
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
+
+#[path = "support/hello.rs"]
+mod hello;
 
 #[global_allocator]
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
@@ -67,27 +65,6 @@ async fn per_connection(addr: SocketAddr, path: &str, n: usize) -> f64 {
     live / n as f64
 }
 
-async fn plain_hyper() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(|_request| async {
-                    Ok::<_, Infallible>(hyper::Response::new(Full::new(Bytes::from_static(
-                        b"Hello, World!",
-                    ))))
-                });
-                let _ = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
 fn main() {
     let n: usize = std::env::args()
         .skip(1)
@@ -109,7 +86,7 @@ fn main() {
             .await
             .unwrap();
         let gateway = per_connection(standalone.gateway.addr, "/hello/http/", n).await;
-        let hyper = per_connection(plain_hyper().await, "/", n).await;
+        let hyper = per_connection(hello::plain_hyper().await, "/", n).await;
         println!(
             "live heap per idle keep-alive connection ({n} connections, client side included):"
         );

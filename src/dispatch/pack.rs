@@ -203,7 +203,8 @@ pub fn pack_request(
     timeout: Duration,
 ) -> PackedRequest {
     let tuple = encode_tuple(method.as_str(), uri, version_text(version), headers, &body);
-    let mut frame_headers = Headers::new();
+    // Forwarded ones, the three trace ids, trace_bit, request_timeout.
+    let mut frame_headers = Headers::with_capacity(forward.len() + 5);
     for (http_name, cocaine_name) in forward {
         for value in headers.get_all(http_name.as_str()) {
             // Names were validated with the config; a value can be anything.

@@ -93,6 +93,13 @@ impl Headers {
         Self::default()
     }
 
+    /// An empty list with room for `capacity` headers.
+    pub fn with_capacity(capacity: usize) -> Self {
+        Self {
+            entries: Vec::with_capacity(capacity),
+        }
+    }
+
     /// The number of headers.
     pub fn len(&self) -> usize {
         self.entries.len()
@@ -133,9 +140,16 @@ impl Headers {
 
     /// Sets the three trace headers, replacing any earlier ones.
     pub fn set_trace(&mut self, trace: TraceContext) -> &mut Self {
-        self.replace(name::TRACE_ID, u64_le(trace.trace_id));
-        self.replace(name::SPAN_ID, u64_le(trace.span_id));
-        self.replace(name::PARENT_ID, u64_le(trace.parent_id));
+        // One shared buffer for the three values: one allocation, and a
+        // clone of the list (a request's retry) only counts references.
+        let mut ids = [0u8; 24];
+        ids[..8].copy_from_slice(&trace.trace_id.to_le_bytes());
+        ids[8..16].copy_from_slice(&trace.span_id.to_le_bytes());
+        ids[16..].copy_from_slice(&trace.parent_id.to_le_bytes());
+        let ids = Bytes::from_owner(ids);
+        self.replace(name::TRACE_ID, ids.slice(..8));
+        self.replace(name::SPAN_ID, ids.slice(8..16));
+        self.replace(name::PARENT_ID, ids.slice(16..));
         self
     }
 
@@ -306,8 +320,10 @@ fn check(header: &Header) -> Result<(), InvalidHeader> {
     })
 }
 
+/// A u64 header value. Shared from the start (not a `Vec`-backed `Bytes`,
+/// whose first clone allocates), so cloning the list never allocates.
 fn u64_le(value: u64) -> Bytes {
-    Bytes::copy_from_slice(&value.to_le_bytes())
+    Bytes::from_owner(value.to_le_bytes())
 }
 
 fn read_u64_le(value: &[u8]) -> Option<u64> {
