@@ -339,12 +339,35 @@ async fn drive<C: Serving>(
     let abused = w.activity.abused.notified();
     let check = tokio::time::sleep(next_check());
     tokio::pin!(shutdown, abused, check);
+    let mut watchers = WatcherGate::default();
     loop {
-        tokio::select! {
-            result = std::future::poll_fn(|cx| connection.as_mut().poll_serve(cx)) => {
-                return Ended::Done(result);
+        // hyper's connection on every wake-up; the three watchers only
+        // when one of them woke the task (each poll of a `Notify` waiter
+        // takes its lock, and the shutdown one is shared by every
+        // connection).
+        let event = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = connection.as_mut().poll_serve(cx) {
+                return Poll::Ready(Event::Served(result));
             }
-            () = &mut shutdown => {
+            let Some(waker) = watchers.due(cx) else {
+                return Poll::Pending;
+            };
+            let mut cx = Context::from_waker(&waker);
+            if shutdown.as_mut().poll(&mut cx).is_ready() {
+                return Poll::Ready(Event::Shutdown);
+            }
+            if abused.as_mut().poll(&mut cx).is_ready() {
+                return Poll::Ready(Event::Abused);
+            }
+            if check.as_mut().poll(&mut cx).is_ready() {
+                return Poll::Ready(Event::Check);
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Served(result) => return Ended::Done(result),
+            Event::Shutdown => {
                 if !w.activity.ever_busy() {
                     // Accepted just before the shutdown: the client may be
                     // sending its first request now, and closing would
@@ -363,13 +386,13 @@ async fn drive<C: Serving>(
                 // flight finish, unless the shutdown deadline cuts them.
                 return finish(connection, w).await;
             }
-            () = &mut abused => {
+            Event::Abused => {
                 // Rapid reset paced to dodge the HTTP/2 pending-reset limit.
                 crate::metrics::limit_hit("premature_resets");
                 tracing::debug!(peer = ?w.peer, "closing a connection whose client cancels most requests");
                 return finish(connection, w).await;
             }
-            () = &mut check => {
+            Event::Check => {
                 // Only if nothing was in flight the whole time.
                 match w.activity.idle_for() {
                     Some(idle) if idle >= idle_timeout => {
@@ -382,9 +405,75 @@ async fn drive<C: Serving>(
                             other => other,
                         };
                     }
-                    _ => check.as_mut().reset(Instant::now() + next_check()),
+                    _ => {
+                        check.as_mut().reset(Instant::now() + next_check());
+                        // The reset timer registers on its next poll.
+                        watchers.rearm();
+                    }
                 }
             }
+        }
+    }
+}
+
+/// What woke [`drive`]'s loop.
+enum Event {
+    Served(Result<(), hyper::Error>),
+    Shutdown,
+    Abused,
+    Check,
+}
+
+/// Lets a connection's watcher futures (shutdown, abuse, the idle check) be
+/// polled only when one of them woke the task: they are polled with a
+/// waker of their own, which records that it fired and wakes the task.
+#[derive(Default)]
+struct WatcherGate {
+    /// The watchers' waker, and the task waker it wraps.
+    waker: Option<(Arc<WatcherWaker>, std::task::Waker)>,
+}
+
+struct WatcherWaker {
+    fired: std::sync::atomic::AtomicBool,
+    task: std::task::Waker,
+}
+
+impl std::task::Wake for WatcherWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
+impl WatcherGate {
+    /// The waker to poll the watchers with, if they are due: on the first
+    /// poll, when the task's waker changed, or when one of them fired.
+    fn due(&mut self, cx: &Context<'_>) -> Option<std::task::Waker> {
+        match &self.waker {
+            Some((watcher, waker)) if watcher.task.will_wake(cx.waker()) => watcher
+                .fired
+                .swap(false, Ordering::AcqRel)
+                .then(|| waker.clone()),
+            _ => {
+                let watcher = Arc::new(WatcherWaker {
+                    fired: std::sync::atomic::AtomicBool::new(false),
+                    task: cx.waker().clone(),
+                });
+                let waker = std::task::Waker::from(Arc::clone(&watcher));
+                self.waker = Some((watcher, waker.clone()));
+                Some(waker)
+            }
+        }
+    }
+
+    /// Polls the watchers on the next wake-up (a timer was reset).
+    fn rearm(&self) {
+        if let Some((watcher, _)) = &self.waker {
+            watcher.fired.store(true, Ordering::Release);
         }
     }
 }
