@@ -336,15 +336,7 @@ impl Pool {
     ///
     /// Cancel safe: it only observes.
     pub async fn wait_until(&self, accept: impl Fn(&[ConnSnapshot]) -> bool) {
-        loop {
-            let ready = self.ready.notified();
-            tokio::pin!(ready);
-            ready.as_mut().enable();
-            if accept(&self.snapshot()) {
-                return;
-            }
-            ready.await;
-        }
+        until_notified(&self.ready, || accept(&self.snapshot())).await;
     }
 
     /// A snapshot of every connection, for the admin API.
@@ -370,6 +362,20 @@ impl Pool {
                 },
             })
             .collect()
+    }
+}
+
+/// Waits until `done` holds, checking again each time `notify` wakes its
+/// waiters (registered before each check, so no wake-up is missed).
+async fn until_notified(notify: &Notify, done: impl Fn() -> bool) {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if done() {
+            return;
+        }
+        notified.await;
     }
 }
 
@@ -556,15 +562,7 @@ impl Pools {
     ///
     /// Cancel safe: it only observes.
     pub async fn wait_until(&self, accept: impl Fn(&[Arc<Pool>]) -> bool) {
-        loop {
-            let changed = self.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
-            if accept(&self.all()) {
-                return;
-            }
-            changed.await;
-        }
+        until_notified(&self.changed, || accept(&self.all())).await;
     }
 
     /// Every pool, by service.
