@@ -167,8 +167,12 @@ async fn queue_full_after_the_retries_is_503_with_retry_after() {
 async fn queue_full_is_retried_and_succeeds() {
     let attempts = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&attempts);
-    let app = AppBuilder::new("flaky").on("http", move |_req, res: Response| {
+    // The `request_timeout` each attempt carried.
+    let timeouts = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&timeouts);
+    let app = AppBuilder::new("flaky").on("http", move |req, res: Response| {
         let n = counted.fetch_add(1, Ordering::SeqCst);
+        seen.lock().unwrap().push(req.headers.request_timeout());
         async move {
             if n == 0 {
                 return Err(RemoteError::new(ErrorCode::QUEUE_IS_FULL, "queue is full"));
@@ -183,11 +187,28 @@ async fn queue_full_is_retried_and_succeeds() {
             Ok(())
         }
     });
-    let c = support::cluster("", vec![app], small()).await;
+    let mut config = small();
+    // The pause before the retry is at least half of this.
+    config.retry.backoff = std::time::Duration::from_millis(100);
+    let c = support::cluster("", vec![app], config).await;
     let got = support::send(c.gateway.addr, "GET", "/flaky/http/", &[], "").await;
     assert_eq!(got.status, 200);
     assert_eq!(&got.body[..], b"second time lucky");
     assert_eq!(attempts.load(Ordering::SeqCst), 2);
+    // The retry carries what is left of the deadline.
+    let timeouts = timeouts.lock().unwrap().clone();
+    let [Some(first), Some(retry)] = timeouts[..] else {
+        panic!("both attempts carry request_timeout: {timeouts:?}");
+    };
+    assert_eq!(
+        first,
+        std::time::Duration::from_secs(30),
+        "the default timeout"
+    );
+    assert!(
+        retry <= first - std::time::Duration::from_millis(50),
+        "{retry:?} after a pause of at least 50 ms"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -167,7 +167,11 @@ pub async fn dispatch(
             PoolError::NoConnection { .. } => DispatchError::NoConnection(e.to_string()),
             PoolError::ShuttingDown => DispatchError::ShuttingDown,
         })?;
-        let outcome = tokio::time::timeout_at(deadline, attempt_once(&handle, request)).await;
+        // A retry tells the app what is left of the deadline, not the
+        // whole timeout the first attempt carried.
+        let remaining = (attempt > 1).then(|| deadline.saturating_duration_since(Instant::now()));
+        let outcome =
+            tokio::time::timeout_at(deadline, attempt_once(&handle, request, remaining)).await;
         let retriable = match outcome {
             Err(_) => return Err(DispatchError::Deadline(total)),
             Ok(Ok(reply)) => {
@@ -221,6 +225,7 @@ enum Attempt {
 async fn attempt_once(
     handle: &crate::mux::MuxHandle,
     request: &PackedRequest,
+    remaining: Option<Duration>,
 ) -> Result<Reply, Attempt> {
     let lost = |e: ChannelError| {
         if e.is_retry_safe() {
@@ -229,8 +234,11 @@ async fn attempt_once(
             Attempt::Failed(DispatchError::BadGateway(e.to_string()))
         }
     };
-    let enqueue =
-        Message::new(0, Args::Bytes(request.event.clone())).with_headers(request.headers.clone());
+    let mut headers = request.headers.clone();
+    if let Some(remaining) = remaining {
+        headers.set_request_timeout(remaining);
+    }
+    let enqueue = Message::new(0, Args::Bytes(request.event.clone())).with_headers(headers);
     // The request goes in one chunk, handed over with the `enqueue`.
     let invocation = Invocation::enqueue(enqueue).then(Message::write(request.tuple.clone()));
     let channel = handle.open(invocation).await.map_err(lost)?;
