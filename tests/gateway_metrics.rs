@@ -1,5 +1,6 @@
 //! `/metrics` serves Prometheus text with requests by service and status
-//! class, pool connections by state, resolves and errors. (One test: a
+//! class, pool connections by state (zeroed when an idle pool closes),
+//! resolves and errors. (One test: a
 //! process has one global recorder.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
@@ -16,6 +17,7 @@ async fn metrics_are_served_in_prometheus_text() {
     let mut config = Config::default();
     config.pool.size = 2;
     config.request.body_limit = 1024;
+    config.pool.idle_timeout = Some(std::time::Duration::from_millis(300));
     let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
     for _ in 0..3 {
         assert_eq!(
@@ -54,6 +56,23 @@ async fn metrics_are_served_in_prometheus_text() {
         "rpcgate_http_connections",
         "rpcgate_limit_hits_total{limit=\"body_size\"} 1",
         "# HELP rpcgate_requests_total",
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+    // The hello pool (made by requests, not configured) closes once idle,
+    // and its connection gauges go to zero.
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        c.gateway
+            .pools()
+            .wait_until(|all| all.iter().all(|p| p.service() != "hello")),
+    )
+    .await
+    .expect("the idle pool closed");
+    let (_, text) = support::http(c.gateway.admin_addr.unwrap(), "GET", "/metrics", "").await;
+    for expected in [
+        "rpcgate_pool_connections{service=\"hello\",state=\"live\"} 0",
+        "rpcgate_pool_connections{service=\"hello\",state=\"draining\"} 0",
     ] {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
     }
