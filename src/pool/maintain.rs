@@ -115,15 +115,16 @@ pub(super) async fn run(
             && now.duration_since(idle_since) >= limit
             && !pool.kept.load(Ordering::Acquire)
             && connecting.is_empty()
-            && pools
-                .upgrade()
-                .is_some_and(|pools| pools.forget_unused(&pool))
+            && let Some(pools) = pools.upgrade()
+            && pools.forget_unused(&pool)
         {
             tracing::info!(service = %pool.service, idle = ?limit, "idle pool closed");
-            pool.drain_all().await;
+            // The gauges read zero before anyone hears the pool is gone.
             if ever_connected {
                 set_gauges(&pool.service, GAUGE_STATES.map(|state| (state, 0)));
             }
+            pools.announce_change();
+            pool.drain_all().await;
             return;
         }
         let (fresh, next_expiry) = {

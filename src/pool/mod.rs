@@ -527,15 +527,22 @@ impl Pools {
 
     /// Takes `pool` out (if it is still the one for its service).
     fn forget(&self, pool: &Arc<Pool>) {
-        self.take_out(pool, usize::MAX);
+        if self.take_out(pool, usize::MAX) {
+            self.changed.notify_waiters();
+        }
     }
 
     /// Takes `pool` out if nothing but this map and `pool` itself (its
     /// maintainer's reference) holds it: no request is on its way to a
     /// checkout, and none can start while the map is locked. Whether it
-    /// was taken out.
+    /// was taken out; the caller then calls [`Pools::announce_change`].
     fn forget_unused(&self, pool: &Arc<Pool>) -> bool {
         self.take_out(pool, 2)
+    }
+
+    /// Wakes [`Pools::wait_until`] callers after a pool was taken out.
+    fn announce_change(&self) {
+        self.changed.notify_waiters();
     }
 
     fn take_out(&self, pool: &Arc<Pool>, max_holders: usize) -> bool {
@@ -543,16 +550,11 @@ impl Pools {
             .pools
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let taken = pools
+        pools
             .get(&pool.service)
             .is_some_and(|current| Arc::ptr_eq(current, pool))
             && Arc::strong_count(pool) <= max_holders
-            && pools.remove(&pool.service).is_some();
-        drop(pools);
-        if taken {
-            self.changed.notify_waiters();
-        }
-        taken
+            && pools.remove(&pool.service).is_some()
     }
 
     /// Waits until `accept` holds for the pools there are, re-checking
