@@ -486,7 +486,7 @@ impl Pools {
         pool.kept.store(kept, Ordering::Release);
         pools.insert(service.to_owned(), Arc::clone(&pool));
         drop(pools);
-        self.changed.notify_waiters();
+        self.announce_change();
         self.tracker.spawn(maintain::run(
             Arc::clone(&pool),
             Arc::clone(&self.locator),
@@ -528,7 +528,7 @@ impl Pools {
     /// Takes `pool` out (if it is still the one for its service).
     fn forget(&self, pool: &Arc<Pool>) {
         if self.take_out(pool, usize::MAX) {
-            self.changed.notify_waiters();
+            self.announce_change();
         }
     }
 
@@ -540,7 +540,7 @@ impl Pools {
         self.take_out(pool, 2)
     }
 
-    /// Wakes [`Pools::wait_until`] callers after a pool was taken out.
+    /// Wakes [`Pools::wait_until`] callers after a pool was added or taken out.
     fn announce_change(&self) {
         self.changed.notify_waiters();
     }
