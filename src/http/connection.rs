@@ -64,6 +64,28 @@ pub async fn serve_connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    serve_prefixed(
+        Prefixed::new(BytesMut::new(), io),
+        peer,
+        handler,
+        shutdown,
+        client_subject,
+    )
+    .await;
+}
+
+/// [`serve_connection`] for a stream that may carry bytes already read
+/// from it (after a PROXY protocol header): the HTTP/2 sniffing puts its
+/// bytes back in the same place, so reads go through one wrapper only.
+pub(crate) async fn serve_prefixed<I>(
+    io: Prefixed<I>,
+    peer: Option<SocketAddr>,
+    handler: Arc<Handler>,
+    shutdown: CancellationToken,
+    client_subject: Option<HeaderValue>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let _open = Open::new(Arc::clone(&handler));
     let cut = handler.cut.clone();
     // Limits of the connection as a whole are fixed when it opens.
@@ -120,16 +142,18 @@ enum Sniffed<I> {
 /// Reads until the first bytes tell HTTP/2's preface from anything else
 /// (HTTP/1.1), within the head timeout (shortened to the first-request
 /// grace once shutting down). The bytes read are put back.
-async fn sniff<I: AsyncRead + Unpin>(mut io: I, w: &Watch<'_>) -> Sniffed<I> {
+async fn sniff<I: AsyncRead + Unpin>(mut io: Prefixed<I>, w: &Watch<'_>) -> Sniffed<I> {
     let mut buf = BytesMut::with_capacity(H2_PREFACE.len());
     let mut deadline = Instant::now() + w.limits.header_timeout;
     let mut stopping = false;
     loop {
         if !H2_PREFACE.starts_with(&buf) {
-            return Sniffed::H1(Prefixed::new(buf, io));
+            io.unread(&buf);
+            return Sniffed::H1(io);
         }
         if buf.len() == H2_PREFACE.len() {
-            return Sniffed::H2(Prefixed::new(buf, io));
+            io.unread(&buf);
+            return Sniffed::H2(io);
         }
         tokio::select! {
             read = io.read_buf(&mut buf) => {
@@ -696,5 +720,60 @@ impl Drop for Open {
     fn drop(&mut self) {
         metrics::gauge!(crate::metrics::HTTP_CONNECTIONS).decrement(1.0);
         self.0.open_connections.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed unwrap is a failed test
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// Sniffs `io` (with `prefix` already read from it) after `sent` was
+    /// written to its peer, and returns the protocol and every byte the
+    /// server will read, up to `expect_len`.
+    async fn sniffed(prefix: &[u8], sent: &[u8], expect_len: usize) -> (&'static str, Vec<u8>) {
+        let (server, mut client) = tokio::io::duplex(1024);
+        client.write_all(sent).await.unwrap();
+        // The end of the stream after it: a missing byte fails the read
+        // below instead of waiting for ever.
+        drop(client);
+        let activity = Activity::new(100);
+        let limits = LimitsConfig::default();
+        let (shutdown, cut) = (CancellationToken::new(), CancellationToken::new());
+        let w = Watch {
+            activity: &activity,
+            limits: &limits,
+            shutdown: &shutdown,
+            cut: &cut,
+            peer: None,
+        };
+        let io = Prefixed::new(BytesMut::from(prefix), server);
+        let (kind, mut io) = match sniff(io, &w).await {
+            Sniffed::H1(io) => ("h1", io),
+            Sniffed::H2(io) => ("h2", io),
+            Sniffed::Gone => return ("gone", Vec::new()),
+        };
+        let mut read = vec![0; expect_len];
+        io.read_exact(&mut read).await.unwrap();
+        (kind, read)
+    }
+
+    #[tokio::test]
+    async fn sniffing_keeps_bytes_read_before_it_in_front() {
+        let h2 = [H2_PREFACE, b"\0\0\0\x04\0\0\0\0\0"].concat();
+        // All of the preface already read (after a PROXY header), some of
+        // it, or none.
+        for split in [h2.len(), 10, 0] {
+            let (kind, read) = sniffed(&h2[..split], &h2[split..], h2.len()).await;
+            assert_eq!((kind, &read[..]), ("h2", &h2[..]), "split at {split}");
+        }
+        let h1 = b"GET / HTTP/1.1\r\nHost: t\r\n\r\nGET /2 HTTP/1.1\r\nHost: t\r\n\r\n";
+        for split in [h1.len(), 3, 0] {
+            let (kind, read) = sniffed(&h1[..split], &h1[split..], h1.len()).await;
+            assert_eq!((kind, &read[..]), ("h1", &h1[..]), "split at {split}");
+        }
     }
 }

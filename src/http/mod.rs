@@ -547,7 +547,7 @@ pub async fn serve<L>(
             let limit = handler.config().limits.header_timeout;
             match crate::proxy_protocol::accept(stream, peer, proxy_protocol, limit).await {
                 Ok((stream, client)) => {
-                    serve_connection(stream, Some(client), handler, shutdown, None).await;
+                    connection::serve_prefixed(stream, Some(client), handler, shutdown, None).await;
                 }
                 Err(e) => refuse_proxy_header(&e),
             }
