@@ -221,6 +221,64 @@ async fn a_head_trickled_across_parks_is_cut_at_the_head_timeout() {
     );
 }
 
+/// The head timeout counts from when a parked connection's next bytes
+/// come, not from its last response: a client idle far longer than the
+/// head timeout still gets its next request answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_connection_gets_a_fresh_head_timeout_when_it_resumes() {
+    let mut config = config();
+    config.limits.idle_release = Duration::from_millis(20);
+    config.limits.header_timeout = Duration::from_millis(600);
+    config.limits.idle_timeout = Duration::from_secs(30);
+    let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
+    let mut stream = TcpStream::connect(c.gateway.addr).await.unwrap();
+    let mut buf = Vec::new();
+    stream
+        .write_all(b"GET /hello/http/ HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(support::read_response(&mut stream, &mut buf).await.0, 200);
+    // The client's own pauses (not synchronisation): idle for longer than
+    // the head timeout, then a head in two writes 100 ms apart.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stream
+        .write_all(b"GET /hello/http/ HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(b"st: t\r\n\r\n").await.unwrap();
+    assert_eq!(support::read_response(&mut stream, &mut buf).await.0, 200);
+}
+
+/// Until it is parked, a keep-alive connection waiting for its next head
+/// is bound by the head timeout (here parking comes much later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unparked_idle_connection_is_closed_at_the_head_timeout() {
+    let mut config = config();
+    config.limits.idle_release = Duration::from_secs(20);
+    config.limits.header_timeout = Duration::from_millis(300);
+    config.limits.idle_timeout = Duration::from_secs(30);
+    let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
+    let mut stream = TcpStream::connect(c.gateway.addr).await.unwrap();
+    let mut buf = Vec::new();
+    stream
+        .write_all(b"GET /hello/http/ HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(support::read_response(&mut stream, &mut buf).await.0, 200);
+    let started = tokio::time::Instant::now();
+    bounded(
+        "the idle connection to close",
+        closed_by_server(&mut stream),
+    )
+    .await;
+    let after = started.elapsed();
+    assert!(
+        after >= Duration::from_millis(250) && after < Duration::from_secs(5),
+        "closed after {after:?}; head timeout 300 ms, parking 20 s, idle timeout 30 s"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_connection_limit_accepting_pauses() {
     let mut config = config();
