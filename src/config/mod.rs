@@ -59,7 +59,9 @@ pub struct LimitsConfig {
     pub max_headers: usize,
     /// Time to receive a request head; past it the connection is closed
     /// (slowloris). An HTTP/1.1 connection waiting for its next request is
-    /// bound by it too until it is parked (`idle_release`).
+    /// bound by it too until it is parked (`idle_release`). HTTP/1.1
+    /// checks it with the connection's idle check: up to `idle_release`
+    /// late.
     pub header_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
