@@ -168,15 +168,16 @@ async fn an_idle_connection_is_closed_but_a_slow_request_is_not() {
     .await;
 }
 
-/// A keep-alive client that trickles its next request head with gaps longer
-/// than the parking delay (so the connection is parked and resumed between
-/// bytes) is still cut by the head timeout, not only by the much longer
-/// idle timeout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_head_trickled_across_parks_is_cut_at_the_head_timeout() {
+/// A gateway with the `hello` app and these parking and head timeouts (idle
+/// timeout 30 s), and a keep-alive connection that has had one request
+/// answered.
+async fn after_one_request(
+    idle_release: Duration,
+    header_timeout: Duration,
+) -> (support::Cluster, TcpStream) {
     let mut config = config();
-    config.limits.idle_release = Duration::from_millis(20);
-    config.limits.header_timeout = Duration::from_millis(600);
+    config.limits.idle_release = idle_release;
+    config.limits.header_timeout = header_timeout;
     config.limits.idle_timeout = Duration::from_secs(30);
     let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
     let mut stream = TcpStream::connect(c.gateway.addr).await.unwrap();
@@ -184,11 +185,19 @@ async fn a_head_trickled_across_parks_is_cut_at_the_head_timeout() {
         .write_all(b"GET /hello/http/ HTTP/1.1\r\nHost: t\r\n\r\n")
         .await
         .unwrap();
-    let mut response = vec![0u8; 4096];
-    let n = bounded("the first response", stream.read(&mut response))
-        .await
-        .unwrap();
-    assert!(response[..n].starts_with(b"HTTP/1.1 200"));
+    let mut buf = Vec::new();
+    assert_eq!(support::read_response(&mut stream, &mut buf).await.0, 200);
+    (c, stream)
+}
+
+/// A keep-alive client that trickles its next request head with gaps longer
+/// than the parking delay (so the connection is parked and resumed between
+/// bytes) is still cut by the head timeout, not only by the much longer
+/// idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_across_parks_is_cut_at_the_head_timeout() {
+    let (_c, mut stream) =
+        after_one_request(Duration::from_millis(20), Duration::from_millis(600)).await;
     // One byte of the next head every 100 ms (5 parking delays), for at most
     // 60 bytes (6 s): the server must close within the head timeout plus
     // one gap or so, long before the 30 s idle timeout.
@@ -226,18 +235,8 @@ async fn a_head_trickled_across_parks_is_cut_at_the_head_timeout() {
 /// head timeout still gets its next request answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_parked_connection_gets_a_fresh_head_timeout_when_it_resumes() {
-    let mut config = config();
-    config.limits.idle_release = Duration::from_millis(20);
-    config.limits.header_timeout = Duration::from_millis(600);
-    config.limits.idle_timeout = Duration::from_secs(30);
-    let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
-    let mut stream = TcpStream::connect(c.gateway.addr).await.unwrap();
-    let mut buf = Vec::new();
-    stream
-        .write_all(b"GET /hello/http/ HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(support::read_response(&mut stream, &mut buf).await.0, 200);
+    let (_c, mut stream) =
+        after_one_request(Duration::from_millis(20), Duration::from_millis(600)).await;
     // The client's own pauses (not synchronisation): idle for longer than
     // the head timeout, then a head in two writes 100 ms apart.
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -247,6 +246,7 @@ async fn a_parked_connection_gets_a_fresh_head_timeout_when_it_resumes() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     stream.write_all(b"st: t\r\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
     assert_eq!(support::read_response(&mut stream, &mut buf).await.0, 200);
 }
 
@@ -254,18 +254,8 @@ async fn a_parked_connection_gets_a_fresh_head_timeout_when_it_resumes() {
 /// is bound by the head timeout (here parking comes much later).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unparked_idle_connection_is_closed_at_the_head_timeout() {
-    let mut config = config();
-    config.limits.idle_release = Duration::from_secs(20);
-    config.limits.header_timeout = Duration::from_millis(300);
-    config.limits.idle_timeout = Duration::from_secs(30);
-    let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
-    let mut stream = TcpStream::connect(c.gateway.addr).await.unwrap();
-    let mut buf = Vec::new();
-    stream
-        .write_all(b"GET /hello/http/ HTTP/1.1\r\nHost: t\r\n\r\n")
-        .await
-        .unwrap();
-    assert_eq!(support::read_response(&mut stream, &mut buf).await.0, 200);
+    let (_c, mut stream) =
+        after_one_request(Duration::from_secs(20), Duration::from_millis(300)).await;
     let started = tokio::time::Instant::now();
     bounded(
         "the idle connection to close",
