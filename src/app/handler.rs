@@ -155,12 +155,39 @@ fn finished() -> ReplyError {
     }
 }
 
-/// Runs a handler so that its `Err` or panic answers only its own request.
-pub(crate) async fn run_isolated(handler: &Handler, request: Request, response: Response) {
-    let outcome = CatchUnwind {
-        inner: handler(request, response.clone()),
+/// A handler's run, with a panic caught: its output is the handler's
+/// result, or the panic. [`report_failure`] answers either failure.
+pub(crate) struct Isolated {
+    inner: HandlerFuture,
+}
+
+impl Isolated {
+    pub(crate) fn new(handler: &Handler, request: Request, response: Response) -> Self {
+        Self {
+            inner: handler(request, response),
+        }
     }
-    .await;
+}
+
+impl Future for Isolated {
+    type Output = Result<HandlerResult, Box<dyn Any + Send>>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = self.get_mut().inner.as_mut();
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// Answers a handler's `Err` or panic on its own request only, unless the
+/// handler finished its reply already.
+pub(crate) async fn report_failure(
+    outcome: Result<HandlerResult, Box<dyn Any + Send>>,
+    response: Response,
+) {
     let error = match outcome {
         Ok(Ok(())) => return,
         Ok(Err(error)) => error,
@@ -183,22 +210,4 @@ fn panic_message(panic: &(dyn Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
-}
-
-/// Polls a future, turning a panic into an `Err`.
-struct CatchUnwind {
-    inner: HandlerFuture,
-}
-
-impl Future for CatchUnwind {
-    type Output = Result<HandlerResult, Box<dyn Any + Send>>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let inner = self.get_mut().inner.as_mut();
-        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
-            Err(panic) => Poll::Ready(Err(panic)),
-        }
-    }
 }

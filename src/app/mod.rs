@@ -40,11 +40,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use self::handler::{Handler, run_isolated};
+use self::handler::{Handler, Isolated, report_failure};
 pub use self::handler::{HandlerResult, Request, RequestError, Response};
 pub use self::http::{HttpRequest, HttpResponse};
 use crate::locator::client::{backoff, publish};
@@ -299,20 +299,40 @@ impl AppService {
     /// A handler that can answer at once (its request is complete and the
     /// reply queue has room, the common case for small requests) costs no
     /// task spawn, no scheduling and no cross-task wake-up, which the load
-    /// profile showed as a large share of an app's work per request. The
-    /// first poll uses a no-op waker: if the handler is not done, the
-    /// spawned task polls it again at once, registering its real waker, as
-    /// every future must allow. Like hyper's own services, a handler's
-    /// code up to its first wait runs on the connection's task.
-    fn start(&self, task: impl Future<Output = ()> + Send + 'static) {
+    /// profile showed as a large share of an app's work per request; and
+    /// its future, boxed already, is polled where it is, not moved into a
+    /// second box. The first poll uses a no-op waker: if the handler is not
+    /// done, the spawned task polls it again at once, registering its real
+    /// waker, as every future must allow. Like hyper's own services, a
+    /// handler's code up to its first wait runs on the connection's task.
+    fn start(
+        &self,
+        handler: &Handler,
+        request: Request,
+        reply: Reply,
+        permit: OwnedSemaphorePermit,
+    ) {
         // Tracked from its first poll: `stop` must wait for a handler that
         // is running here (it may have told someone it started) and is
         // about to become a task.
         let _running = self.requests.token();
-        let mut task = Box::pin(task);
+        let response = Response::new(reply);
+        let mut run = Isolated::new(handler, request, response.clone());
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        if task.as_mut().poll(&mut cx).is_pending() {
-            self.requests.spawn(task);
+        match std::pin::Pin::new(&mut run).poll(&mut cx) {
+            std::task::Poll::Ready(Ok(Ok(()))) => {}
+            std::task::Poll::Ready(outcome) => {
+                self.requests.spawn(async move {
+                    let _permit = permit;
+                    report_failure(outcome, response).await;
+                });
+            }
+            std::task::Poll::Pending => {
+                self.requests.spawn(async move {
+                    let _permit = permit;
+                    report_failure(run.await, response).await;
+                });
+            }
         }
     }
 
@@ -399,11 +419,12 @@ impl Service for AppService {
                         RemoteError::new(ErrorCode::QUEUE_IS_FULL, "queue is full"),
                     );
                 };
-                self.start(async move {
-                    let _permit = permit;
-                    let request = Request::new(event, headers, incoming);
-                    run_isolated(&handler, request, Response::new(reply)).await;
-                });
+                self.start(
+                    &handler,
+                    Request::new(event, headers, incoming),
+                    reply,
+                    permit,
+                );
             }
             method::INFO => {
                 let info = InfoReply { info: self.info() };
