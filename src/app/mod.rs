@@ -319,21 +319,20 @@ impl AppService {
         let response = Response::new(reply);
         let mut run = Isolated::new(handler, request, response.clone());
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match std::pin::Pin::new(&mut run).poll(&mut cx) {
-            std::task::Poll::Ready(Ok(Ok(()))) => {}
-            std::task::Poll::Ready(outcome) => {
-                self.requests.spawn(async move {
-                    let _permit = permit;
-                    report_failure(outcome, response).await;
-                });
-            }
-            std::task::Poll::Pending => {
-                self.requests.spawn(async move {
-                    let _permit = permit;
-                    report_failure(run.await, response).await;
-                });
-            }
-        }
+        let finished = match std::pin::Pin::new(&mut run).poll(&mut cx) {
+            std::task::Poll::Ready(Ok(Ok(()))) => return,
+            std::task::Poll::Ready(failed) => Some(failed),
+            std::task::Poll::Pending => None,
+        };
+        // Still running, or failed (reporting it waits for the reply).
+        self.requests.spawn(async move {
+            let _permit = permit;
+            let outcome = match finished {
+                Some(outcome) => outcome,
+                None => run.await,
+            };
+            report_failure(outcome, response).await;
+        });
     }
 
     fn reply_error(&self, reply: Reply, error: RemoteError) {

@@ -647,8 +647,8 @@ impl Activity {
         }
     }
 
-    /// The wait for the next request starts now (a parked connection
-    /// resumed).
+    /// The wait for the next request starts now (a request ended, or a
+    /// parked connection resumed).
     fn waiting_since_now(&self) {
         *self
             .since
@@ -685,11 +685,7 @@ impl Busy {
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        *self
-            .0
-            .since
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Instant::now();
+        self.0.waiting_since_now();
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.1.fetch_sub(1, Ordering::AcqRel);
     }
