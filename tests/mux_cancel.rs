@@ -203,3 +203,50 @@ async fn a_follow_up_our_protocol_forbids_is_refused_and_nothing_is_written() {
         "the refused open wrote nothing"
     );
 }
+
+/// The connection task takes the cancels of channels dropped together in
+/// one wake-up (it lets the other ready tasks queue theirs first): every
+/// one of them still reaches the wire, and a cancel after the burst wakes
+/// the task again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn cancels_dropped_together_all_reach_the_wire_and_later_ones_still_wake_the_task() {
+    const BURST: usize = 32;
+    let (handle, mut peer, _conn) = support::pair(MuxConfig::default()).await;
+    let mut channels = Vec::new();
+    for _ in 0..BURST {
+        channels.push(handle.open(enqueue("slow")).await.unwrap());
+    }
+    let mut open = std::collections::BTreeSet::new();
+    for _ in 0..BURST {
+        open.insert(peer.next_frame().await.unwrap().channel);
+    }
+    assert_eq!(handle.in_flight(), BURST);
+    // Each dropped by its own task, all ready at once: the first wakes the
+    // connection task, the rest are queued while it gathers.
+    let drops: Vec<_> = channels
+        .into_iter()
+        .map(|channel| tokio::spawn(async move { drop(channel) }))
+        .collect();
+    for dropped in drops {
+        dropped.await.unwrap();
+    }
+    let within = std::time::Duration::from_secs(10);
+    for _ in 0..BURST {
+        let frame = tokio::time::timeout(within, peer.next_frame())
+            .await
+            .expect("every cancel of the burst is written")
+            .unwrap();
+        assert_eq!(frame.ty, 1, "an error frame");
+        assert!(open.remove(&frame.channel), "one cancel per channel");
+    }
+    assert!(open.is_empty());
+
+    let later = handle.open(enqueue("slow")).await.unwrap();
+    let id = peer.next_frame().await.unwrap().channel;
+    drop(later);
+    let frame = tokio::time::timeout(within, peer.next_frame())
+        .await
+        .expect("a cancel after the burst wakes the task")
+        .unwrap();
+    assert_eq!((frame.channel, frame.ty), (id, 1));
+}

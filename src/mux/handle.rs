@@ -70,6 +70,16 @@ impl ChannelState {
     }
 }
 
+/// Channels whose senders were dropped before their side was terminal.
+#[derive(Debug, Default)]
+struct Cancels {
+    /// Each id, and whether it asked to `close` rather than cancel.
+    ids: Vec<(u64, bool)>,
+    /// The task is gathering cancels to take together: queueing one need
+    /// not wake it.
+    gathering: bool,
+}
+
 /// State shared by every handle, channel and the connection task.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -77,9 +87,8 @@ pub(crate) struct Shared {
     /// The next channel id, locked together with queueing its `Open`, so
     /// ids reach the wire strictly increasing.
     next_id: Mutex<u64>,
-    /// Ids whose senders were dropped before their side was terminal, and
-    /// whether each asked to `close` rather than cancel.
-    cancels: Mutex<Vec<(u64, bool)>>,
+    /// Ids whose senders were dropped before their side was terminal.
+    cancels: Mutex<Cancels>,
     /// Wakes the task to process `cancels` (capacity 1: one pending wake
     /// covers any number of ids).
     wake: mpsc::Sender<()>,
@@ -99,7 +108,7 @@ impl Shared {
         Self {
             config,
             next_id: Mutex::new(1),
-            cancels: Mutex::new(Vec::new()),
+            cancels: Mutex::new(Cancels::default()),
             wake,
             draining: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -110,18 +119,37 @@ impl Shared {
         }
     }
 
-    pub(crate) fn cancel(&self, id: u64, close: bool) {
-        self.cancels
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push((id, close));
-        // Full means a wake is already pending; closed means the task is
-        // gone and will never write anything again. Both are fine.
-        let _ = self.wake.try_send(());
+    fn lock_cancels(&self) -> std::sync::MutexGuard<'_, Cancels> {
+        self.cancels.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    pub(crate) fn cancel(&self, id: u64, close: bool) {
+        let wake = {
+            let mut cancels = self.lock_cancels();
+            cancels.ids.push((id, close));
+            !cancels.gathering
+        };
+        if wake {
+            // Full means a wake is already pending; closed means the task
+            // is gone and will never write anything again. Both are fine.
+            let _ = self.wake.try_send(());
+        }
+    }
+
+    /// Until the next [`Shared::take_cancels`], cancels are queued without
+    /// waking the task: it has promised to take them (see
+    /// `Connection::drive`).
+    pub(crate) fn gather_cancels(&self) {
+        self.lock_cancels().gathering = true;
+    }
+
+    /// Takes the queued cancels; later ones wake the task again.
     pub(crate) fn take_cancels(&self, into: &mut Vec<(u64, bool)>) {
-        into.append(&mut self.cancels.lock().unwrap_or_else(PoisonError::into_inner));
+        let mut cancels = self.lock_cancels();
+        // In the same lock as the take: a cancel queued after it sees the
+        // flag cleared and wakes the task.
+        cancels.gathering = false;
+        into.append(&mut cancels.ids);
     }
 
     pub(crate) fn set_cause(&self, cause: Arc<ConnectionError>) {

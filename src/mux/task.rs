@@ -148,7 +148,18 @@ where
             // Unbiased: under sustained load every branch stays ready, and a
             // fixed order would starve the later ones (reads, typically).
             tokio::select! {
-                Some(()) = self.wake.recv() => self.process_cancels(),
+                Some(()) = self.wake.recv() => {
+                    // Coalesce: a finished request's `close` comes here
+                    // when its response ends, and the responses of one
+                    // read end one after another. The tasks ready now run
+                    // first and queue theirs without waking this one, so
+                    // one wake-up takes them all (nothing waits for a
+                    // `close`; a cancel is late by one round of the
+                    // scheduler at most).
+                    self.shared.gather_cancels();
+                    tokio::task::yield_now().await;
+                    self.process_cancels();
+                }
                 () = &mut self.close_timer, if !self.deferred_closes.is_empty() => {
                     self.queue_deferred_closes();
                 }
