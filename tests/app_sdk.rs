@@ -188,8 +188,7 @@ async fn the_http_helper_reads_the_tuple_and_streamed_body_chunks() {
                 body.extend_from_slice(&chunk);
             }
             let cookies = req
-                .headers
-                .iter()
+                .headers()
                 .filter(|(n, _)| n.eq_ignore_ascii_case(b"cookie"))
                 .count();
             let headers = vec![("X-Cookies".into(), Bytes::from(cookies.to_string()))];
@@ -228,6 +227,92 @@ async fn the_http_helper_reads_the_tuple_and_streamed_body_chunks() {
         StreamEvent::Write("POST /a/b 1 abcdefghi".into())
     );
     assert_eq!(events.last(), Some(&StreamEvent::Close));
+}
+
+/// A 5-tuple whose header list is `lines`, each already encoded.
+fn tuple_with_header_lines(lines: &[&[u8]]) -> Bytes {
+    use rpcgate::proto::msgpack::{put_array_len, put_str};
+    let mut buf = bytes::BytesMut::new();
+    put_array_len(&mut buf, 5);
+    put_str(&mut buf, b"GET");
+    put_str(&mut buf, b"/");
+    put_str(&mut buf, b"1.1");
+    put_array_len(&mut buf, lines.len());
+    for line in lines {
+        buf.extend_from_slice(line);
+    }
+    put_str(&mut buf, b"");
+    buf.freeze()
+}
+
+#[tokio::test]
+async fn header_lines_are_checked_before_the_handler_runs_and_read_when_it_looks() {
+    let app = AppBuilder::new("strict").on_http(
+        "http",
+        |req: HttpRequest, res: HttpResponse| async move {
+            let lines: Vec<String> = req
+                .headers()
+                .map(|(n, v)| {
+                    format!(
+                        "{}={}",
+                        String::from_utf8_lossy(n),
+                        String::from_utf8_lossy(v)
+                    )
+                })
+                .collect();
+            let host = req.header("HOST").map(<[u8]>::to_vec).unwrap_or_default();
+            let body = format!(
+                "{} host={}",
+                lines.join(","),
+                String::from_utf8_lossy(&host)
+            );
+            res.respond(200, vec![], body).await.ok();
+            Ok(())
+        },
+    );
+    let app = app
+        .bind("127.0.0.1:0".parse().unwrap(), vec![])
+        .await
+        .unwrap();
+    let (handle, _conn) = support::connect(app.addr, MuxConfig::default()).await;
+    let send = |tuple: Bytes| {
+        let handle = handle.clone();
+        async move {
+            let mut channel = support::enqueue(&handle, "http").await;
+            channel.sender.write(tuple).await.unwrap();
+            channel
+                .sender
+                .send(rpcgate::proto::Message::close())
+                .await
+                .unwrap();
+            support::collect(&mut channel).await
+        }
+    };
+
+    // Lines in order, repeated names kept, a third element skipped, bin
+    // and str alike.
+    let good = tuple_with_header_lines(&[
+        b"\x92\xa4Host\xa1a",
+        b"\x93\xa4Host\xa1b\xa5extra",
+        b"\x92\xc4\x01X\xc4\x01y",
+    ]);
+    let events = send(good).await;
+    assert_eq!(
+        events[1],
+        StreamEvent::Write("Host=a,Host=b,X=y host=a".into())
+    );
+
+    // A line with one element, a name that is not a byte string, a line
+    // cut short: refused as the handler's request, which never runs.
+    for bad in [
+        tuple_with_header_lines(&[b"\x91\xa4Host"]),
+        tuple_with_header_lines(&[b"\x92\x05\xa1a"]),
+        tuple_with_header_lines(&[b"\x92\xa4Host"]),
+    ] {
+        let error = error_of(&send(bad).await);
+        assert_eq!(error.code, ErrorCode::INVALID_ARGUMENT);
+        assert!(error.message_lossy().contains("request 5-tuple"), "{error}");
+    }
 }
 
 fn post_tuple() -> Bytes {

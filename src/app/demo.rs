@@ -87,7 +87,7 @@ fn delay(req: &HttpRequest, default_ms: u64) -> Result<Duration, RemoteError> {
     Ok(Duration::from_millis(param(req, "delay_ms", default_ms)?).min(MAX_DELAY))
 }
 
-fn lossy(b: &Bytes) -> String {
+fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
@@ -103,11 +103,11 @@ async fn echo(
     let body = &req.body;
     let json = serde_json::json!({
         "app": app,
-        "version": tag.as_ref().map(lossy),
+        "version": tag.as_deref().map(lossy),
         "method": lossy(&req.method),
         "uri": lossy(&req.uri),
         "http_version": lossy(&req.version),
-        "headers": req.headers.iter().map(|(n, v)| [lossy(n), lossy(v)]).collect::<Vec<_>>(),
+        "headers": req.headers().map(|(n, v)| [lossy(n), lossy(v)]).collect::<Vec<_>>(),
         "body": String::from_utf8_lossy(body),
         "trace_id": req.frame_headers.trace_id().map(|t| format!("{t:016x}")),
     });

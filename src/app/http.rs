@@ -8,7 +8,8 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 use super::handler::{Request, RequestError, Response};
-use crate::proto::http::{HeaderPair, ResponseMeta};
+use crate::proto::http::{EncodedHeaders, HeaderPair, ResponseMeta};
+use crate::proto::msgpack::{MsgpackError, Reader};
 use crate::proto::{ErrorCode, Headers, Message, RemoteError};
 use crate::session::ReplyError;
 
@@ -21,8 +22,8 @@ pub struct HttpRequest {
     pub uri: Bytes,
     /// `1.1` or `1.0` (or `HTTP/1.1` from some proxies).
     pub version: Bytes,
-    /// Every header line, in order.
-    pub headers: Vec<HeaderPair>,
+    /// Every header line, still encoded (see [`HttpRequest::headers`]).
+    headers: EncodedHeaders,
     /// The body carried in the first chunk.
     pub body: Bytes,
     /// The `enqueue` frame's headers (trace ids, timeout, ...).
@@ -42,17 +43,37 @@ impl HttpRequest {
                 ));
             }
         };
-        let tuple = crate::proto::http::HttpRequest::decode(&first)
-            .map_err(|e| RequestError::Malformed(format!("request 5-tuple: {e}")))?;
+        let malformed = |e: MsgpackError| RequestError::Malformed(format!("request 5-tuple: {e}"));
+        // As `proto::http::HttpRequest::decode` reads it (str or bin
+        // anywhere, extra elements ignored), but the header lines are only
+        // checked here, and read when the handler looks at them.
+        let mut r = Reader::new(&first);
+        let len = r.read_array_len().map_err(malformed)?;
+        if len < 5 {
+            return Err(malformed(MsgpackError::Unexpected {
+                expected: "[method, uri, version, headers, body]",
+                found: 0x90 | len as u8,
+            }));
+        }
+        let method = r.read_bytes().map_err(malformed)?;
+        let uri = r.read_bytes().map_err(malformed)?;
+        let version = r.read_bytes().map_err(malformed)?;
+        let headers = EncodedHeaders::read(&mut r, &first).map_err(malformed)?;
+        let body = r.read_bytes().map_err(malformed)?;
         Ok(Self {
-            method: tuple.method,
-            uri: tuple.uri,
-            version: tuple.version,
-            headers: tuple.headers,
-            body: tuple.body,
+            method,
+            uri,
+            version,
+            headers,
+            body,
             frame_headers: std::mem::take(&mut request.headers),
             rest: request,
         })
+    }
+
+    /// Every header line in received order, repeated names included.
+    pub fn headers(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.headers.iter()
     }
 
     /// The next streamed body chunk after the first one; `None` at the end.
@@ -71,9 +92,8 @@ impl HttpRequest {
     }
 
     /// The first header named `name`, case-insensitively.
-    pub fn header(&self, name: &str) -> Option<&Bytes> {
-        self.headers
-            .iter()
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers()
             .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
             .map(|(_, v)| v)
     }

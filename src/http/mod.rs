@@ -461,10 +461,11 @@ impl Handler {
         let mut response = Response::new(body);
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        for (name, value) in &reply.meta.headers {
+        // By value: each header value's bytes move into the response.
+        for (name, value) in reply.meta.headers {
             let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name),
-                HeaderValue::from_maybe_shared(value.clone()),
+                HeaderName::from_bytes(&name),
+                HeaderValue::from_maybe_shared(value),
             ) else {
                 tracing::debug!("dropping an invalid response header from the app");
                 continue;

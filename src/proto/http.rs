@@ -163,21 +163,81 @@ impl ResponseMeta {
     }
 }
 
+/// Header lines still encoded: a checked `[[name, value, ...]...]` array,
+/// read pair by pair when looked at. An app that reads few or none of a
+/// request's headers pays for no list and no reference per line.
+#[derive(Debug, Clone, Default)]
+pub struct EncodedHeaders {
+    /// The array, header included.
+    raw: Bytes,
+    len: usize,
+}
+
+impl EncodedHeaders {
+    /// Checks the array at `r`'s position (every line a list of at least a
+    /// str-or-bin name and value) and keeps its bytes, a slice of `whole`,
+    /// the buffer `r` reads.
+    pub fn read(r: &mut Reader<'_>, whole: &Bytes) -> Result<Self, MsgpackError> {
+        let start = r.position();
+        let len = r.read_array_len()?;
+        for _ in 0..len {
+            read_pair(r)?;
+        }
+        Ok(Self {
+            raw: whole.slice(start..r.position()),
+            len,
+        })
+    }
+
+    /// The number of lines.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The lines in order, repeated names included, borrowed.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let mut r = Reader::new(&self.raw);
+        // Checked when read: these cannot fail, and would only end the
+        // iteration early if they did.
+        let len = r.read_array_len().unwrap_or(0);
+        (0..len).map_while(move |_| read_pair(&mut r).ok())
+    }
+}
+
+/// One `[name, value, ...]` line, borrowed; elements past the value skipped.
+fn read_pair<'a>(r: &mut Reader<'a>) -> Result<(&'a [u8], &'a [u8]), MsgpackError> {
+    read_line(r, Reader::read_slice)
+}
+
+/// One `[name, value, ...]` line, each of the two read by `read`.
+fn read_line<'a, T>(
+    r: &mut Reader<'a>,
+    read: impl Fn(&mut Reader<'a>) -> Result<T, MsgpackError>,
+) -> Result<(T, T), MsgpackError> {
+    let fields = r.read_array_len()?;
+    if fields < 2 {
+        return Err(MsgpackError::Unexpected {
+            expected: "[name, value]",
+            found: 0x90 | fields as u8,
+        });
+    }
+    let line = (read(r)?, read(r)?);
+    for _ in 2..fields {
+        r.skip()?;
+    }
+    Ok(line)
+}
+
 fn read_pairs(r: &mut Reader<'_>) -> Result<Vec<HeaderPair>, MsgpackError> {
     let len = r.read_array_len()?;
     let mut pairs = Vec::with_capacity(len);
     for _ in 0..len {
-        let fields = r.read_array_len()?;
-        if fields < 2 {
-            return Err(MsgpackError::Unexpected {
-                expected: "[name, value]",
-                found: 0x90 | fields as u8,
-            });
-        }
-        pairs.push((r.read_bytes()?, r.read_bytes()?));
-        for _ in 2..fields {
-            r.skip()?;
-        }
+        pairs.push(read_line(r, Reader::read_bytes)?);
     }
     Ok(pairs)
 }

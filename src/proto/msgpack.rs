@@ -483,6 +483,21 @@ impl<'a> Reader<'a> {
 
     /// Reads a str or bin value as a zero-copy slice of the input.
     pub fn read_bytes(&mut self) -> Result<Bytes, MsgpackError> {
+        let (start, end) = self.bytes_span()?;
+        Ok(self.buf.slice(start..end))
+    }
+
+    /// Reads a str or bin value as a borrowed slice: no reference count is
+    /// taken, for values looked at and not kept.
+    pub fn read_slice(&mut self) -> Result<&'a [u8], MsgpackError> {
+        let (start, end) = self.bytes_span()?;
+        let buf: &'a Bytes = self.buf;
+        Ok(&buf[start..end])
+    }
+
+    /// Where the str or bin value at the current position lies; moves past
+    /// it.
+    fn bytes_span(&mut self) -> Result<(usize, usize), MsgpackError> {
         let byte = self.peek_byte()?;
         let (header, len) = match Marker::from_u8(byte) {
             Marker::FixStr(n) => (1, u64::from(n)),
@@ -503,7 +518,7 @@ impl<'a> Reader<'a> {
             .filter(|end| *end <= self.buf.len())
             .ok_or(MsgpackError::Truncated)?;
         self.pos = end;
-        Ok(self.buf.slice(start..end))
+        Ok((start, end))
     }
 
     /// Reads a str or bin value that must be UTF-8, naming `what` on error.

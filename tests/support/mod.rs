@@ -388,8 +388,7 @@ pub fn header_echo(name: &str, header: &'static str) -> rpcgate::app::AppBuilder
         "http",
         move |req: rpcgate::app::HttpRequest, res: rpcgate::app::HttpResponse| async move {
             let values: Vec<String> = req
-                .headers
-                .iter()
+                .headers()
                 .filter(|(n, _)| n.eq_ignore_ascii_case(header.as_bytes()))
                 .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
                 .collect();
