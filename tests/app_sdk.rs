@@ -10,12 +10,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rpcgate::app::{AppBuilder, HttpRequest, HttpResponse, Request, Response, demo};
+use rpcgate::app::{AppBuilder, HttpRequest, HttpResponse, Request, Response, RunningApp, demo};
 use rpcgate::locator::LocatorConfig;
-use rpcgate::mux::MuxConfig;
+use rpcgate::mux::{ConnectionError, MuxConfig, MuxHandle};
 use rpcgate::proto::http::{HttpRequest as HttpTuple, ResponseMeta};
 use rpcgate::proto::{ErrorCode, RemoteError, StreamEvent};
 use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+
+/// `app` on an ephemeral loopback port (no locator), and a connection to it.
+async fn serve(
+    app: AppBuilder,
+) -> (
+    RunningApp,
+    MuxHandle,
+    JoinHandle<Result<(), Arc<ConnectionError>>>,
+) {
+    let app = app
+        .bind("127.0.0.1:0".parse().unwrap(), vec![])
+        .await
+        .unwrap();
+    let (handle, conn) = support::connect(app.addr, MuxConfig::default()).await;
+    (app, handle, conn)
+}
 
 fn meta(event: &StreamEvent) -> ResponseMeta {
     let StreamEvent::Write(chunk) = event else {
@@ -34,11 +51,7 @@ fn error_of(events: &[StreamEvent]) -> RemoteError {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_a_thousand_concurrent_enqueues() {
     let app = demo::build("hello", None).unwrap();
-    let app = app
-        .bind("127.0.0.1:0".parse().unwrap(), vec![])
-        .await
-        .unwrap();
-    let (handle, _conn) = support::connect(app.addr, MuxConfig::default()).await;
+    let (_app, handle, _conn) = serve(app).await;
     let mut tasks = Vec::new();
     for _ in 0..1000 {
         let handle = handle.clone();
@@ -87,11 +100,7 @@ async fn queue_full_appears_exactly_past_the_limit() {
             },
         )
     };
-    let app = app
-        .bind("127.0.0.1:0".parse().unwrap(), vec![])
-        .await
-        .unwrap();
-    let (handle, _conn) = support::connect(app.addr, MuxConfig::default()).await;
+    let (app, handle, _conn) = serve(app).await;
     let mut admitted = Vec::new();
     for _ in 0..LIMIT {
         admitted.push(support::enqueue(&handle, "work").await);
@@ -141,11 +150,7 @@ async fn close_before_meta_errors_panics_and_unknown_events_give_their_frames() 
             res.close().await.unwrap();
             Ok(())
         });
-    let app = app
-        .bind("127.0.0.1:0".parse().unwrap(), vec![])
-        .await
-        .unwrap();
-    let (handle, _conn) = support::connect(app.addr, MuxConfig::default()).await;
+    let (_app, handle, _conn) = serve(app).await;
 
     let mut close = support::enqueue(&handle, "close").await;
     assert_eq!(support::collect(&mut close).await, [StreamEvent::Close]);
@@ -204,11 +209,7 @@ async fn the_http_helper_reads_the_tuple_and_streamed_body_chunks() {
             Ok(())
         },
     );
-    let app = app
-        .bind("127.0.0.1:0".parse().unwrap(), vec![])
-        .await
-        .unwrap();
-    let (handle, _conn) = support::connect(app.addr, MuxConfig::default()).await;
+    let (_app, handle, _conn) = serve(app).await;
     let mut channel = support::enqueue(&handle, "http").await;
     channel.sender.write(post_tuple()).await.unwrap();
     channel.sender.write("def").await.unwrap();
@@ -270,11 +271,7 @@ async fn header_lines_are_checked_before_the_handler_runs_and_read_when_it_looks
             Ok(())
         },
     );
-    let app = app
-        .bind("127.0.0.1:0".parse().unwrap(), vec![])
-        .await
-        .unwrap();
-    let (handle, _conn) = support::connect(app.addr, MuxConfig::default()).await;
+    let (_app, handle, _conn) = serve(app).await;
     let send = |tuple: Bytes| {
         let handle = handle.clone();
         async move {
@@ -332,11 +329,7 @@ fn post_tuple() -> Bytes {
 #[tokio::test]
 async fn echo_answers_from_the_first_chunk_as_json() {
     let app = demo::build("echo", Some("v2")).unwrap();
-    let app = app
-        .bind("127.0.0.1:0".parse().unwrap(), vec![])
-        .await
-        .unwrap();
-    let (handle, _conn) = support::connect(app.addr, MuxConfig::default()).await;
+    let (_app, handle, _conn) = serve(app).await;
     let mut channel = support::enqueue(&handle, "http").await;
     // Only the first chunk: echo answers without waiting for `close`.
     channel.sender.write(post_tuple()).await.unwrap();
@@ -362,11 +355,7 @@ async fn echo_answers_from_the_first_chunk_as_json() {
 #[tokio::test]
 async fn info_describes_the_app() {
     let app = demo::build("hello", None).unwrap();
-    let app = app
-        .bind("127.0.0.1:0".parse().unwrap(), vec![])
-        .await
-        .unwrap();
-    let (handle, _conn) = support::connect(app.addr, MuxConfig::default()).await;
+    let (_app, handle, _conn) = serve(app).await;
     let invocation = rpcgate::mux::Invocation::new(
         rpcgate::proto::Message::new(1, rpcgate::proto::Args::Empty),
         rpcgate::proto::Protocol::Terminal,
