@@ -8,8 +8,7 @@ use std::borrow::Cow;
 use bytes::Bytes;
 
 use super::handler::{Request, RequestError, Response};
-use crate::proto::http::{EncodedHeaders, HeaderPair, ResponseMeta};
-use crate::proto::msgpack::{MsgpackError, Reader};
+use crate::proto::http::{EncodedHeaders, HeaderPair, LazyHttpRequest, ResponseMeta};
 use crate::proto::{ErrorCode, Headers, Message, RemoteError};
 use crate::session::ReplyError;
 
@@ -43,29 +42,15 @@ impl HttpRequest {
                 ));
             }
         };
-        let malformed = |e: MsgpackError| RequestError::Malformed(format!("request 5-tuple: {e}"));
-        // As `proto::http::HttpRequest::decode` reads it (str or bin
-        // anywhere, extra elements ignored), but the header lines are only
-        // checked here, and read when the handler looks at them.
-        let mut r = Reader::new(&first);
-        let len = r.read_array_len().map_err(malformed)?;
-        if len < 5 {
-            return Err(malformed(MsgpackError::Unexpected {
-                expected: "[method, uri, version, headers, body]",
-                found: 0x90 | len as u8,
-            }));
-        }
-        let method = r.read_bytes().map_err(malformed)?;
-        let uri = r.read_bytes().map_err(malformed)?;
-        let version = r.read_bytes().map_err(malformed)?;
-        let headers = EncodedHeaders::read(&mut r, &first).map_err(malformed)?;
-        let body = r.read_bytes().map_err(malformed)?;
+        // Header lines are checked here and read when the handler looks.
+        let tuple = LazyHttpRequest::decode(&first)
+            .map_err(|e| RequestError::Malformed(format!("request 5-tuple: {e}")))?;
         Ok(Self {
-            method,
-            uri,
-            version,
-            headers,
-            body,
+            method: tuple.method,
+            uri: tuple.uri,
+            version: tuple.version,
+            headers: tuple.headers,
+            body: tuple.body,
             frame_headers: std::mem::take(&mut request.headers),
             rest: request,
         })

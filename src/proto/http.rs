@@ -77,6 +77,36 @@ impl HttpRequest {
 
     /// Reads a 5-tuple: str or bin anywhere, extra elements ignored.
     pub fn decode(bytes: &Bytes) -> Result<Self, MsgpackError> {
+        let tuple = LazyHttpRequest::decode(bytes)?;
+        Ok(Self {
+            headers: tuple.headers.to_pairs(),
+            method: tuple.method,
+            uri: tuple.uri,
+            version: tuple.version,
+            body: tuple.body,
+        })
+    }
+}
+
+/// A request 5-tuple as [`HttpRequest::decode`] reads it, but with the
+/// header lines checked and left encoded (see [`EncodedHeaders`]).
+#[derive(Debug, Clone, Default)]
+pub struct LazyHttpRequest {
+    /// The method.
+    pub method: Bytes,
+    /// Path and query.
+    pub uri: Bytes,
+    /// The version as sent.
+    pub version: Bytes,
+    /// The header lines.
+    pub headers: EncodedHeaders,
+    /// The whole body.
+    pub body: Bytes,
+}
+
+impl LazyHttpRequest {
+    /// Reads a 5-tuple like [`HttpRequest::decode`].
+    pub fn decode(bytes: &Bytes) -> Result<Self, MsgpackError> {
         let mut r = Reader::new(bytes);
         let len = r.read_array_len()?;
         if len < 5 {
@@ -85,17 +115,12 @@ impl HttpRequest {
                 found: 0x90 | len as u8,
             });
         }
-        let method = r.read_bytes()?;
-        let uri = r.read_bytes()?;
-        let version = r.read_bytes()?;
-        let headers = read_pairs(&mut r)?;
-        let body = r.read_bytes()?;
         Ok(Self {
-            method,
-            uri,
-            version,
-            headers,
-            body,
+            method: r.read_bytes()?,
+            uri: r.read_bytes()?,
+            version: r.read_bytes()?,
+            headers: EncodedHeaders::read(&mut r, bytes)?,
+            body: r.read_bytes()?,
         })
     }
 }
@@ -197,6 +222,13 @@ impl EncodedHeaders {
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// The lines as zero-copy slices of the buffer they were read from.
+    pub fn to_pairs(&self) -> Vec<HeaderPair> {
+        self.iter()
+            .map(|(name, value)| (self.raw.slice_ref(name), self.raw.slice_ref(value)))
+            .collect()
     }
 
     /// The lines in order, repeated names included, borrowed.
@@ -366,6 +398,17 @@ mod tests {
             ..hello_request()
         };
         assert_eq!(HttpRequest::decode(&request.to_bytes()).unwrap(), request);
+        // Read lazily: the same lines, borrowed, in order.
+        let lazy = LazyHttpRequest::decode(&request.to_bytes()).unwrap();
+        assert_eq!(lazy.headers.len(), 3);
+        let lines: Vec<_> = lazy.headers.iter().collect();
+        let expected: Vec<_> = request
+            .headers
+            .iter()
+            .map(|(n, v)| (&n[..], &v[..]))
+            .collect();
+        assert_eq!(lines, expected);
+        assert_eq!((lazy.method, lazy.body), (request.method, request.body));
     }
 
     #[test]
