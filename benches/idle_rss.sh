@@ -16,12 +16,12 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want" ]; then
     ulimit -n "$want" || { echo "idle_rss.sh: cannot raise the open-file limit to $want (hard limit $(ulimit -Hn))" >&2; exit 1; }
 fi
 command -v python3 >/dev/null || { echo "idle_rss.sh: python3 is missing" >&2; exit 1; }
-cargo build --release --bin rpcgate --example hello_server >&2
+build_release hello_server
 GW=127.0.0.1:18380; HELLO=127.0.0.1:18381
-target/release/rpcgate --listen $GW --admin 127.0.0.1:19390 --locator 127.0.0.1:20353 \
+$RELEASE_DIR/rpcgate --listen $GW --admin 127.0.0.1:19390 --locator 127.0.0.1:20353 \
     --log-level warn >/dev/null 2>&1 &
 gw=$!
-target/release/examples/hello_server $HELLO >/dev/null 2>&1 &
+$RELEASE_DIR/examples/hello_server $HELLO >/dev/null 2>&1 &
 hello=$!
 trap 'kill $gw $hello 2>/dev/null || true' EXIT
 . benches/support/harness.sh

@@ -18,12 +18,12 @@ secs="${1:-10}"; conns="${2:-64}"; rounds="${3:-3}"
 . benches/support/harness.sh
 need_tools wrk
 command -v taskset >/dev/null || { echo "load.sh: taskset is missing (util-linux)" >&2; exit 1; }
-cargo build --release --bin rpcgate --example hello_server >&2
+build_release hello_server
 GW=127.0.0.1:18080; HELLO=127.0.0.1:18081
-taskset -c 0 target/release/rpcgate --listen $GW --admin 127.0.0.1:19090 --locator 127.0.0.1:20053 \
+taskset -c 0 $RELEASE_DIR/rpcgate --listen $GW --admin 127.0.0.1:19090 --locator 127.0.0.1:20053 \
     --log-level warn >/tmp/rpcgate-load.out 2>&1 &
 gw_pid=$!
-taskset -c 0 target/release/examples/hello_server $HELLO >/dev/null 2>&1 &
+taskset -c 0 $RELEASE_DIR/examples/hello_server $HELLO >/dev/null 2>&1 &
 hello_pid=$!
 nginx_pid=
 trap 'kill $gw_pid $hello_pid $nginx_pid 2>/dev/null || true' EXIT

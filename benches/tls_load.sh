@@ -12,8 +12,8 @@ cd "$(dirname "$0")/.."
 secs="${1:-10}"; conns="${2:-64}"; rounds="${3:-3}"
 . benches/support/harness.sh
 need_tools wrk openssl
-cargo build --release --bin rpcgate >&2
-B=target/release/rpcgate
+build_release
+B=$RELEASE_DIR/rpcgate
 dir=$(mktemp -d)
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
     -subj /CN=localhost -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null

@@ -28,3 +28,21 @@ wait_for_urls() {
 median() { # NAME FILE
     grep "^$1 " "$2" | awk '{print $2}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
 }
+
+# Builds the release gateway (and the given examples) and sets RELEASE_DIR
+# to where they are. The gateway is built on its own, with exactly the
+# features `cargo build --release` gives it, so that the PGO profile
+# (pgo/rustc-wrapper) matches it; examples unify dev-dependency features
+# and are built apart. RPCGATE_PGO=0 builds without the profile into
+# target/no-pgo: cargo does not track the wrapper's flag, so the two kinds
+# of build must not share a directory.
+build_release() { # [EXAMPLE...]
+    local dir="${CARGO_TARGET_DIR:-target}" example
+    [ "${RPCGATE_PGO:-1}" = 0 ] && dir="$dir/no-pgo"
+    CARGO_TARGET_DIR="$dir" cargo build --release --bin rpcgate >&2
+    for example in "$@"; do
+        CARGO_TARGET_DIR="$dir" cargo build --release --example "$example" >&2
+    done
+    RELEASE_DIR="$dir/release"
+    echo "$(basename "$0"): rpcgate built $(pgo/rustc-wrapper --status)" >&2
+}
