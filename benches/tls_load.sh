@@ -15,19 +15,8 @@ need_tools wrk openssl
 build_release
 B=$RELEASE_DIR/rpcgate
 dir=$(mktemp -d)
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj /CN=localhost -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
 LOC=127.0.0.1:21053; HTTP=127.0.0.1:21080; HTTPS=127.0.0.1:21443
-cat > "$dir/rpcgate.toml" <<CONF
-listen = "$HTTP"
-admin = ""
-locators = ["$LOC"]
-[tls]
-listen = "$HTTPS"
-[[tls.certificates]]
-cert = "cert.pem"
-key = "key.pem"
-CONF
+write_tls_config "$dir" $LOC $HTTP $HTTPS
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$dir"' EXIT
 taskset -c 0 $B locator --listen $LOC --log-level warn >/dev/null 2>&1 & pids+=($!)

@@ -77,19 +77,8 @@ done
 stop_all
 
 echo "training: TLS listener" >&2
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
-    -subj /CN=localhost -keyout "$data/key.pem" -out "$data/cert.pem" 2>/dev/null
 LOC=127.0.0.1:22153; HTTP=127.0.0.1:22180; HTTPS=127.0.0.1:22443
-cat > "$data/rpcgate.toml" <<CONF
-listen = "$HTTP"
-admin = ""
-locators = ["$LOC"]
-[tls]
-listen = "$HTTPS"
-[[tls.certificates]]
-cert = "cert.pem"
-key = "key.pem"
-CONF
+write_tls_config "$data" $LOC $HTTP $HTTPS
 $B locator --listen $LOC --log-level warn >/dev/null 2>&1 & pids+=($!)
 $B demo-app hello --locator $LOC --log-level warn >/dev/null 2>&1 & pids+=($!)
 $B --config "$data/rpcgate.toml" --log-level warn >/dev/null 2>&1 & pids+=($!)

@@ -46,3 +46,21 @@ build_release() { # [EXAMPLE...]
     RELEASE_DIR="$dir/release"
     echo "$(basename "$0"): rpcgate built $(pgo/rustc-wrapper --status)" >&2
 }
+
+# Writes DIR/rpcgate.toml: a gateway config with an HTTP and an HTTPS
+# listener and the given locator, and a throwaway certificate for it
+# (openssl).
+write_tls_config() { # DIR LOCATOR HTTP HTTPS
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj /CN=localhost -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null
+    cat > "$1/rpcgate.toml" <<CONF
+listen = "$3"
+admin = ""
+locators = ["$2"]
+[tls]
+listen = "$4"
+[[tls.certificates]]
+cert = "cert.pem"
+key = "key.pem"
+CONF
+}
