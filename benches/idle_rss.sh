@@ -16,6 +16,7 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want" ]; then
     ulimit -n "$want" || { echo "idle_rss.sh: cannot raise the open-file limit to $want (hard limit $(ulimit -Hn))" >&2; exit 1; }
 fi
 command -v python3 >/dev/null || { echo "idle_rss.sh: python3 is missing" >&2; exit 1; }
+. benches/support/harness.sh
 build_release hello_server
 GW=127.0.0.1:18380; HELLO=127.0.0.1:18381
 $RELEASE_DIR/rpcgate --listen $GW --admin 127.0.0.1:19390 --locator 127.0.0.1:20353 \
@@ -24,7 +25,6 @@ gw=$!
 $RELEASE_DIR/examples/hello_server $HELLO >/dev/null 2>&1 &
 hello=$!
 trap 'kill $gw $hello 2>/dev/null || true' EXIT
-. benches/support/harness.sh
 wait_for_urls "http://$GW/hello/http/" "http://$HELLO/"
 measure() { # NAME ADDR PATH PID
     python3 - "$@" "$n" <<'PY'
