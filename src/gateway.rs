@@ -17,7 +17,7 @@ use crate::app::{RunningApp, demo};
 use crate::config::{Config, TlsConfig};
 use crate::http::{self, Handler};
 use crate::locator::{Locator, LocatorConfig, RemoteLocator, RemoteLocatorConfig, RunningLocator};
-use crate::pool::{PoolSettings, Pools};
+use crate::pool::{GroupSettings, OutlierSettings, PoolSettings, Pools};
 
 /// A gateway serving HTTP.
 #[derive(Debug)]
@@ -211,6 +211,7 @@ impl RunningGateway {
         }
         let new = Arc::new(new);
         self.admin.pools.reconfigure(pool_settings(&new));
+        self.admin.pools.configure_groups(group_settings(&new));
         for service in new.services.keys() {
             self.admin.pools.keep(service);
         }
@@ -379,8 +380,21 @@ fn pool_settings(config: &Arc<Config>) -> impl Fn(&str) -> PoolSettings + Send +
     }
 }
 
+/// How routing groups are served, from `config`.
+fn group_settings(config: &Config) -> GroupSettings {
+    GroupSettings {
+        slow_start: config.pool.slow_start,
+        outlier: OutlierSettings {
+            consecutive_failures: config.outlier.consecutive_failures,
+            base_ejection: config.outlier.base_ejection,
+            max_ejection_share: config.outlier.max_ejection_share,
+        },
+    }
+}
+
 fn pools_for(config: &Arc<Config>, locator: Arc<dyn Locator>) -> Arc<Pools> {
     let pools = Pools::new(locator, pool_settings(config));
+    pools.configure_groups(group_settings(config));
     // Configured services connect at start; others on first use.
     for service in config.services.keys() {
         pools.keep(service);

@@ -6,9 +6,9 @@
 //! Labels stay low-cardinality: a service label is only ever a service that
 //! resolved (anything else is [`UNKNOWN_SERVICE`]), and status is a class.
 
-/// Requests answered, by `service` and `status` class (2xx...5xx).
+/// Requests answered, by `service`, `member` and `status` class (2xx...5xx).
 pub const REQUESTS: &str = "rpcgate_requests_total";
-/// Request latency in seconds, by `service`.
+/// Request latency in seconds, by `service` and `member`.
 pub const REQUEST_SECONDS: &str = "rpcgate_request_duration_seconds";
 /// Requests being handled now.
 pub const IN_FLIGHT: &str = "rpcgate_requests_in_flight";
@@ -25,10 +25,23 @@ pub const POOL_CONNECTS: &str = "rpcgate_pool_connects_total";
 pub const POOL_REFRESHES: &str = "rpcgate_pool_refreshes_total";
 /// Resolves sent to a locator, by `result` (ok, not_found, error).
 pub const RESOLVES: &str = "rpcgate_resolves_total";
-/// Requests sent again after a refusal that proved non-delivery, by `service`.
+/// Requests sent again after a refusal that proved non-delivery, by
+/// `service` and the `member` that refused.
 pub const RETRIES: &str = "rpcgate_retries_total";
 /// Error responses, by `kind` and app error `category`.
 pub const ERRORS: &str = "rpcgate_errors_total";
+
+/// Member picks of routing groups, by `service` (the group) and `member`:
+/// what the weighted choice sent where (retries included).
+pub const MEMBER_PICKS: &str = "rpcgate_member_picks_total";
+/// Gauge: each group member's weight, by `service`, `member` and `kind`
+/// (`configured`: its points on the ring; `effective`: after slow start
+/// and ejection, on the same scale).
+pub const MEMBER_WEIGHT: &str = "rpcgate_member_weight";
+/// Members ejected for backend failures in a row, by `service` and `member`.
+pub const OUTLIER_EJECTIONS: &str = "rpcgate_outlier_ejections_total";
+/// Ejected members back in their group, by `service` and `member`.
+pub const OUTLIER_RETURNS: &str = "rpcgate_outlier_returns_total";
 
 /// Client limits that fired, by `limit` (see `config::LimitsConfig`).
 pub const LIMIT_HITS: &str = "rpcgate_limit_hits_total";
@@ -42,6 +55,9 @@ pub fn limit_hit(limit: &'static str) {
 
 /// Label: the virtual service.
 pub const SERVICE: &str = "service";
+/// Label: what served a request: a routing group's member, or the app
+/// itself (then equal to [`SERVICE`]).
+pub const MEMBER: &str = "member";
 /// Label: the HTTP status class.
 pub const STATUS: &str = "status";
 /// Label: a connection state.
@@ -88,6 +104,19 @@ pub fn describe() {
     );
     describe_counter!(ERRORS, "Error responses by kind and app error category.");
     describe_counter!(LIMIT_HITS, "Client limits that fired, by limit.");
+    describe_counter!(
+        MEMBER_PICKS,
+        "Routing-group member picks (retries included), by group and member."
+    );
+    describe_gauge!(
+        MEMBER_WEIGHT,
+        "Routing-group member weights (ring points), configured and effective."
+    );
+    describe_counter!(
+        OUTLIER_EJECTIONS,
+        "Group members ejected after backend failures in a row."
+    );
+    describe_counter!(OUTLIER_RETURNS, "Ejected group members back in service.");
 }
 
 /// Renders the installed recorder's metrics as Prometheus text.
@@ -152,10 +181,16 @@ const LATENCY_BUCKETS: &[f64] = &[
 #[derive(Debug)]
 pub(crate) struct RequestMetrics {
     in_flight: metrics::Gauge,
-    services: std::sync::RwLock<std::collections::HashMap<String, std::sync::Arc<ServiceMetrics>>>,
+    /// By service, then by member.
+    services: std::sync::RwLock<ByService>,
 }
 
-/// One service's request counters (by status class) and latency.
+type ByService = std::collections::HashMap<
+    String,
+    std::collections::HashMap<String, std::sync::Arc<ServiceMetrics>>,
+>;
+
+/// One service member's request counters (by status class) and latency.
 #[derive(Debug)]
 pub(crate) struct ServiceMetrics {
     by_class: [metrics::Counter; 5],
@@ -163,8 +198,15 @@ pub(crate) struct ServiceMetrics {
 }
 
 impl ServiceMetrics {
-    fn new(service: &str) -> Self {
-        let counter = |class: &'static str| metrics::counter!(REQUESTS, SERVICE => service.to_owned(), STATUS => class);
+    fn new(service: &str, member: &str) -> Self {
+        let counter = |class: &'static str| {
+            metrics::counter!(
+                REQUESTS,
+                SERVICE => service.to_owned(),
+                MEMBER => member.to_owned(),
+                STATUS => class
+            )
+        };
         Self {
             by_class: [
                 counter("1xx"),
@@ -173,7 +215,11 @@ impl ServiceMetrics {
                 counter("4xx"),
                 counter("5xx"),
             ],
-            latency: metrics::histogram!(REQUEST_SECONDS, SERVICE => service.to_owned()),
+            latency: metrics::histogram!(
+                REQUEST_SECONDS,
+                SERVICE => service.to_owned(),
+                MEMBER => member.to_owned()
+            ),
         }
     }
 
@@ -193,14 +239,15 @@ impl RequestMetrics {
         }
     }
 
-    /// The handles of `service` (registered on first use).
-    pub(crate) fn service(&self, service: &str) -> std::sync::Arc<ServiceMetrics> {
+    /// The handles of `member` of `service` (registered on first use).
+    pub(crate) fn member(&self, service: &str, member: &str) -> std::sync::Arc<ServiceMetrics> {
         use std::sync::PoisonError;
         if let Some(found) = self
             .services
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(service)
+            .and_then(|members| members.get(member))
         {
             return std::sync::Arc::clone(found);
         }
@@ -211,7 +258,9 @@ impl RequestMetrics {
         std::sync::Arc::clone(
             services
                 .entry(service.to_owned())
-                .or_insert_with(|| std::sync::Arc::new(ServiceMetrics::new(service))),
+                .or_default()
+                .entry(member.to_owned())
+                .or_insert_with(|| std::sync::Arc::new(ServiceMetrics::new(service, member))),
         )
     }
 

@@ -50,14 +50,22 @@ async fn the_standalone_binary_serves_demo_apps_and_metrics() {
     assert_eq!(&got.body[..], rpcgate::app::demo::HELLO);
     let got = support::send(gateway, "GET", "/canary/http/", &[], "").await;
     assert_eq!(got.status, 200);
-    let version = got.header("x-app-version").unwrap();
+    let version = got.header("x-app-version").unwrap().to_owned();
     assert!(version == "v1" || version == "v2", "{version}");
 
     let (status, text) = support::http(admin, "GET", "/metrics", "").await;
     assert_eq!(status, 200, "{text}");
+    // The group's requests are labelled with the member that served them.
+    let canary = format!(
+        "rpcgate_requests_total{{service=\"canary\",member=\"echo-{version}\",status=\"2xx\"}} 1"
+    );
+    let picks =
+        format!("rpcgate_member_picks_total{{service=\"canary\",member=\"echo-{version}\"}} 1");
     for expected in [
-        "rpcgate_requests_total{service=\"hello\",status=\"2xx\"} 1",
-        "rpcgate_requests_total{service=\"canary\",status=\"2xx\"} 1",
+        "rpcgate_requests_total{service=\"hello\",member=\"hello\",status=\"2xx\"} 1",
+        canary.as_str(),
+        picks.as_str(),
+        "rpcgate_member_weight{service=\"canary\",member=\"echo-v1\",kind=\"configured\"} 384",
         "# HELP rpcgate_requests_total",
     ] {
         assert!(text.contains(expected), "missing `{expected}` in:\n{text}");

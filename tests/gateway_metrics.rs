@@ -44,14 +44,14 @@ async fn metrics_are_served_in_prometheus_text() {
     let (status, text) = support::http(c.gateway.admin_addr.unwrap(), "GET", "/metrics", "").await;
     assert_eq!(status, 200);
     for expected in [
-        "rpcgate_requests_total{service=\"hello\",status=\"2xx\"} 3",
-        "rpcgate_requests_total{service=\"_unknown\",status=\"5xx\"} 1",
+        "rpcgate_requests_total{service=\"hello\",member=\"hello\",status=\"2xx\"} 3",
+        "rpcgate_requests_total{service=\"_unknown\",member=\"_unknown\",status=\"5xx\"} 1",
         "rpcgate_errors_total{kind=\"service_not_found\",category=\"none\"} 1",
         "rpcgate_pool_connects_total{service=\"hello\",result=\"ok\"}",
         "rpcgate_resolves_total{result=\"ok\"}",
         "# TYPE rpcgate_request_duration_seconds histogram",
-        "rpcgate_request_duration_seconds_bucket{service=\"hello\",le=\"0.0005\"}",
-        "rpcgate_request_duration_seconds_count{service=\"hello\"} 4",
+        "rpcgate_request_duration_seconds_bucket{service=\"hello\",member=\"hello\",le=\"0.0005\"}",
+        "rpcgate_request_duration_seconds_count{service=\"hello\",member=\"hello\"} 4",
         "rpcgate_requests_in_flight 0",
         "rpcgate_http_connections",
         "rpcgate_limit_hits_total{limit=\"body_size\"} 1",

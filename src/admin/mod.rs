@@ -68,20 +68,7 @@ fn route(path: &str, state: &AdminState) -> Response<Full<Bytes>> {
                 )
             }
         }
-        "/pools" => {
-            let pools: serde_json::Map<String, serde_json::Value> = state
-                .pools
-                .all()
-                .iter()
-                .map(|pool| {
-                    let conns = serde_json::to_value(pool.snapshot()).unwrap_or_default();
-                    let entry =
-                        serde_json::json!({"size": pool.settings().size, "connections": conns});
-                    (pool.service().to_owned(), entry)
-                })
-                .collect();
-            json(StatusCode::OK, &pools)
-        }
+        "/pools" => json(StatusCode::OK, &state.pools.view()),
         "/metrics" => match crate::metrics::render() {
             Some(text) => {
                 let mut response = text_response(StatusCode::OK, &text);

@@ -29,6 +29,15 @@ struct File {
     routes: Vec<RouteFile>,
     tls: Option<TlsFile>,
     limits: Option<LimitsFile>,
+    outlier: Option<OutlierFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutlierFile {
+    consecutive_failures: Option<i64>,
+    base_ejection_ms: Option<i64>,
+    max_ejection_share: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +85,7 @@ struct RequestFile {
     forward_headers: Option<BTreeMap<String, String>>,
     tracing_probability: Option<f64>,
     trusted_proxies: Option<Vec<String>>,
+    sticky_header: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,6 +97,7 @@ struct PoolFile {
     reconnect_share: Option<f64>,
     connect_timeout_ms: Option<i64>,
     idle_timeout_ms: Option<i64>,
+    slow_start_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,6 +261,15 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 })
                 .collect::<Result<_, _>>()?;
         }
+        if let Some(v) = r.sticky_header {
+            if hyper::header::HeaderName::from_bytes(v.as_bytes()).is_err() {
+                return Err(c.err(
+                    "request.sticky_header",
+                    format!("`{v}` is not a valid HTTP header name"),
+                ));
+            }
+            config.request.sticky_header = v.to_ascii_lowercase();
+        }
     }
     if let Some(p) = raw.pool {
         if let Some(v) = p.size {
@@ -270,6 +290,21 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         if let Some(v) = p.idle_timeout_ms {
             let timeout = c.ms("pool.idle_timeout_ms", v, 0, MAX_MS)?;
             config.pool.idle_timeout = (!timeout.is_zero()).then_some(timeout);
+        }
+        if let Some(v) = p.slow_start_ms {
+            config.pool.slow_start = c.ms("pool.slow_start_ms", v, 0, MAX_MS)?;
+        }
+    }
+    if let Some(o) = raw.outlier {
+        if let Some(v) = o.consecutive_failures {
+            config.outlier.consecutive_failures =
+                c.int("outlier.consecutive_failures", v, 0, 1_000_000)? as u32;
+        }
+        if let Some(v) = o.base_ejection_ms {
+            config.outlier.base_ejection = c.ms("outlier.base_ejection_ms", v, 1, MAX_MS)?;
+        }
+        if let Some(v) = o.max_ejection_share {
+            config.outlier.max_ejection_share = c.share("outlier.max_ejection_share", v)?;
         }
     }
     if let Some(r) = raw.retry {

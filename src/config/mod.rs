@@ -44,9 +44,34 @@ pub struct Config {
     pub proxy_protocol: bool,
     /// Limits on clients (connections, heads, time, load).
     pub limits: LimitsConfig,
+    /// Outlier ejection of routing-group members.
+    pub outlier: OutlierConfig,
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish;
     /// past it they are cut and the process exits non-zero.
     pub shutdown_timeout: Duration,
+}
+
+/// Outlier ejection: a routing group's member whose requests fail in the
+/// backend (connect refused, connection lost, protocol violation, app not
+/// running) this many times in a row is taken out of the group for a while.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierConfig {
+    /// Backend failures in a row that eject a member; 0 turns it off.
+    pub consecutive_failures: u32,
+    /// An ejection lasts this long times the member's ejections so far.
+    pub base_ejection: Duration,
+    /// At most this share of a group's members are ejected at once.
+    pub max_ejection_share: f64,
+}
+
+impl Default for OutlierConfig {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection_share: 0.5,
+        }
+    }
 }
 
 /// Limits that protect the gateway from slow, huge or hostile clients.
@@ -174,6 +199,9 @@ pub struct RequestConfig {
     /// are believed (e.g. the nginx in front). The client address that
     /// results reaches the app as `X-Real-IP` and the access log.
     pub trusted_proxies: Vec<crate::http::Cidr>,
+    /// The header (lowercase) whose value picks a routing group's member on
+    /// the group's continuum, as the locator's seeded resolve does.
+    pub sticky_header: String,
 }
 
 /// How each service's connection pool behaves.
@@ -192,6 +220,9 @@ pub struct PoolConfig {
     /// A pool made on demand (its service is not configured) that served
     /// nothing for this long is closed; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// A member that joins a routing group (or rises from weight 0) ramps
+    /// from 10% to 100% of its weight over this long; zero: off.
+    pub slow_start: Duration,
 }
 
 /// When and how much to retry.
@@ -243,6 +274,7 @@ impl Default for RequestConfig {
             forward_headers: [("authorization".to_owned(), "authorization".to_owned())].into(),
             tracing_probability: 0.01,
             trusted_proxies: Vec::new(),
+            sticky_header: "x-cocaine-sticky".to_owned(),
         }
     }
 }
@@ -256,6 +288,7 @@ impl Default for PoolConfig {
             reconnect_share: 0.25,
             connect_timeout: Duration::from_secs(1),
             idle_timeout: Some(Duration::from_secs(300)),
+            slow_start: Duration::ZERO,
         }
     }
 }
@@ -281,6 +314,7 @@ impl Default for Config {
             proxy_protocol: false,
             listen_unix: None,
             limits: LimitsConfig::default(),
+            outlier: OutlierConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
             request: RequestConfig::default(),
             pool: PoolConfig::default(),

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 pub use self::body::{BodyAborted, ReplyBody};
 pub use self::pack::{BadRequestId, PackedRequest, TraceDecision, pack_request};
 use crate::mux::{ChannelError, Invocation};
-use crate::pool::{PoolError, Pools};
+use crate::pool::{Choice, PoolError, Pools};
 use crate::proto::http::ResponseMeta;
 use crate::proto::{Args, Message, RemoteError, StreamEvent};
 
@@ -140,8 +140,34 @@ pub struct Reply {
     pub attempts: u32,
 }
 
-/// Sends `request` to `service` and waits for the response head until
+/// Where a request goes: a virtual service (an app or a routing group),
+/// and for a group, the ring point of its sticky key.
+#[derive(Debug, Clone, Copy)]
+pub struct Destination<'a> {
+    /// The virtual service.
+    pub service: &'a str,
+    /// `X-Cocaine-Sticky`'s point on the continuum
+    /// ([`crate::locator::continuum::seed_point`]), if the request has one.
+    pub sticky: Option<u32>,
+}
+
+/// What [`dispatch`] came to, and which member served (or failed) it.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The reply, or why there is none.
+    pub result: Result<Reply, DispatchError>,
+    /// The group member of the last attempt, or the app itself; `None` if
+    /// no attempt got as far as a member.
+    pub member: Option<Arc<str>>,
+}
+
+/// Sends `request` to `to` and waits for the response head until
 /// `deadline`, which is `timeout` (as reported in errors) after the start.
+///
+/// For a routing group, each attempt picks a member (by weight, or by the
+/// sticky key's point on the ring), passing over members that are ejected,
+/// not connected, or (for a retry) the one that just refused. Each
+/// attempt's outcome feeds the member's outlier detection.
 ///
 /// # Cancel safety
 ///
@@ -150,23 +176,90 @@ pub struct Reply {
 pub async fn dispatch(
     pools: &Arc<Pools>,
     retry: &Retry,
-    service: &str,
+    to: Destination<'_>,
     request: &PackedRequest,
     deadline: Instant,
     timeout: Duration,
+) -> Outcome {
+    let mut member = None;
+    let result = send(pools, retry, to, request, deadline, timeout, &mut member).await;
+    Outcome { result, member }
+}
+
+/// How many times a request chooses again because the member it chose
+/// left its group while it waited for a connection.
+const MAX_RECHOICES: u32 = 8;
+
+fn pool_error(e: PoolError) -> DispatchError {
+    match e {
+        PoolError::NotFound(name) => DispatchError::NotFound(name),
+        PoolError::NoConnection { .. } | PoolError::Left(_) => {
+            DispatchError::NoConnection(e.to_string())
+        }
+        PoolError::ShuttingDown => DispatchError::ShuttingDown,
+    }
+}
+
+/// Whether an attempt's error is the backend failing (for outlier
+/// detection): a lost or refused connection, a protocol violation, or the
+/// app not running. The app's own answers are not.
+fn is_backend_failure(error: &DispatchError) -> bool {
+    match error {
+        DispatchError::BadGateway(_) => true,
+        DispatchError::App(e) => {
+            e.code == crate::proto::ErrorCode::NOT_RUNNING
+                || e.code == crate::proto::ErrorCode::APP_STOPPED
+        }
+        _ => false,
+    }
+}
+
+async fn send(
+    pools: &Arc<Pools>,
+    retry: &Retry,
+    to: Destination<'_>,
+    request: &PackedRequest,
+    deadline: Instant,
+    timeout: Duration,
+    member: &mut Option<Arc<str>>,
 ) -> Result<Reply, DispatchError> {
     let _in_flight = InFlight::new(retry);
-    let pool = pools.get(service);
+    let group = pools.group(to.service);
+    let plain = match group {
+        Some(_) => None,
+        None => Some(pools.get(to.service)),
+    };
     let total = timeout;
     let mut attempt = 0;
+    let mut rechoices = 0;
+    let mut exclude: Option<Arc<str>> = None;
     let mut token = None;
     loop {
         attempt += 1;
-        let handle = pool.checkout(deadline).await.map_err(|e| match e {
-            PoolError::NotFound(name) => DispatchError::NotFound(name),
-            PoolError::NoConnection { .. } => DispatchError::NoConnection(e.to_string()),
-            PoolError::ShuttingDown => DispatchError::ShuttingDown,
-        })?;
+        let (handle, pool) = match (&plain, &group) {
+            (Some(pool), _) => (
+                pool.checkout(deadline).await.map_err(pool_error)?,
+                Arc::clone(pool),
+            ),
+            (None, Some(group)) => match group.choose(to.sticky, exclude.as_deref()) {
+                None => return Err(DispatchError::NotFound(to.service.to_owned())),
+                Some(Choice::Ready(chosen, handle)) => (handle, Arc::clone(chosen.pool())),
+                Some(Choice::Wait(chosen)) => {
+                    *member = Some(Arc::clone(chosen.name()));
+                    match chosen.pool().checkout(deadline).await {
+                        Ok(handle) => (handle, Arc::clone(chosen.pool())),
+                        Err(PoolError::Left(_)) if rechoices < MAX_RECHOICES => {
+                            rechoices += 1;
+                            attempt -= 1;
+                            continue;
+                        }
+                        Err(e) => return Err(pool_error(e)),
+                    }
+                }
+            },
+            (None, None) => return Err(DispatchError::NotFound(to.service.to_owned())),
+        };
+        *member = Some(Arc::clone(pool.label()));
         // A retry tells the app what is left of the deadline, not the
         // whole timeout the first attempt carried.
         let remaining = (attempt > 1).then(|| deadline.saturating_duration_since(Instant::now()));
@@ -175,14 +268,28 @@ pub async fn dispatch(
         let retriable = match outcome {
             Err(_) => return Err(DispatchError::Deadline(total)),
             Ok(Ok(reply)) => {
+                pools.report_success(&pool);
                 return Ok(Reply {
                     attempts: attempt,
                     ..reply
                 });
             }
-            Ok(Err(Attempt::Failed(e))) => return Err(e),
-            Ok(Err(Attempt::Retriable(e))) => e,
+            Ok(Err(Attempt::Failed(e))) => {
+                if is_backend_failure(&e) {
+                    pools.report_failure(&pool);
+                } else {
+                    pools.report_success(&pool);
+                }
+                return Err(e);
+            }
+            Ok(Err(Attempt::Retriable(e))) => {
+                if is_backend_failure(&e) {
+                    pools.report_failure(&pool);
+                }
+                e
+            }
         };
+        exclude = Some(Arc::clone(pool.label()));
         if attempt >= retry.attempts {
             return Err(match retriable {
                 DispatchError::App(last) => DispatchError::Overloaded {
@@ -206,8 +313,12 @@ pub async fn dispatch(
                 other => other,
             });
         }
-        metrics::counter!(crate::metrics::RETRIES, crate::metrics::SERVICE => service.to_owned())
-            .increment(1);
+        metrics::counter!(
+            crate::metrics::RETRIES,
+            crate::metrics::SERVICE => to.service.to_owned(),
+            crate::metrics::MEMBER => pool.label().to_string()
+        )
+        .increment(1);
         let pause = retry.pause(attempt - 1);
         if Instant::now() + pause >= deadline {
             return Err(DispatchError::Deadline(total));

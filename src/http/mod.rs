@@ -70,6 +70,8 @@ struct Settings {
     retry: Arc<Retry>,
     /// Per service with a `max_in_flight`: the limit and the count.
     service_in_flight: HashMap<String, (usize, Arc<AtomicUsize>)>,
+    /// The header whose value picks a group member on the continuum.
+    sticky_header: HeaderName,
 }
 
 impl Settings {
@@ -97,10 +99,13 @@ impl Settings {
                 Some((name.clone(), (s.max_in_flight?, counter)))
             })
             .collect();
+        let sticky_header = HeaderName::from_bytes(config.request.sticky_header.as_bytes())
+            .unwrap_or(X_COCAINE_STICKY);
         Self {
             config,
             retry,
             service_in_flight,
+            sticky_header,
         }
     }
 }
@@ -285,6 +290,10 @@ impl Handler {
             return Err(GatewayError::BodyTooLarge(limit));
         }
         let head_request = parts.method == Method::HEAD;
+        let sticky = parts
+            .headers
+            .get(&settings.sticky_header)
+            .map(|key| crate::locator::continuum::seed_point(key.as_bytes()));
         let request = if body.is_end_stream() {
             Packing::Packed(self.pack(settings, &parts, &target, Bytes::new(), decision, timeout))
         } else {
@@ -296,6 +305,7 @@ impl Handler {
         };
         Ok(Admitted {
             target,
+            sticky,
             _slots: (slot, service_slot),
             timeout,
             deadline: started + timeout,
@@ -343,8 +353,12 @@ impl Handler {
             mut service,
             step,
         } = begun;
+        let mut member = None;
         let result = match step {
-            Ok(admitted) => self.answer(settings, admitted, request_id).await,
+            Ok(admitted) => {
+                self.answer(settings, admitted, request_id, &mut member)
+                    .await
+            }
             Err(e) => Err(e),
         };
         let response = match result {
@@ -369,9 +383,15 @@ impl Handler {
         let label = service
             .as_deref()
             .unwrap_or(crate::metrics::UNKNOWN_SERVICE);
+        // Before a member was chosen (shed, not found...), the service is
+        // its own member.
+        let member_label = match (&service, &member) {
+            (Some(_), Some(member)) => &**member,
+            _ => label,
+        };
         let elapsed = started.elapsed();
         self.metrics
-            .service(label)
+            .member(label, member_label)
             .record(response.status().as_u16(), elapsed);
         if let Some(line) = logged {
             tracing::info!(
@@ -380,6 +400,8 @@ impl Handler {
                 client = %line.client,
                 method = %line.method,
                 uri = %line.uri,
+                service = label,
+                member = member_label,
                 status = response.status().as_u16(),
                 ms = elapsed.as_secs_f64() * 1000.0,
                 "request"
@@ -395,6 +417,7 @@ impl Handler {
         settings: &Settings,
         admitted: Admitted<B>,
         request_id: u64,
+        member: &mut Option<Arc<str>>,
     ) -> Result<Response<GatewayBody>, GatewayError>
     where
         B: Body<Data = Bytes> + Send,
@@ -402,6 +425,7 @@ impl Handler {
     {
         let Admitted {
             target,
+            sticky,
             _slots,
             timeout,
             deadline,
@@ -433,15 +457,20 @@ impl Handler {
                 self.pack(settings, &parts, &target, body, decision, remaining)
             }
         };
-        let reply = dispatch::dispatch(
+        let outcome = dispatch::dispatch(
             &self.pools,
             &settings.retry,
-            &target.service,
+            dispatch::Destination {
+                service: &target.service,
+                sticky,
+            },
             &packed,
             deadline,
             timeout,
         )
-        .await?;
+        .await;
+        *member = outcome.member;
+        let reply = outcome.result?;
         let status = StatusCode::from_u16(reply.meta.status).map_err(|_| {
             GatewayError::Dispatch(dispatch::DispatchError::BadGateway(format!(
                 "the app sent status {}",
@@ -498,6 +527,8 @@ struct Begun<B> {
 /// A routed request that passed load shedding.
 struct Admitted<B> {
     target: route::Target,
+    /// The sticky key's point on the continuum, if the request has one.
+    sticky: Option<u32>,
     /// Held until the request ends.
     _slots: (Slot, Option<Slot>),
     timeout: Duration,
@@ -521,6 +552,9 @@ struct Collecting<B> {
     body: B,
     decision: TraceDecision,
 }
+
+/// The default sticky header (`request.sticky_header`).
+const X_COCAINE_STICKY: HeaderName = HeaderName::from_static("x-cocaine-sticky");
 
 /// `X-Request-Timeout: <ms>` shortens a request's deadline.
 const X_REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeout");

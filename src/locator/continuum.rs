@@ -81,6 +81,15 @@ impl Continuum {
             .map(|(_, name)| name.as_str())
     }
 
+    /// Members along the ring from the owner of `point` on, one per ring
+    /// point, once around (so a member recurs): where a sticky pick goes
+    /// when the owner cannot take it.
+    pub fn walk(&self, point: u32) -> impl Iterator<Item = &str> {
+        let start = self.points.partition_point(|(p, _)| *p <= point);
+        let (tail, head) = self.points.split_at(start.min(self.points.len()));
+        head.iter().chain(tail).map(|(_, name)| name.as_str())
+    }
+
     /// The member for a seed: the lookup of [`seed_point`].
     pub fn lookup_seed(&self, seed: &[u8]) -> Option<&str> {
         self.lookup(seed_point(seed))

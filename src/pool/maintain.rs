@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
@@ -65,6 +65,16 @@ pub(super) async fn run(
             pool.drain_all().await;
             return;
         }
+        if pool.left.load(Ordering::Acquire) {
+            // Its member left every routing group (`Pools::retire` took it
+            // out): requests in flight finish on draining connections.
+            connecting.abort_all();
+            if ever_connected {
+                set_gauges(&pool.service, GAUGE_STATES.map(|state| (state, 0)));
+            }
+            pool.drain_all().await;
+            return;
+        }
         let now = Instant::now();
         let epoch = pool.epoch.load(Ordering::Acquire);
         // Dead connections leave at once; ones that died young are failures.
@@ -82,6 +92,9 @@ pub(super) async fn run(
                 false
             });
         if let Some(endpoint) = died_young {
+            if let Some(pools) = pools.upgrade() {
+                pools.report_failure(&pool);
+            }
             failures = failures.saturating_add(1);
             let pause = backoff(failures);
             retry_at = Some(now + pause);
@@ -114,6 +127,7 @@ pub(super) async fn run(
         if let Some(limit) = settings.idle_timeout
             && now.duration_since(idle_since) >= limit
             && !pool.kept.load(Ordering::Acquire)
+            && !pool.is_member()
             && connecting.is_empty()
             && let Some(pools) = pools.upgrade()
             && pools.forget_unused(&pool)
@@ -202,6 +216,7 @@ pub(super) async fn run(
                     if is_unknown(&error)
                         && !ever_connected
                         && !pool.kept.load(Ordering::Acquire)
+                        && !pool.is_member()
                         && pool.read().is_empty() =>
                 {
                     tracing::debug!(service = %pool.service, "unknown service: pool dropped");
@@ -215,6 +230,9 @@ pub(super) async fn run(
                     return;
                 }
                 Ok(Err(error)) => {
+                    if let Some(pools) = pools.upgrade() {
+                        pools.report_failure(&pool);
+                    }
                     failures = failures.saturating_add(1);
                     let pause = backoff(failures);
                     retry_at = Some(Instant::now() + pause);
@@ -380,28 +398,27 @@ fn start(
     })
 }
 
-/// Refreshes a group's pool when (and only when) its ring changes.
-pub(super) async fn follow_routing(
+/// Follows the locator's routing groups: applies each new set of rings
+/// (members, weights, schedules), and applies them again while a slow
+/// start ramps, when an ejection is due to end, or when woken (an
+/// ejection, new settings).
+pub(super) async fn follow_groups(
     pools: Weak<Pools>,
     mut routing: watch::Receiver<Arc<Rings>>,
     shutdown: CancellationToken,
+    wake: Arc<Notify>,
 ) {
-    let mut previous = Arc::clone(&routing.borrow_and_update());
     loop {
+        let rings = Arc::clone(&routing.borrow_and_update());
+        let again_at = {
+            let Some(pools) = pools.upgrade() else { return };
+            pools.apply_rings(&rings)
+        };
         tokio::select! {
             changed = routing.changed() => if changed.is_err() { return },
             () = shutdown.cancelled() => return,
+            () = wake.notified() => {}
+            () = sleep_until(again_at.unwrap_or_else(Instant::now)), if again_at.is_some() => {}
         }
-        let current = Arc::clone(&routing.borrow_and_update());
-        let Some(pools) = pools.upgrade() else { return };
-        for pool in pools.all() {
-            let before = previous.get(pool.service()).map(|r| r.points());
-            let after = current.get(pool.service()).map(|r| r.points());
-            if before != after {
-                tracing::info!(service = %pool.service(), "routing group changed; rolling refresh");
-                pool.refresh();
-            }
-        }
-        previous = current;
     }
 }

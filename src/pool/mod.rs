@@ -15,7 +15,10 @@
 //! capped rolling refresh or refresh-on-routing-change. A pool here is a
 //! read-mostly list plus one maintainer task.
 
+mod group;
 mod maintain;
+mod outlier;
+mod schedule;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,7 +32,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::locator::{Locator, LocatorError};
+pub use self::group::{Choice, Group, MIN_MEMBER_CONNECTIONS, Member, MemberView};
+pub use self::outlier::{Health, OutlierSettings};
+use crate::locator::{Locator, LocatorError, Rings};
 use crate::mux::MuxHandle;
 
 /// A request joins the connection gathering a write only while that
@@ -91,6 +96,10 @@ pub enum PoolError {
     /// The gateway is shutting down.
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// The pool was closed while the request waited: its service left
+    /// the routing group it served. Nothing was sent; choose again.
+    #[error("the pool of `{0}` closed: it left its routing group")]
+    Left(String),
 }
 
 /// One pooled connection.
@@ -137,6 +146,17 @@ pub struct Pool {
     /// Set by every checkout, cleared by the maintainer: whether the pool
     /// served anything since the maintainer last looked.
     pub(crate) used: std::sync::atomic::AtomicBool,
+    /// Its name, shared (a metrics label per request costs no copy).
+    label: Arc<str>,
+    /// Backend failures in a row and ejection, for routing groups.
+    pub(crate) health: Health,
+    /// While it serves a routing group's member: its share of the group's
+    /// connection budget, which replaces the configured size (0: none).
+    /// Such a pool is kept like a configured one.
+    group_share: std::sync::atomic::AtomicUsize,
+    /// Set when the pool was taken out (its member left every group): the
+    /// maintainer drains it and ends; waiting checkouts give up.
+    pub(crate) left: std::sync::atomic::AtomicBool,
 }
 
 /// The last reason a connection could not be made.
@@ -149,6 +169,10 @@ pub(crate) enum LocatorOrConnect {
 impl Pool {
     fn new(service: String, settings: PoolSettings) -> Self {
         Self {
+            label: Arc::from(service.as_str()),
+            health: Health::default(),
+            group_share: std::sync::atomic::AtomicUsize::new(0),
+            left: std::sync::atomic::AtomicBool::new(false),
             service,
             settings: RwLock::new(settings),
             conns: RwLock::new(Vec::new()),
@@ -175,12 +199,46 @@ impl Pool {
         &self.service
     }
 
-    /// Its settings now.
+    /// The service name, shared.
+    pub fn label(&self) -> &Arc<str> {
+        &self.label
+    }
+
+    /// Its settings now (as a group member, the size is its share of the
+    /// group's budget).
     pub fn settings(&self) -> PoolSettings {
-        self.settings
+        let mut settings = self
+            .settings
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .clone();
+        let share = self.group_share.load(Ordering::Acquire);
+        if share > 0 {
+            settings.size = share;
+        }
+        settings
+    }
+
+    /// Backend failures and ejection.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Whether a request could have a connection now.
+    pub fn has_usable(&self) -> bool {
+        self.read().iter().any(|c| c.is_usable())
+    }
+
+    /// Whether it serves a routing group's member (and so is kept).
+    pub(crate) fn is_member(&self) -> bool {
+        self.group_share.load(Ordering::Acquire) > 0
+    }
+
+    /// Sets its share of a group's connection budget (0: not a member).
+    pub(crate) fn set_group_share(&self, share: usize) {
+        if self.group_share.swap(share, Ordering::AcqRel) != share {
+            self.wake.notify_one();
+        }
     }
 
     /// New settings (a config reload): a new size applies at once (a
@@ -292,6 +350,9 @@ impl Pool {
             ready.as_mut().enable();
             if let Some(handle) = self.pick() {
                 return Ok(handle);
+            }
+            if self.left.load(Ordering::Acquire) {
+                return Err(PoolError::Left(self.service.clone()));
             }
             if let Some(LocatorOrConnect::Locator(LocatorError::NotFound(name))) = self
                 .last_error
@@ -405,9 +466,28 @@ fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 /// Settings per service.
 type SettingsFn = Box<dyn Fn(&str) -> PoolSettings + Send + Sync>;
 
-/// Every service's pool.
+/// How routing groups are served: slow start and outlier ejection.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct GroupSettings {
+    /// A member that joins a group (or rises from weight 0) ramps from 10%
+    /// to 100% of its weight over this long; zero: at once.
+    pub slow_start: Duration,
+    /// Outlier ejection.
+    pub outlier: OutlierSettings,
+}
+
+/// Every service's pool, and every routing group's members.
 pub struct Pools {
     pools: RwLock<HashMap<String, Arc<Pool>>>,
+    /// Routing groups by name, from the locator's rings.
+    groups: RwLock<HashMap<String, Arc<Group>>>,
+    group_settings: RwLock<GroupSettings>,
+    /// Wakes the group maintainer (an ejection, new settings).
+    groups_wake: Arc<Notify>,
+    /// Signals that the groups were applied again.
+    groups_applied: Notify,
+    /// Serialises ejection decisions (the share cap counts the others).
+    ejecting: std::sync::Mutex<()>,
     /// Signals that a pool was added or taken out.
     changed: Notify,
     locator: Arc<dyn Locator>,
@@ -441,18 +521,271 @@ impl Pools {
     ) -> Arc<Self> {
         let pools = Arc::new(Self {
             pools: RwLock::new(HashMap::new()),
+            groups: RwLock::new(HashMap::new()),
+            group_settings: RwLock::new(GroupSettings::default()),
+            groups_wake: Arc::new(Notify::new()),
+            groups_applied: Notify::new(),
+            ejecting: std::sync::Mutex::new(()),
             changed: Notify::new(),
             locator,
             settings: RwLock::new(Box::new(settings)),
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });
-        pools.tracker.spawn(maintain::follow_routing(
+        pools.tracker.spawn(maintain::follow_groups(
             Arc::downgrade(&pools),
             pools.locator.routing(),
             pools.shutdown.clone(),
+            Arc::clone(&pools.groups_wake),
         ));
         pools
+    }
+
+    /// Sets how routing groups are served (at start and on a reload).
+    pub fn configure_groups(&self, settings: GroupSettings) {
+        let mut current = self
+            .group_settings
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *current != settings {
+            *current = settings;
+            drop(current);
+            self.groups_wake.notify_one();
+        }
+    }
+
+    fn group_settings(&self) -> GroupSettings {
+        *self
+            .group_settings
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The routing group `name`, if the locator's rings have it.
+    pub fn group(&self, name: &str) -> Option<Arc<Group>> {
+        let groups = self
+            .groups
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if groups.is_empty() {
+            return None;
+        }
+        groups.get(name).cloned()
+    }
+
+    /// Waits until `accept` holds for the routing groups, re-checking each
+    /// time they are applied again (a routing update, a slow-start step,
+    /// an ejection or a return).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only observes.
+    pub async fn wait_until_groups(&self, accept: impl Fn(&[Arc<Group>]) -> bool) {
+        until_notified(&self.groups_applied, || accept(&self.groups())).await;
+    }
+
+    /// Every routing group, by name.
+    pub fn groups(&self) -> Vec<Arc<Group>> {
+        let mut all: Vec<_> = self
+            .groups
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
+    /// A request to `pool` was answered (by the app, whatever it said).
+    pub fn report_success(&self, pool: &Pool) {
+        pool.health.success();
+    }
+
+    /// A request to `pool` failed in the backend (see [`outlier`]'s
+    /// rules), or a connection to it could not be made or was lost. A run
+    /// of them ejects a routing group's member, within the group's cap.
+    pub fn report_failure(&self, pool: &Pool) {
+        let outlier = self.group_settings().outlier;
+        if !pool.health.failure(outlier.consecutive_failures) {
+            return;
+        }
+        let _deciding = self
+            .ejecting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if pool.health.is_ejected() {
+            return;
+        }
+        let groups: Vec<_> = self
+            .groups()
+            .into_iter()
+            .filter(|g| g.has_member(&pool.service))
+            .collect();
+        if groups.is_empty() {
+            return;
+        }
+        for group in &groups {
+            let members = group.members();
+            let ejected = members
+                .iter()
+                .filter(|m| m.pool().health.is_ejected())
+                .count();
+            if ejected + 1 > outlier.max_ejected(members.len()) {
+                tracing::warn!(
+                    group = group.name(),
+                    member = %pool.service,
+                    failures = pool.health.consecutive_failures(),
+                    ejected,
+                    "member failing but not ejected: the group's ejection cap is reached"
+                );
+                return;
+            }
+        }
+        let length = pool.health.eject(Instant::now(), outlier.base_ejection);
+        for group in &groups {
+            tracing::warn!(
+                group = group.name(),
+                member = %pool.service,
+                failures = pool.health.consecutive_failures(),
+                ejection = pool.health.ejections(),
+                ?length,
+                "member ejected after backend failures in a row"
+            );
+            metrics::counter!(
+                crate::metrics::OUTLIER_EJECTIONS,
+                crate::metrics::SERVICE => group.name().to_owned(),
+                crate::metrics::MEMBER => pool.service.clone()
+            )
+            .increment(1);
+        }
+        self.groups_wake.notify_one();
+    }
+
+    /// Applies the locator's rings: each group's members, weights and
+    /// schedule; ejections that are due end; members that left every
+    /// group have their pools drained. Returns when to look again (a slow
+    /// start or an ejection in progress).
+    fn apply_rings(self: &Arc<Self>, rings: &Rings) -> Option<Instant> {
+        let now = Instant::now();
+        let settings = self.group_settings();
+        let mut again: Option<Instant> = None;
+        let mut soonest = |at: Option<Instant>| {
+            if let Some(at) = at {
+                again = Some(again.map_or(at, |a| a.min(at)));
+            }
+        };
+        let mut left = Vec::new();
+        let mut groups = self
+            .groups
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        groups.retain(|name, group| {
+            let keep = rings.get(name).is_some_and(|r| !r.is_empty());
+            if !keep {
+                tracing::info!(group = %name, "routing group gone");
+                left.extend(group.members());
+            }
+            keep
+        });
+        for (name, ring) in rings.iter().filter(|(_, r)| !r.is_empty()) {
+            let group = groups
+                .entry(name.clone())
+                .or_insert_with(|| Arc::new(Group::new(name.clone())));
+            for member in group.members() {
+                if member.pool().health.return_if_due(now) {
+                    tracing::info!(group = %name, member = %member.name(), "ejected member returns");
+                    metrics::counter!(
+                        crate::metrics::OUTLIER_RETURNS,
+                        crate::metrics::SERVICE => name.clone(),
+                        crate::metrics::MEMBER => member.name().to_string()
+                    )
+                    .increment(1);
+                }
+                soonest(member.pool().health.ejected_until());
+            }
+            let budget = (self
+                .settings
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner))(name)
+            .size;
+            let context = group::RebuildContext {
+                now,
+                slow_start: settings.slow_start,
+                budget,
+            };
+            let rebuilt = group.rebuild(Arc::clone(ring), &context, &mut |member| {
+                self.get_or_start(member, false)
+            });
+            soonest(rebuilt.again_at);
+            left.extend(rebuilt.left);
+        }
+        let member_of_any = |service: &str| groups.values().any(|g| g.has_member(service));
+        let leaving: Vec<_> = left
+            .into_iter()
+            .filter(|m| !member_of_any(m.name()))
+            .collect();
+        let group_names: Vec<String> = groups.keys().cloned().collect();
+        drop(groups);
+        for member in leaving {
+            let pool = member.pool();
+            pool.set_group_share(0);
+            if !pool.kept.load(Ordering::Acquire) {
+                tracing::info!(member = %member.name(), "member left its routing groups; its pool drains");
+                self.retire(pool);
+            }
+        }
+        self.groups_applied.notify_waiters();
+        // A pool made for a group's name before its ring was known (it
+        // resolved the group on the locator) is of no use now.
+        for name in group_names {
+            let existing = self
+                .pools
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&name)
+                .cloned();
+            if let Some(pool) = existing {
+                tracing::info!(group = %name, "a pool named after a routing group drains: requests now pick members");
+                self.retire(&pool);
+            }
+        }
+        again
+    }
+
+    /// Takes `pool` out, and has its maintainer drain it and end; waiting
+    /// checkouts give up with [`PoolError::Left`].
+    fn retire(&self, pool: &Arc<Pool>) {
+        pool.left.store(true, Ordering::Release);
+        self.forget(pool);
+        pool.wake.notify_one();
+        pool.ready.notify_waiters();
+    }
+
+    /// Pools and routing groups as the admin API shows them: per service,
+    /// its size and connections; per group, its members.
+    pub fn view(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut view: serde_json::Map<String, serde_json::Value> = self
+            .all()
+            .iter()
+            .map(|pool| {
+                let conns = serde_json::to_value(pool.snapshot()).unwrap_or_default();
+                let mut entry =
+                    serde_json::json!({"size": pool.settings().size, "connections": conns});
+                if pool.is_member() {
+                    entry["group_member"] = serde_json::Value::Bool(true);
+                }
+                (pool.service().to_owned(), entry)
+            })
+            .collect();
+        for group in self.groups() {
+            let members = serde_json::to_value(group.view()).unwrap_or_default();
+            view.insert(
+                group.name().to_owned(),
+                serde_json::json!({"group": true, "members": members}),
+            );
+        }
+        view
     }
 
     /// The pool of `service`, created (and started) on first use.
@@ -517,12 +850,16 @@ impl Pools {
     }
 
     /// The pool of a configured service ([`Pools::get`]), kept even while
-    /// the locator does not know the name.
-    pub fn keep(self: &Arc<Self>, service: &str) -> Arc<Pool> {
+    /// the locator does not know the name. `None` for a routing group's
+    /// name: its members' pools serve it (and are kept while members).
+    pub fn keep(self: &Arc<Self>, service: &str) -> Option<Arc<Pool>> {
+        if self.group(service).is_some() {
+            return None;
+        }
         let pool = self.get_or_start(service, true);
         // An existing pool (first made by a request) is kept from now on.
         pool.kept.store(true, Ordering::Release);
-        pool
+        Some(pool)
     }
 
     /// Takes `pool` out (if it is still the one for its service).
