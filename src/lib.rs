@@ -22,6 +22,7 @@
 //!   schedule and on routing changes.
 //! - [`config`]: the gateway's TOML config, validated.
 //! - [`listener`]: the accept step all listeners share.
+//! - [`cidr`]: address blocks (trusted proxies), shared by `config` and `http`.
 //! - [`admin`]: `/ping`, `/health`, `/ready`, `/metrics`, `/pools`, `/config`.
 //! - [`metrics`]: metric names, labels and help text.
 //! - [`gateway`]: the composition root and standalone mode.
@@ -41,6 +42,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod cidr;
 pub mod config;
 pub mod dispatch;
 pub mod fuzzing;

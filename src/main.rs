@@ -488,8 +488,16 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
     println!("  curl -i http://{http}/slow/http/?delay_ms=2000");
     println!("  curl -i 'http://{http}/fail/http/?category=43&code=7&message=boom'");
     println!(
-        "  curl -si http://{http}/canary/http/ | grep -i x-app-version   # v1 about 3 in 4 times"
+        "  curl -si http://{http}/canary/http/ | grep -i x-app-version   # v1 exactly 3 in 4 times"
     );
+    println!(
+        "  curl -si -H 'X-Cocaine-Sticky: user-42' http://{http}/canary/http/ | grep -i x-app-version   # always the same version"
+    );
+    if let Some(admin) = standalone.gateway.admin_addr {
+        println!(
+            "  curl -s http://{admin}/pools; curl -s http://{admin}/metrics | grep canary   # the split per version"
+        );
+    }
     println!(
         "  curl -i -H 'X-Cocaine-Service: echo' -H 'X-Cocaine-Event: http' http://{http}/any/uri"
     );

@@ -185,10 +185,25 @@ pub(crate) struct RequestMetrics {
     services: std::sync::RwLock<ByService>,
 }
 
-type ByService = std::collections::HashMap<
-    String,
-    std::collections::HashMap<String, std::sync::Arc<ServiceMetrics>>,
->;
+type ByService = std::collections::HashMap<String, ServiceEntry>;
+
+/// A service's handles: its own (a plain app is its own member), then
+/// those of each routing-group member that served it.
+#[derive(Debug)]
+struct ServiceEntry {
+    own: std::sync::Arc<ServiceMetrics>,
+    members: std::collections::HashMap<String, std::sync::Arc<ServiceMetrics>>,
+}
+
+impl ServiceEntry {
+    fn get(&self, service: &str, member: &str) -> Option<&std::sync::Arc<ServiceMetrics>> {
+        if member == service {
+            Some(&self.own)
+        } else {
+            self.members.get(member)
+        }
+    }
+}
 
 /// One service member's request counters (by status class) and latency.
 #[derive(Debug)]
@@ -247,7 +262,7 @@ impl RequestMetrics {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(service)
-            .and_then(|members| members.get(member))
+            .and_then(|entry| entry.get(service, member))
         {
             return std::sync::Arc::clone(found);
         }
@@ -255,10 +270,18 @@ impl RequestMetrics {
             .services
             .write()
             .unwrap_or_else(PoisonError::into_inner);
+        let entry = services
+            .entry(service.to_owned())
+            .or_insert_with(|| ServiceEntry {
+                own: std::sync::Arc::new(ServiceMetrics::new(service, service)),
+                members: std::collections::HashMap::new(),
+            });
+        if member == service {
+            return std::sync::Arc::clone(&entry.own);
+        }
         std::sync::Arc::clone(
-            services
-                .entry(service.to_owned())
-                .or_default()
+            entry
+                .members
                 .entry(member.to_owned())
                 .or_insert_with(|| std::sync::Arc::new(ServiceMetrics::new(service, member))),
         )

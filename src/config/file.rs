@@ -252,7 +252,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             config.request.trusted_proxies = list
                 .iter()
                 .map(|v| {
-                    crate::http::Cidr::parse(v).ok_or_else(|| {
+                    crate::cidr::Cidr::parse(v).ok_or_else(|| {
                         c.err(
                             "request.trusted_proxies",
                             format!("`{v}` is not an address or ADDR/PREFIX block"),

@@ -198,7 +198,7 @@ pub struct RequestConfig {
     /// Peers whose `X-Forwarded-For`, `X-Real-IP` and `Forwarded` headers
     /// are believed (e.g. the nginx in front). The client address that
     /// results reaches the app as `X-Real-IP` and the access log.
-    pub trusted_proxies: Vec<crate::http::Cidr>,
+    pub trusted_proxies: Vec<crate::cidr::Cidr>,
     /// The header (lowercase) whose value picks a routing group's member on
     /// the group's continuum, as the locator's seeded resolve does.
     pub sticky_header: String,

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 pub use self::body::{BodyAborted, ReplyBody};
 pub use self::pack::{BadRequestId, PackedRequest, TraceDecision, pack_request};
 use crate::mux::{ChannelError, Invocation};
-use crate::pool::{Choice, PoolError, Pools};
+use crate::pool::{Choice, Group, PoolError, Pools};
 use crate::proto::http::ResponseMeta;
 use crate::proto::{Args, Message, RemoteError, StreamEvent};
 
@@ -51,6 +51,10 @@ pub enum DispatchError {
     /// The backend broke the protocol before the response head (502).
     #[error("bad gateway: {0}")]
     BadGateway(String),
+    /// The backend connection failed under the request before the
+    /// response head: lost, refused, or a message it could not carry (502).
+    #[error("bad gateway: {0}")]
+    Channel(#[source] ChannelError),
     /// The app answered with an error (500).
     #[error("app error {0}")]
     App(RemoteError),
@@ -142,10 +146,13 @@ pub struct Reply {
 
 /// Where a request goes: a virtual service (an app or a routing group),
 /// and for a group, the ring point of its sticky key.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Destination<'a> {
     /// The virtual service.
     pub service: &'a str,
+    /// The routing group of that name ([`Pools::group`]), if it is one;
+    /// `None` for a plain app.
+    pub group: Option<Arc<Group>>,
     /// `X-Cocaine-Sticky`'s point on the continuum
     /// ([`crate::locator::continuum::seed_point`]), if the request has one.
     pub sticky: Option<u32>,
@@ -205,7 +212,7 @@ fn pool_error(e: PoolError) -> DispatchError {
 /// app not running. The app's own answers are not.
 fn is_backend_failure(error: &DispatchError) -> bool {
     match error {
-        DispatchError::BadGateway(_) => true,
+        DispatchError::BadGateway(_) | DispatchError::Channel(_) => true,
         DispatchError::App(e) => {
             e.code == crate::proto::ErrorCode::NOT_RUNNING
                 || e.code == crate::proto::ErrorCode::APP_STOPPED
@@ -224,8 +231,8 @@ async fn send(
     member: &mut Option<Arc<str>>,
 ) -> Result<Reply, DispatchError> {
     let _in_flight = InFlight::new(retry);
-    let group = pools.group(to.service);
-    let plain = match group {
+    let mut group = to.group;
+    let mut plain = match group {
         Some(_) => None,
         None => Some(pools.get(to.service)),
     };
@@ -237,10 +244,22 @@ async fn send(
     loop {
         attempt += 1;
         let (handle, pool) = match (&plain, &group) {
-            (Some(pool), _) => (
-                pool.checkout(deadline).await.map_err(pool_error)?,
-                Arc::clone(pool),
-            ),
+            (Some(pool), _) => match pool.checkout(deadline).await {
+                Ok(handle) => (handle, Arc::clone(pool)),
+                // The name turned out to be a routing group (its ring
+                // arrived) and this pool for it was closed: pick a member.
+                Err(PoolError::Left(_)) if rechoices < MAX_RECHOICES => {
+                    rechoices += 1;
+                    attempt -= 1;
+                    group = pools.group(to.service);
+                    plain = match group {
+                        Some(_) => None,
+                        None => Some(pools.get(to.service)),
+                    };
+                    continue;
+                }
+                Err(e) => return Err(pool_error(e)),
+            },
             (None, Some(group)) => match group.choose(to.sticky, exclude.as_deref()) {
                 None => return Err(DispatchError::NotFound(to.service.to_owned())),
                 Some(Choice::Ready(chosen, handle)) => (handle, Arc::clone(chosen.pool())),
@@ -340,9 +359,9 @@ async fn attempt_once(
 ) -> Result<Reply, Attempt> {
     let lost = |e: ChannelError| {
         if e.is_retry_safe() {
-            Attempt::Retriable(DispatchError::BadGateway(e.to_string()))
+            Attempt::Retriable(DispatchError::Channel(e))
         } else {
-            Attempt::Failed(DispatchError::BadGateway(e.to_string()))
+            Attempt::Failed(DispatchError::Channel(e))
         }
     };
     let mut headers = request.headers.clone();

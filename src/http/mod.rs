@@ -23,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use self::body::GatewayBody;
-pub use self::client_addr::{Cidr, client_addr};
+pub use self::client_addr::client_addr;
 pub use self::connection::serve_connection;
 pub use self::response::GatewayError;
+pub use crate::cidr::Cidr;
 use crate::config::Config;
 use crate::dispatch::{self, Retry, TraceDecision, pack_request};
 use crate::pool::Pools;
@@ -290,9 +291,12 @@ impl Handler {
             return Err(GatewayError::BodyTooLarge(limit));
         }
         let head_request = parts.method == Method::HEAD;
-        let sticky = parts
-            .headers
-            .get(&settings.sticky_header)
+        // A routing group's name: its member is chosen per request, by a
+        // sticky key if the request has one.
+        let group = self.pools.group(&target.service);
+        let sticky = group
+            .as_ref()
+            .and_then(|_| parts.headers.get(&settings.sticky_header))
             .map(|key| crate::locator::continuum::seed_point(key.as_bytes()));
         let request = if body.is_end_stream() {
             Packing::Packed(self.pack(settings, &parts, &target, Bytes::new(), decision, timeout))
@@ -305,6 +309,7 @@ impl Handler {
         };
         Ok(Admitted {
             target,
+            group,
             sticky,
             _slots: (slot, service_slot),
             timeout,
@@ -425,6 +430,7 @@ impl Handler {
     {
         let Admitted {
             target,
+            group,
             sticky,
             _slots,
             timeout,
@@ -462,6 +468,7 @@ impl Handler {
             &settings.retry,
             dispatch::Destination {
                 service: &target.service,
+                group,
                 sticky,
             },
             &packed,
@@ -527,6 +534,8 @@ struct Begun<B> {
 /// A routed request that passed load shedding.
 struct Admitted<B> {
     target: route::Target,
+    /// The routing group `target.service` names, if it is one.
+    group: Option<Arc<crate::pool::Group>>,
     /// The sticky key's point on the continuum, if the request has one.
     sticky: Option<u32>,
     /// Held until the request ends.

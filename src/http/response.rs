@@ -56,7 +56,9 @@ impl GatewayError {
                 DispatchError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
                 DispatchError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
                 DispatchError::Deadline(_) => (StatusCode::GATEWAY_TIMEOUT, "deadline"),
-                DispatchError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+                DispatchError::BadGateway(_) | DispatchError::Channel(_) => {
+                    (StatusCode::BAD_GATEWAY, "bad_gateway")
+                }
                 DispatchError::App(_) => (StatusCode::INTERNAL_SERVER_ERROR, "app_error"),
             },
         }

@@ -155,10 +155,22 @@ impl Group {
                 snapshot.schedule[at] as usize
             }
         };
+        // The common case first, with nothing allocated: the chosen member
+        // takes traffic and has a usable connection.
+        let chosen = &snapshot.members[first];
+        let excluded =
+            |member: &Member| exclude == Some(&*member.name) && snapshot.members.len() > 1;
+        if (sticky.is_none() || snapshot.takes(first))
+            && !excluded(chosen)
+            && let Some(handle) = chosen.pool.pick()
+        {
+            chosen.picks.increment(1);
+            return Some(Choice::Ready(Arc::clone(chosen), handle));
+        }
         let mut waiting = None;
         for index in snapshot.candidates(first, sticky) {
             let member = &snapshot.members[index];
-            if exclude == Some(&*member.name) && snapshot.members.len() > 1 {
+            if excluded(member) {
                 continue;
             }
             if let Some(handle) = member.pool.pick() {
@@ -362,6 +374,11 @@ impl Group {
 }
 
 impl Snapshot {
+    /// Whether member `i` takes traffic now (a positive effective weight).
+    fn takes(&self, i: usize) -> bool {
+        self.effective.get(i).is_some_and(|w| *w > 0.0)
+    }
+
     /// The member index owning `point` on the ring.
     fn ring_index(&self, point: u32) -> Option<usize> {
         let name = self.ring.lookup(point)?;
@@ -372,7 +389,7 @@ impl Snapshot {
     /// members along the ring (each once) that take traffic; otherwise the
     /// others by effective weight, heaviest first.
     fn candidates(&self, first: usize, sticky: Option<u32>) -> Vec<usize> {
-        let takes = |i: usize| self.effective.get(i).is_some_and(|w| *w > 0.0);
+        let takes = |i: usize| self.takes(i);
         let mut order = Vec::with_capacity(self.members.len());
         if sticky.is_none() || takes(first) {
             order.push(first);
