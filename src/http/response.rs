@@ -40,6 +40,7 @@ impl GatewayError {
     /// The status, and a short machine-readable kind.
     pub fn status(&self) -> (StatusCode, &'static str) {
         match self {
+            Self::Route(RouteError::DotSegment) => (StatusCode::BAD_REQUEST, "bad_path"),
             Self::Route(e) if e.is_bad_request() => (StatusCode::BAD_REQUEST, "bad_route"),
             Self::Route(_) => (StatusCode::NOT_FOUND, "no_route"),
             Self::RequestId(_) => (StatusCode::BAD_REQUEST, "bad_request_id"),
