@@ -52,9 +52,9 @@ const PARKED_READ: usize = 64;
 /// Serves one client connection (HTTP/1.1 or HTTP/2, plain or after a TLS
 /// handshake) until it ends, or closes it gracefully on `shutdown`.
 /// `client_subject` is the verified client certificate's subject (mTLS):
-/// it replaces whatever the client sent in the configured header, which is
-/// removed from every request when TLS is configured, so a client can
-/// never forge it.
+/// it replaces whatever the client sent in the configured header
+/// (`x-client-subject` without a `[tls]` section), which is removed from
+/// every request, so a client can never forge it.
 pub async fn serve_connection<I>(
     io: I,
     peer: Option<SocketAddr>,
@@ -563,11 +563,14 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         let handler = Arc::clone(&self.handler);
         // One settings snapshot for the whole request, this step included.
         let settings = handler.settings();
-        if let Some(name) = &handler.subject_header {
-            request.headers_mut().remove(name);
-            if let Some(subject) = &self.client_subject {
-                request.headers_mut().insert(name.clone(), subject.clone());
-            }
+        // Whatever the client sent there goes, TLS configured or not: only
+        // a verified certificate sets it.
+        let subject_header = &handler.subject_header;
+        request.headers_mut().remove(subject_header);
+        if let Some(subject) = &self.client_subject {
+            request
+                .headers_mut()
+                .insert(subject_header.clone(), subject.clone());
         }
         if let Some(peer) = self.peer {
             // The client as far as trusted proxies tell; the app sees it in
