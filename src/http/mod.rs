@@ -6,6 +6,7 @@
 mod body;
 mod client_addr;
 mod connection;
+mod log_limit;
 pub mod response;
 
 use std::collections::HashMap;

@@ -34,6 +34,10 @@ pub enum GatewayError {
     /// once, 503 + `Retry-After`.
     #[error("too many requests in flight {0}; try again shortly")]
     Shed(&'static str),
+    /// The request came on a connection being closed because its client
+    /// cancelled most of its requests (rapid reset): not dispatched (503).
+    #[error("this connection is closing: its client cancelled most of its requests")]
+    ConnectionClosing,
 }
 
 impl GatewayError {
@@ -47,6 +51,7 @@ impl GatewayError {
             Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::Body(_) => (StatusCode::BAD_REQUEST, "bad_body"),
             Self::Shed(_) => (StatusCode::SERVICE_UNAVAILABLE, "shed"),
+            Self::ConnectionClosing => (StatusCode::SERVICE_UNAVAILABLE, "connection_closing"),
             Self::Dispatch(e) => match e {
                 DispatchError::NotFound(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "service_not_found")
