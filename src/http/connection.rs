@@ -146,7 +146,7 @@ fn log_rapid_reset(peer: Option<SocketAddr>, what: &str) {
         tracing::warn!(
             peer = ?peer,
             suppressed,
-            "closing an HTTP/2 connection whose client {what} (rapid reset); \
+            "closing a connection whose client {what} (rapid reset); \
              `suppressed` more like it since the last such line"
         );
     }
