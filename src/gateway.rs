@@ -193,6 +193,7 @@ impl RunningGateway {
         new.listen = old.listen;
         new.admin = old.admin;
         new.locators.clone_from(&old.locators);
+        new.resolve_timeout = old.resolve_timeout;
         new.listen_unix.clone_from(&old.listen_unix);
         match (&old.tls, &mut new.tls) {
             (Some(old_tls), Some(new_tls)) => {
@@ -253,10 +254,7 @@ impl RunningGateway {
 
     /// Starts a gateway that resolves through the config's locators.
     pub async fn start_remote(config: Config) -> std::io::Result<(Self, RemoteLocator)> {
-        let locator = RemoteLocator::new(RemoteLocatorConfig {
-            endpoints: config.locators.clone(),
-            ..RemoteLocatorConfig::default()
-        });
+        let locator = RemoteLocator::new(remote_locator_config(&config));
         let gateway = Self::start(config, Arc::new(locator.clone())).await?;
         Ok((gateway, locator))
     }
@@ -351,12 +349,9 @@ impl GatewayBuilder {
 
     /// Starts the pools (in the current runtime) and returns the service.
     pub fn build(self) -> GatewayService {
-        let locator = self.locator.unwrap_or_else(|| {
-            Arc::new(RemoteLocator::new(RemoteLocatorConfig {
-                endpoints: self.config.locators.clone(),
-                ..RemoteLocatorConfig::default()
-            }))
-        });
+        let locator = self
+            .locator
+            .unwrap_or_else(|| Arc::new(RemoteLocator::new(remote_locator_config(&self.config))));
         let config = Arc::new(self.config);
         let pools = pools_for(&config, locator);
         GatewayService {
@@ -376,7 +371,16 @@ fn pool_settings(config: &Arc<Config>) -> impl Fn(&str) -> PoolSettings + Send +
         reconnect_share: config.pool.reconnect_share,
         connect_timeout: config.pool.connect_timeout,
         idle_timeout: config.pool.idle_timeout,
-        resolve_timeout: Duration::from_secs(3),
+        resolve_timeout: config.resolve_timeout,
+    }
+}
+
+/// The locator client `config` gives: its locators and resolve timeout.
+fn remote_locator_config(config: &Config) -> RemoteLocatorConfig {
+    RemoteLocatorConfig {
+        endpoints: config.locators.clone(),
+        resolve_timeout: config.resolve_timeout,
+        ..RemoteLocatorConfig::default()
     }
 }
 
@@ -498,5 +502,26 @@ impl Standalone {
         }
         self.locator.shutdown().await;
         report
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_resolve_timeout_reaches_the_locator_client_and_every_pool() {
+        let mut config = Config::default();
+        assert_eq!(config.resolve_timeout, Duration::from_secs(2));
+        config.resolve_timeout = Duration::from_millis(750);
+        config.locators = vec![SocketAddr::from(([127, 0, 0, 1], 1))];
+        let locator = remote_locator_config(&config);
+        assert_eq!(locator.resolve_timeout, config.resolve_timeout);
+        assert_eq!(locator.endpoints, config.locators);
+        let config = Arc::new(config);
+        let settings = pool_settings(&config);
+        for service in ["echo", "made-up"] {
+            assert_eq!(settings(service).resolve_timeout, config.resolve_timeout);
+        }
     }
 }

@@ -149,11 +149,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing_subscriber::fmt()
-        .with_max_level(cli.log_level)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::util::SubscriberInitExt;
+        // h2 warns once per hostile HTTP/2 connection (rapid reset, stray
+        // PING acks): a flood of them would flood the log. The gateway logs
+        // those closes itself, rate-limited; h2's errors still show.
+        let quiet_h2 = tracing_subscriber::filter::Targets::new()
+            .with_target("h2", tracing_subscriber::filter::LevelFilter::ERROR)
+            .with_default(tracing_subscriber::filter::LevelFilter::TRACE);
+        tracing_subscriber::fmt()
+            .with_max_level(cli.log_level)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .finish()
+            .with(quiet_h2)
+            .init();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .event_interval(EVENT_INTERVAL)
         .enable_all()

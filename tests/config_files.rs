@@ -50,6 +50,14 @@ fn gateway_example_parses_with_every_key() {
     assert_eq!(config.listen, defaults.listen);
     assert_eq!(config.admin, defaults.admin);
     assert_eq!(config.locators, defaults.locators);
+    assert_eq!(config.resolve_timeout, defaults.resolve_timeout);
+    assert_eq!(config.resolve_timeout, std::time::Duration::from_secs(2));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let shorter = text.replace("resolve_timeout_ms = 2000", "resolve_timeout_ms = 250");
+    assert_eq!(
+        Config::parse(&shorter, &path).unwrap().resolve_timeout,
+        std::time::Duration::from_millis(250)
+    );
     assert_eq!(config.request, defaults.request);
     assert_eq!(config.pool, defaults.pool);
     assert_eq!(config.retry, defaults.retry);
@@ -112,6 +120,8 @@ fn gateway_errors_name_the_file_and_key() {
         ("[pool]\nsize = 300", "pool.size"),
         ("[pool]\njitter = 2.0", "pool.jitter"),
         ("[request]\ntimeout_ms = 0", "request.timeout_ms"),
+        ("resolve_timeout_ms = 0", "resolve_timeout_ms"),
+        ("resolve_timeout_ms = -5", "resolve_timeout_ms"),
         (
             "[request.forward_headers]\nauthorization = \"trace_id\"",
             "request.forward_headers.authorization",

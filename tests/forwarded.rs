@@ -2,7 +2,8 @@
 //! peers (`request.trusted_proxies`), and the client address that results
 //! reaches the app in `X-Real-IP`, whatever the client put there. The
 //! unix-socket listener (for `proxy_pass http://unix:...`) serves the same,
-//! its peers counting as 127.0.0.1.
+//! its peers counting as 127.0.0.1. `X-Client-Subject`, set only from a
+//! verified client certificate, never passes from a client without TLS.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
 
@@ -72,4 +73,37 @@ async fn the_unix_socket_listener_serves_with_its_peer_as_127_0_0_1() {
     assert_eq!(got.status, 200);
     // The local proxy (trusted as 127.0.0.1) reports the client.
     assert_eq!(&got.body[..], b"203.0.113.5");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sent_subject_never_reaches_the_app_without_tls() {
+    let mut config = Config::default();
+    config.pool.size = 1;
+    assert!(config.tls.is_none());
+    let c = support::cluster(
+        "",
+        vec![support::header_echo("subject", "x-client-subject")],
+        config,
+    )
+    .await;
+    for name in ["x-client-subject", "X-Client-Subject"] {
+        let headers = [(name, "CN=admin"), (name, "CN=root")];
+        let got = support::send(c.gateway.addr, "GET", "/subject/http/", &headers, "").await;
+        assert_eq!(got.status, 200);
+        assert_eq!(&got.body[..], b"", "{name} reached the app");
+    }
+    // HTTP/2 the same.
+    let mut sender = support::h2(c.gateway.addr).await;
+    let response = sender
+        .send_request(support::request(
+            "GET",
+            "/subject/http/",
+            &[("x-client-subject", "CN=admin")],
+            "",
+        ))
+        .await
+        .unwrap();
+    let got = support::got(response).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(&got.body[..], b"");
 }

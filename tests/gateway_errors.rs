@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
-use rpcgate::app::{AppBuilder, Response, demo};
+use rpcgate::app::{AppBuilder, HttpRequest, HttpResponse, Response, demo};
 use rpcgate::config::Config;
 use rpcgate::proto::{ErrorCode, RemoteError};
 
@@ -57,6 +57,39 @@ async fn client_errors_are_400_and_404() {
         404,
         "no_route",
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_are_400_and_never_reach_an_app() {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&seen);
+    let app =
+        AppBuilder::new("echo").on_http("http", move |_req: HttpRequest, res: HttpResponse| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                res.respond(200, vec![], "ok").await.ok();
+                Ok(())
+            }
+        });
+    let c = support::cluster("", vec![app], small()).await;
+    let addr = c.gateway.addr;
+    for path in [
+        "/echo/../echo/http/",
+        "/echo/http/../../../config",
+        "/echo/http/%2e%2E/x",
+        "/echo/http/./x?y=1",
+    ] {
+        let got = support::send(addr, "GET", path, &[], "").await;
+        assert_error(&got, 400, "bad_path");
+    }
+    let routed = [("x-cocaine-service", "echo"), ("x-cocaine-event", "http")];
+    let got = support::send(addr, "GET", "/a/%2e./b", &routed, "").await;
+    assert_error(&got, 400, "bad_path");
+    // The same app is reached by a clean path (the responses above came
+    // first, on their own connections).
+    let got = support::send(addr, "GET", "/echo/http/a..b/?p=../x", &[], "").await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    assert_eq!(seen.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -503,44 +503,138 @@ async fn http2_rapid_resets_close_the_connection() {
     assert_eq!(got.status, 200);
 }
 
+/// An app whose requests wait until the client cancels them, telling when
+/// each started and when each was cancelled.
+fn cancelled_only(
+    name: &str,
+) -> (
+    AppBuilder,
+    tokio::sync::mpsc::Receiver<()>,
+    tokio::sync::mpsc::Receiver<()>,
+) {
+    let (started_tx, started) = tokio::sync::mpsc::channel(64);
+    let (cancelled_tx, cancelled) = tokio::sync::mpsc::channel(64);
+    let app =
+        AppBuilder::new(name).on_http("http", move |mut req: HttpRequest, _res: HttpResponse| {
+            let (started, cancelled) = (started_tx.clone(), cancelled_tx.clone());
+            async move {
+                started.send(()).await.ok();
+                req.cancelled().await;
+                cancelled.send(()).await.ok();
+                Ok(())
+            }
+        });
+    (app, started, cancelled)
+}
+
+/// Reads HTTP/2 frames from `read` and sends each one's type and stream.
+fn frames(
+    mut read: impl AsyncReadExt + Unpin + Send + 'static,
+) -> tokio::sync::mpsc::Receiver<(u8, u32)> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            while buf.len() >= 9 {
+                let len =
+                    usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+                if buf.len() < 9 + len {
+                    break;
+                }
+                let stream = u32::from_be_bytes(buf[5..9].try_into().unwrap()) & 0x7fff_ffff;
+                if tx.send((buf[3], stream)).await.is_err() {
+                    return;
+                }
+                buf.drain(..9 + len);
+            }
+            match read.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return,
+            }
+        }
+    });
+    rx
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paced_resets_after_the_app_got_the_request_close_the_connection() {
+    const GOAWAY: u8 = 7;
+    const HEADERS: u8 = 1;
     let mut config = config();
     config.limits.max_premature_resets = 10;
-    let (app, mut started, _release) = held("held");
+    let (app, mut started, mut cancelled) = cancelled_only("held");
     let c = support::cluster("", vec![app], config).await;
     let stream = TcpStream::connect(c.gateway.addr).await.unwrap();
-    let (mut read, mut write) = stream.into_split();
+    let (read, mut write) = stream.into_split();
+    let mut frames = frames(read);
     let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     hello.extend(h2_frame(4, 0, 0, &[]));
     write.write_all(&hello).await.unwrap();
-    let (goaway_tx, mut goaway) = tokio::sync::oneshot::channel();
-    tokio::spawn(async move {
-        goaway_tx.send(goaway_code(&mut read).await).ok();
-    });
     // Each stream is reset only once the app has its request: every one
     // costs a backend request, and none counts as a pending-accept reset.
+    // The next one opens only once the app saw the reset, and so once the
+    // gateway counted it: the count is exact.
     let block = h2_get("/held/http/");
-    let mut resets = 0;
-    for i in 0..40u32 {
-        let id = 1 + 2 * i;
+    let (mut resets, mut id) = (0, 1);
+    // Whether the gateway answered stream `id` itself (only a stream it
+    // refuses is answered: the app answers nothing).
+    let mut answered = false;
+    loop {
+        assert!(resets < 40, "no GOAWAY after {resets} resets");
         write
             .write_all(&h2_frame(1, 0x5, id, &block))
             .await
             .unwrap();
-        tokio::select! {
-            _ = started.recv() => {}
-            _ = &mut goaway => break,
+        let reached = bounded("the app or a GOAWAY", async {
+            loop {
+                tokio::select! {
+                    biased;
+                    frame = frames.recv() => match frame {
+                        Some((GOAWAY, _)) => return false,
+                        Some((HEADERS, stream)) if stream == id => answered = true,
+                        Some((HEADERS, stream)) => panic!("an answer on stream {stream}"),
+                        Some(_) => {}
+                        None => panic!("the connection ended without a GOAWAY"),
+                    },
+                    _ = started.recv() => return true,
+                }
+            }
+        })
+        .await;
+        if !reached {
+            break;
         }
         write
             .write_all(&h2_frame(3, 0, id, &8u32.to_be_bytes()))
             .await
             .unwrap();
+        bounded("the app to see the reset", cancelled.recv()).await;
         resets += 1;
+        id += 2;
     }
     // Past 10 (and more than half of the requests), the connection is told
-    // to go away; one more stream may have crossed the GOAWAY.
-    assert!((11..=12).contains(&resets), "GOAWAY after {resets} resets");
+    // to go away, exactly then.
+    assert_eq!(resets, 11, "GOAWAY after {resets} resets");
+    // The stream opened after that never reached the app: the gateway
+    // answered it itself.
+    while !answered {
+        match bounded(
+            "an answer to the stream opened after the limit",
+            frames.recv(),
+        )
+        .await
+        {
+            Some((HEADERS, stream)) if stream == id => answered = true,
+            Some((HEADERS, stream)) => panic!("an answer on stream {stream}"),
+            Some(_) => {}
+            None => panic!("the connection ended before answering stream {id}"),
+        }
+    }
+    assert!(
+        started.try_recv().is_err(),
+        "a request reached the app after the limit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

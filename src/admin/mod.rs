@@ -1,6 +1,12 @@
 //! The admin listener: owns `/ping`, `/health`, `/ready` (false while
 //! draining), `/metrics` (Prometheus text), `/pools` (each connection's
 //! endpoint, age, in-flight and state) and `/config`. Loopback by default; it has no auth.
+//!
+//! Every endpoint is read-only: only GET and HEAD are served, anything
+//! else is 405. Like the HTTP listener, it closes a connection that takes
+//! longer than `limits.header_timeout` (of the running config) to send a
+//! request head, and it serves at most [`MAX_CONNECTIONS`] connections at
+//! once (accepting pauses at the cap).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,14 +16,19 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::http::Handler;
 use crate::pool::Pools;
+
+/// The most admin connections served at once: plenty for scrapers,
+/// probes and an operator, few enough that a misbehaving client cannot
+/// hold many sockets. Past it, accepting pauses until one closes.
+pub const MAX_CONNECTIONS: usize = 64;
 
 /// What the admin API reads.
 #[derive(Debug)]
@@ -37,24 +48,52 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    while let Some(stream) = crate::listener::accept(&listener, &shutdown, "admin").await {
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    while let Some((stream, _, permit)) =
+        crate::listener::accept_limited(&listener, &shutdown, "admin", &connections).await
+    {
         let state = Arc::clone(&state);
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
+            let header_timeout = state.handler.config().limits.header_timeout;
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let state = Arc::clone(&state);
-                async move { Ok::<_, Infallible>(route(request.uri().path(), &state)) }
+                async move {
+                    Ok::<_, Infallible>(route(request.method(), request.uri().path(), &state))
+                }
             });
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .serve_connection(TokioIo::new(stream), service);
             tokio::select! {
                 _ = connection => {}
                 () = shutdown.cancelled() => {}
             }
+            drop(permit);
         });
     }
 }
 
-fn route(path: &str, state: &AdminState) -> Response<Full<Bytes>> {
+/// The methods every admin endpoint serves.
+const ALLOWED: &str = "GET, HEAD";
+
+fn route(method: &Method, path: &str, state: &AdminState) -> Response<Full<Bytes>> {
+    let known = matches!(
+        path,
+        "/ping" | "/health" | "/ready" | "/pools" | "/metrics" | "/config"
+    );
+    if known && !matches!(*method, Method::GET | Method::HEAD) {
+        let mut response = json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            &serde_json::json!({"error": format!("method {method} not allowed; use {ALLOWED}")}),
+        );
+        response.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static(ALLOWED),
+        );
+        return response;
+    }
     match path {
         "/ping" => text(StatusCode::OK, "pong\n"),
         "/health" => json(StatusCode::OK, &serde_json::json!({"status": "ok"})),

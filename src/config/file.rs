@@ -17,6 +17,7 @@ struct File {
     listen_unix: Option<String>,
     admin: Option<String>,
     locators: Option<Vec<String>>,
+    resolve_timeout_ms: Option<i64>,
     access_log: Option<bool>,
     proxy_protocol: Option<bool>,
     shutdown_timeout_ms: Option<i64>,
@@ -212,6 +213,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         let base = c.file.parent().unwrap_or(Path::new("."));
         config.listen_unix = Some(base.join(v));
+    }
+    if let Some(v) = raw.resolve_timeout_ms {
+        config.resolve_timeout = c.ms("resolve_timeout_ms", v, 1, MAX_MS)?;
     }
     if let Some(v) = raw.shutdown_timeout_ms {
         config.shutdown_timeout = c.ms("shutdown_timeout_ms", v, 0, MAX_MS)?;

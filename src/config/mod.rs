@@ -21,6 +21,9 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// Locator endpoints, tried in order.
     pub locators: Vec<SocketAddr>,
+    /// The limit on resolving a service name through the locators
+    /// (connect included), for the locator client and each pool.
+    pub resolve_timeout: Duration,
     /// Request handling defaults.
     pub request: RequestConfig,
     /// Pool defaults.
@@ -310,6 +313,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             locators: vec![SocketAddr::from(([127, 0, 0, 1], 10053))],
+            resolve_timeout: Duration::from_secs(2),
             tls: None,
             proxy_protocol: false,
             listen_unix: None,
@@ -366,6 +370,10 @@ impl Config {
         differs("listen", self.listen != new.listen);
         differs("admin", self.admin != new.admin);
         differs("locators", self.locators != new.locators);
+        differs(
+            "resolve_timeout_ms",
+            self.resolve_timeout != new.resolve_timeout,
+        );
         differs("listen_unix", self.listen_unix != new.listen_unix);
         differs("proxy_protocol", self.proxy_protocol != new.proxy_protocol);
         match (&self.tls, &new.tls) {

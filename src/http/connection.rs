@@ -31,7 +31,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::body::Guarded;
-use super::{ClientAddr, Handler, X_REAL_IP, client_addr};
+use super::log_limit::LogLimit;
+use super::{ClientAddr, GatewayError, Handler, X_REAL_IP, client_addr};
 use crate::config::LimitsConfig;
 use crate::prefixed::Prefixed;
 
@@ -49,12 +50,17 @@ const HYPER_MAX_HEADERS: usize = 100;
 /// A parked connection reads its next bytes into this much.
 const PARKED_READ: usize = 64;
 
+/// The WARN line for a connection closed for rapid reset (either kind):
+/// one a second at most, with the count of those held back, so a flood of
+/// hostile connections cannot flood the log.
+static RAPID_RESET_LOG: LogLimit = LogLimit::new(Duration::from_secs(1));
+
 /// Serves one client connection (HTTP/1.1 or HTTP/2, plain or after a TLS
 /// handshake) until it ends, or closes it gracefully on `shutdown`.
 /// `client_subject` is the verified client certificate's subject (mTLS):
-/// it replaces whatever the client sent in the configured header, which is
-/// removed from every request when TLS is configured, so a client can
-/// never forge it.
+/// it replaces whatever the client sent in the configured header
+/// (`x-client-subject` without a `[tls]` section), which is removed from
+/// every request, so a client can never forge it.
 pub async fn serve_connection<I>(
     io: I,
     peer: Option<SocketAddr>,
@@ -114,7 +120,35 @@ pub(crate) async fn serve_prefixed<I>(
         if e.is_parse_too_large() {
             crate::metrics::limit_hit("header_size");
         }
-        tracing::debug!(error = %e, "http connection ended");
+        if is_excessive_load(&e) {
+            // HTTP/2 streams reset before they were processed, past
+            // `limits.h2_max_pending_resets` (h2 closed it with GOAWAY).
+            crate::metrics::limit_hit("h2_pending_resets");
+            log_rapid_reset(peer, "resets streams before they are processed");
+        }
+        tracing::debug!(error = ?e, "http connection ended");
+    }
+}
+
+/// Whether a connection ended on HTTP/2's `ENHANCE_YOUR_CALM`, which h2
+/// sends (and ends with) when a client resets streams, or makes it reset
+/// them, faster than its limits allow: rapid reset. hyper has no accessor
+/// for the reason, and h2 is not a direct dependency, so its name in the
+/// error's debug text is what tells.
+fn is_excessive_load(error: &hyper::Error) -> bool {
+    format!("{error:?}").contains("ENHANCE_YOUR_CALM")
+}
+
+/// Logs a connection closed for rapid reset, at most once a second (see
+/// [`RAPID_RESET_LOG`]). `what` says what its client does.
+fn log_rapid_reset(peer: Option<SocketAddr>, what: &str) {
+    if let Some(suppressed) = RAPID_RESET_LOG.allow() {
+        tracing::warn!(
+            peer = ?peer,
+            suppressed,
+            "closing a connection whose client {what} (rapid reset); \
+             `suppressed` more like it since the last such line"
+        );
     }
 }
 
@@ -426,7 +460,10 @@ async fn drive<C: Serving>(
             Event::Abused => {
                 // Rapid reset paced to dodge the HTTP/2 pending-reset limit.
                 crate::metrics::limit_hit("premature_resets");
-                tracing::debug!(peer = ?w.peer, "closing a connection whose client cancels most requests");
+                log_rapid_reset(
+                    w.peer,
+                    "cancels most of its requests after they reached the app",
+                );
                 return finish(connection, w).await;
             }
             Event::Check => {
@@ -561,13 +598,26 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let handler = Arc::clone(&self.handler);
+        if self.activity.is_abusive() {
+            // Told to go away for rapid reset: what it still sends (HTTP/2
+            // accepts streams until the client acknowledges the GOAWAY, and
+            // a hostile one never does) is answered here, never dispatched.
+            let busy = Busy::new(&self.activity, &handler.busy);
+            let response = GatewayError::ConnectionClosing.into_response(rand::random());
+            return Box::pin(std::future::ready(Ok(
+                response.map(|body| body.with_guard(busy))
+            )));
+        }
         // One settings snapshot for the whole request, this step included.
         let settings = handler.settings();
-        if let Some(name) = &handler.subject_header {
-            request.headers_mut().remove(name);
-            if let Some(subject) = &self.client_subject {
-                request.headers_mut().insert(name.clone(), subject.clone());
-            }
+        // Whatever the client sent there goes, TLS configured or not: only
+        // a verified certificate sets it.
+        let subject_header = &handler.subject_header;
+        request.headers_mut().remove(subject_header);
+        if let Some(subject) = &self.client_subject {
+            request
+                .headers_mut()
+                .insert(subject_header.clone(), subject.clone());
         }
         if let Some(peer) = self.peer {
             // The client as far as trusted proxies tell; the app sees it in
@@ -594,7 +644,14 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         // The synchronous step now, before hyper reads ahead (see `begin`).
         let begun = handler.begin(&settings, request);
         Box::pin(async move {
-            let response = handler.finish(&settings, begun).await;
+            let finishing = handler.finish(&settings, begun);
+            tokio::pin!(finishing);
+            // Declared after the request's future, so dropped before it
+            // when the client cancels: the cancellation is counted (and the
+            // connection found abusive) before the backend channel is
+            // cancelled, which the app may see at once.
+            let unanswered = unanswered;
+            let response = finishing.await;
             unanswered.answered();
             // Busy until the body is sent too.
             Ok::<_, Infallible>(response.map(|body| body.with_guard(busy)))
@@ -616,6 +673,9 @@ struct Activity {
     first: tokio::sync::Notify,
     premature: AtomicUsize,
     max_premature: usize,
+    /// Set (before `abused` is notified) once cancellations passed the
+    /// limit: the connection's later requests are refused.
+    abusive: std::sync::atomic::AtomicBool,
     /// Wakes the connection when cancellations pass the limit.
     abused: tokio::sync::Notify,
 }
@@ -629,8 +689,14 @@ impl Activity {
             first: tokio::sync::Notify::new(),
             premature: AtomicUsize::new(0),
             max_premature,
+            abusive: std::sync::atomic::AtomicBool::new(false),
             abused: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Whether its client cancelled too many requests (see [`Unanswered`]).
+    fn is_abusive(&self) -> bool {
+        self.abusive.load(Ordering::Acquire)
     }
 
     fn ever_busy(&self) -> bool {
@@ -711,6 +777,7 @@ impl Drop for Unanswered {
         if premature > activity.max_premature
             && premature * 2 > activity.started.load(Ordering::Acquire)
         {
+            activity.abusive.store(true, Ordering::Release);
             activity.abused.notify_one();
         }
     }

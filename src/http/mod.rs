@@ -6,6 +6,7 @@
 mod body;
 mod client_addr;
 mod connection;
+mod log_limit;
 pub mod response;
 
 use std::collections::HashMap;
@@ -50,8 +51,10 @@ pub struct Handler {
     settings: std::sync::RwLock<Arc<Settings>>,
     pools: Arc<Pools>,
     metrics: crate::metrics::RequestMetrics,
-    /// The header that carries a verified client subject (TLS configured).
-    subject_header: Option<HeaderName>,
+    /// The header that carries a verified client subject (mTLS): removed
+    /// from every request, TLS configured or not, and set only from a
+    /// verified certificate.
+    subject_header: HeaderName,
     /// Requests in flight, for `limits.max_in_flight`.
     in_flight: Arc<AtomicUsize>,
     /// Cancelled when a shutdown's deadline passes: open connections are
@@ -138,7 +141,8 @@ impl Handler {
             subject_header: config
                 .tls
                 .as_ref()
-                .and_then(|t| HeaderName::from_bytes(t.client_subject_header.as_bytes()).ok()),
+                .and_then(|t| HeaderName::from_bytes(t.client_subject_header.as_bytes()).ok())
+                .unwrap_or(X_CLIENT_SUBJECT),
             settings: std::sync::RwLock::new(Arc::new(Settings::new(config, None))),
             pools,
             metrics: crate::metrics::RequestMetrics::new(),
@@ -616,6 +620,10 @@ struct AccessLine {
 
 /// The header that carries the client address to the app.
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// The client-subject header when no `[tls]` section names one (the
+/// default of `tls.client_subject_header`).
+const X_CLIENT_SUBJECT: HeaderName = HeaderName::from_static("x-client-subject");
 
 /// The client address of a request (see [`client_addr`]), in its extensions.
 #[derive(Debug, Clone, Copy)]

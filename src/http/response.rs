@@ -34,18 +34,24 @@ pub enum GatewayError {
     /// once, 503 + `Retry-After`.
     #[error("too many requests in flight {0}; try again shortly")]
     Shed(&'static str),
+    /// The request came on a connection being closed because its client
+    /// cancelled most of its requests (rapid reset): not dispatched (503).
+    #[error("this connection is closing: its client cancelled most of its requests")]
+    ConnectionClosing,
 }
 
 impl GatewayError {
     /// The status, and a short machine-readable kind.
     pub fn status(&self) -> (StatusCode, &'static str) {
         match self {
+            Self::Route(RouteError::DotSegment) => (StatusCode::BAD_REQUEST, "bad_path"),
             Self::Route(e) if e.is_bad_request() => (StatusCode::BAD_REQUEST, "bad_route"),
             Self::Route(_) => (StatusCode::NOT_FOUND, "no_route"),
             Self::RequestId(_) => (StatusCode::BAD_REQUEST, "bad_request_id"),
             Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::Body(_) => (StatusCode::BAD_REQUEST, "bad_body"),
             Self::Shed(_) => (StatusCode::SERVICE_UNAVAILABLE, "shed"),
+            Self::ConnectionClosing => (StatusCode::SERVICE_UNAVAILABLE, "connection_closing"),
             Self::Dispatch(e) => match e {
                 DispatchError::NotFound(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "service_not_found")

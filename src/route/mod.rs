@@ -10,6 +10,10 @@
 //!    the prefix optionally stripped.
 //!
 //! No match is a 404.
+//!
+//! Before any of these, a path with a `.` or `..` segment (also written
+//! `%2e`) is refused with 400: it is neither normalised nor passed on, so
+//! no service, event or app ever sees one.
 
 use hyper::header::{HeaderMap, HeaderName};
 
@@ -40,13 +44,16 @@ pub enum RouteError {
     /// Nothing matched (404).
     #[error("no route for this request")]
     NoMatch,
+    /// The path has a `.` or `..` segment, plain or percent-encoded (400).
+    #[error("the request path has a `.` or `..` segment")]
+    DotSegment,
 }
 
 impl RouteError {
     /// Whether the client sent a malformed request (400) rather than one
     /// nothing serves (404).
     pub fn is_bad_request(&self) -> bool {
-        matches!(self, Self::OneHeader)
+        matches!(self, Self::OneHeader | Self::DotSegment)
     }
 }
 
@@ -60,6 +67,12 @@ pub fn route(
     headers: &HeaderMap,
     routes: &[RouteConfig],
 ) -> Result<Target, RouteError> {
+    let path = path_and_query
+        .split_once('?')
+        .map_or(path_and_query, |(path, _)| path);
+    if path.split('/').any(is_dot_segment) {
+        return Err(RouteError::DotSegment);
+    }
     let service = headers
         .get(X_COCAINE_SERVICE)
         .map(|v| v.to_str().unwrap_or(""));
@@ -84,6 +97,22 @@ pub fn route(
         return Ok(target);
     }
     by_config(path_and_query, host, routes).ok_or(RouteError::NoMatch)
+}
+
+/// Whether a path segment is `.` or `..`, with any of its dots written
+/// `%2e` or `%2E` (RFC 3986 §6.2.2.2: they are the same segment).
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', tail @ ..] => tail,
+            [b'%', b'2', b'e' | b'E', tail @ ..] => tail,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    matches!(dots, 1 | 2)
 }
 
 /// `/([^/]*)/([^/?]*)(.*)` without a regex engine.
@@ -171,6 +200,43 @@ mod tests {
         assert_eq!(path("/ping"), Err(RouteError::NoMatch));
         assert_eq!(path("//http/x"), Err(RouteError::EmptyName));
         assert_eq!(path("/echo//x"), Err(RouteError::EmptyName));
+    }
+
+    #[test]
+    fn dot_segments_are_refused_in_any_spelling() {
+        for bad in [
+            "/hello/../echo/http/",
+            "/hello/http/../../../config",
+            "/hello/http/./x",
+            "/./hello/http/",
+            "/hello/http/..",
+            "/hello/http/.",
+            "/hello/http/%2e%2e/x",
+            "/hello/http/%2E./x",
+            "/hello/http/.%2e?x=1",
+            "/hello/%2e/x",
+        ] {
+            assert_eq!(path(bad), Err(RouteError::DotSegment), "{bad}");
+        }
+        assert!(RouteError::DotSegment.is_bad_request());
+        // Also when the headers route: the app would see the path.
+        let mut h = HeaderMap::new();
+        h.insert("x-cocaine-service", HeaderValue::from_static("svc"));
+        h.insert("x-cocaine-event", HeaderValue::from_static("ev"));
+        assert_eq!(route("/a/../b", None, &h, &[]), Err(RouteError::DotSegment));
+    }
+
+    #[test]
+    fn dots_that_are_not_whole_segments_are_fine() {
+        assert_eq!(
+            path("/echo/http/a.b/...//.x/x./%2e%2e%2e/%2ex"),
+            Ok(target("echo", "http", "/a.b/...//.x/x./%2e%2e%2e/%2ex"))
+        );
+        // The query is not a path: dots there are the app's business.
+        assert_eq!(
+            path("/echo/http/?p=../../x&q=./"),
+            Ok(target("echo", "http", "/?p=../../x&q=./"))
+        );
     }
 
     #[test]
