@@ -43,7 +43,10 @@ impl OutlierSettings {
     }
 }
 
-/// One pool's health as outlier detection sees it.
+/// One pool's health as outlier detection sees it. Failures are backend
+/// failures: a connect refused or timed out, a connection lost or closed
+/// right after connecting, a protocol violation, the app "not running" or
+/// "stopped". The app's own answers count as successes.
 #[derive(Debug, Default)]
 pub struct Health {
     consecutive: AtomicU32,
