@@ -1,6 +1,7 @@
 //! The pool maintainer: owns keeping one pool at its size, replacing expired
 //! or stale connections at most the reconnect cap at a time, replacing dead
-//! ones with backoff, and refreshing group pools on routing changes.
+//! ones with backoff; and following the routing groups (applying each new
+//! set of rings to the groups' members and schedules).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

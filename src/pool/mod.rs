@@ -1,7 +1,8 @@
 //! Connection pools: owns, per virtual service, a fixed number of
 //! multiplexed backend connections, each resolved through the [`Locator`]
 //! when it connects; their refresh by jittered lifespan with a cap on
-//! simultaneous reconnects; rolling refresh when a routing group changes;
+//! simultaneous reconnects; routing groups (a pool per member, the member
+//! chosen per request by weight or sticky key, slow start, ejection);
 //! replacing dead connections with backoff; and choosing a connection per
 //! request (least in flight of two random picks, fresh ones first).
 //!
