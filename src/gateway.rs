@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState};
 use crate::app::{RunningApp, demo};
 use crate::config::{Config, TlsConfig};
+use crate::dispatch::Dispatcher;
 use crate::http::{self, Handler};
 use crate::locator::{Locator, LocatorConfig, RemoteLocator, RemoteLocatorConfig, RunningLocator};
 use crate::pool::{GroupSettings, OutlierSettings, PoolSettings, Pools};
@@ -83,7 +84,10 @@ impl RunningGateway {
         };
         let config = Arc::new(config);
         let pools = pools_for(&config, locator);
-        let handler = Arc::new(Handler::new(Arc::clone(&config), Arc::clone(&pools)));
+        let handler = Arc::new(Handler::new(
+            Arc::clone(&config),
+            Dispatcher::new(Arc::clone(&pools)),
+        ));
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let addr = listener.local_addr()?;
@@ -355,7 +359,7 @@ impl GatewayBuilder {
         let config = Arc::new(self.config);
         let pools = pools_for(&config, locator);
         GatewayService {
-            handler: Arc::new(Handler::new(config, Arc::clone(&pools))),
+            handler: Arc::new(Handler::new(config, Dispatcher::new(Arc::clone(&pools)))),
             pools,
         }
     }

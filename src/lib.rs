@@ -16,10 +16,12 @@
 //! - [`http`]: listeners, HTTP/1.1 + h2c serving, the single error → status
 //!   mapping ([`http::response`]).
 //! - [`route`]: request head → virtual service, event and uri. Pure.
-//! - [`dispatch`]: packing, deadlines, safe retries, cancellation, the
-//!   streamed reply body.
+//! - [`dispatch`]: the [`dispatch::Dispatcher`]: admission, deadlines,
+//!   packing, the member choice of routing groups, safe retries,
+//!   cancellation, the streamed reply body.
 //! - [`pool`]: per-service pools of multiplexed connections, refreshed on a
-//!   schedule and on routing changes.
+//!   schedule; routing groups (a pool per member, weights, slow start,
+//!   outlier ejection).
 //! - [`config`]: the gateway's TOML config, validated.
 //! - [`listener`]: the accept step all listeners share.
 //! - [`cidr`]: address blocks (trusted proxies), shared by `config` and `http`.

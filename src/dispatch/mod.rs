@@ -1,13 +1,16 @@
 //! Dispatch: owns turning a routed request into an `enqueue` stream and its
-//! reply into an HTTP response head and body stream: packing (PROTOCOL.md
-//! §5.2, §5.3), the deadline, the safe-retry rule (DESIGN.md §3.4) with a
-//! retry budget, and cancellation (`error [[7, 3]]`) when the client goes
-//! away or the deadline passes.
+//! reply into an HTTP response head and body stream: admission (load
+//! shedding) and the deadline ([`Dispatcher::admit`]), packing (PROTOCOL.md
+//! §5.2, §5.3), the member choice of a routing group, the safe-retry rule
+//! (DESIGN.md §3.4) with a retry budget, outlier reports, and cancellation
+//! (`error [[7, 3]]`) when the client goes away or the deadline passes.
+//! The HTTP side holds a [`Dispatcher`], never the pools.
 //!
 //! Our side of the channel stays open until the reply ends, so that a
 //! cancel is still possible; the app gets `close` once its reply is
 //! complete (see [`crate::mux::ChannelSender::close_on_drop`]).
 
+mod admission;
 mod body;
 mod pack;
 
@@ -19,12 +22,14 @@ use bytes::Bytes;
 use rand::Rng;
 use tokio::time::Instant;
 
+pub use self::admission::{Policy, Ticket};
 pub use self::body::{BodyAborted, ReplyBody};
 pub use self::pack::{BadRequestId, PackedRequest, TraceDecision, pack_request};
 use crate::mux::{ChannelError, Invocation};
-use crate::pool::{Choice, Group, PoolError, Pools};
+use crate::pool::{Choice, PoolError, Pools};
 use crate::proto::http::ResponseMeta;
-use crate::proto::{Args, Message, RemoteError, StreamEvent};
+use crate::proto::msgpack::MsgpackError;
+use crate::proto::{Args, Message, MessageError, RemoteError, StreamEvent};
 
 /// Why a request could not be answered by the app. Each says who failed;
 /// the single HTTP mapping lives in `http::response`.
@@ -35,7 +40,7 @@ pub enum DispatchError {
     NotFound(String),
     /// No backend connection before the deadline (503).
     #[error("{0}")]
-    NoConnection(String),
+    NoConnection(#[source] PoolError),
     /// Every attempt was refused as "queue full" or equivalent (503 +
     /// Retry-After).
     #[error("the app is overloaded after {attempts} attempts: {last}")]
@@ -50,7 +55,16 @@ pub enum DispatchError {
     Deadline(Duration),
     /// The backend broke the protocol before the response head (502).
     #[error("bad gateway: {0}")]
-    BadGateway(String),
+    Protocol(&'static str),
+    /// The app's response meta could not be read (502).
+    #[error("bad gateway: the app's response meta is malformed")]
+    BadMeta(#[source] MsgpackError),
+    /// A frame on the request's channel did not fit its protocol (502).
+    #[error("bad gateway: a malformed frame on the request's channel")]
+    BadFrame(#[source] MessageError),
+    /// The app sent a status that is not an HTTP status (502).
+    #[error("bad gateway: the app sent status {0}")]
+    BadStatus(u16),
     /// The backend connection failed under the request before the
     /// response head: lost, refused, or a message it could not carry (502).
     #[error("bad gateway: {0}")]
@@ -58,6 +72,10 @@ pub enum DispatchError {
     /// The app answered with an error (500).
     #[error("app error {0}")]
     App(RemoteError),
+    /// Too many requests in flight (at the gateway or for the service):
+    /// refused at once (503 + `Retry-After`).
+    #[error("too many requests in flight {0}; try again shortly")]
+    Shed(&'static str),
     /// The gateway is shutting down (503).
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -144,21 +162,8 @@ pub struct Reply {
     pub attempts: u32,
 }
 
-/// Where a request goes: a virtual service (an app or a routing group),
-/// and for a group, the ring point of its sticky key.
-#[derive(Debug, Clone)]
-pub struct Destination<'a> {
-    /// The virtual service.
-    pub service: &'a str,
-    /// The routing group of that name ([`Pools::group`]), if it is one;
-    /// `None` for a plain app.
-    pub group: Option<Arc<Group>>,
-    /// `X-Cocaine-Sticky`'s point on the continuum
-    /// ([`crate::locator::continuum::seed_point`]), if the request has one.
-    pub sticky: Option<u32>,
-}
-
-/// What [`dispatch`] came to, and which member served (or failed) it.
+/// What [`Dispatcher::send`] came to, and which member served (or failed)
+/// it.
 #[derive(Debug)]
 pub struct Outcome {
     /// The reply, or why there is none.
@@ -168,29 +173,61 @@ pub struct Outcome {
     pub member: Option<Arc<str>>,
 }
 
-/// Sends `request` to `to` and waits for the response head until
-/// `deadline`, which is `timeout` (as reported in errors) after the start.
-///
-/// For a routing group, each attempt picks a member (by weight, or by the
-/// sticky key's point on the ring), passing over members that are ejected,
-/// not connected, or (for a retry) the one that just refused. Each
-/// attempt's outcome feeds the member's outlier detection.
-///
-/// # Cancel safety
-///
-/// Cancel safe: dropping the future drops the channel, which sends
-/// `error [[7, 3]]` to the app if the request was sent.
-pub async fn dispatch(
-    pools: &Arc<Pools>,
-    retry: &Retry,
-    to: Destination<'_>,
-    request: &PackedRequest,
-    deadline: Instant,
-    timeout: Duration,
-) -> Outcome {
-    let mut member = None;
-    let result = send(pools, retry, to, request, deadline, timeout, &mut member).await;
-    Outcome { result, member }
+/// Turns routed requests into replies: admission (see [`Dispatcher::admit`]),
+/// the member choice, retries under the deadline, and outlier reports. It
+/// holds the pools; the HTTP side holds only a dispatcher.
+#[derive(Debug)]
+pub struct Dispatcher {
+    pools: Arc<Pools>,
+    /// Requests in flight, for `limits.max_in_flight`.
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Dispatcher {
+    /// A dispatcher over `pools`.
+    pub fn new(pools: Arc<Pools>) -> Self {
+        Self {
+            pools,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// The pools it sends through.
+    pub fn pools(&self) -> &Arc<Pools> {
+        &self.pools
+    }
+
+    /// Sends an admitted request to `service` and waits for the response
+    /// head until the ticket's deadline.
+    ///
+    /// For a routing group, each attempt picks a member (by weight, or by
+    /// the sticky key's point on the ring), passing over members that are
+    /// ejected, not connected, or (for a retry) the one that just refused.
+    /// Each attempt's outcome feeds the member's outlier detection.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the channel, which sends
+    /// `error [[7, 3]]` to the app if the request was sent.
+    pub async fn send(
+        &self,
+        policy: &Policy,
+        service: &str,
+        ticket: &Ticket,
+        request: &PackedRequest,
+    ) -> Outcome {
+        let mut member = None;
+        let result = attempts(
+            &self.pools,
+            policy.retry(),
+            service,
+            ticket,
+            request,
+            &mut member,
+        )
+        .await;
+        Outcome { result, member }
+    }
 }
 
 /// How many times a request chooses again because the member it chose
@@ -200,9 +237,7 @@ const MAX_RECHOICES: u32 = 8;
 fn pool_error(e: PoolError) -> DispatchError {
     match e {
         PoolError::NotFound(name) => DispatchError::NotFound(name),
-        PoolError::NoConnection { .. } | PoolError::Left(_) => {
-            DispatchError::NoConnection(e.to_string())
-        }
+        PoolError::NoConnection { .. } | PoolError::Left(_) => DispatchError::NoConnection(e),
         PoolError::ShuttingDown => DispatchError::ShuttingDown,
     }
 }
@@ -212,7 +247,11 @@ fn pool_error(e: PoolError) -> DispatchError {
 /// app not running. The app's own answers are not.
 fn is_backend_failure(error: &DispatchError) -> bool {
     match error {
-        DispatchError::BadGateway(_) | DispatchError::Channel(_) => true,
+        DispatchError::Protocol(_)
+        | DispatchError::BadMeta(_)
+        | DispatchError::BadFrame(_)
+        | DispatchError::BadStatus(_)
+        | DispatchError::Channel(_) => true,
         DispatchError::App(e) => {
             e.code == crate::proto::ErrorCode::NOT_RUNNING
                 || e.code == crate::proto::ErrorCode::APP_STOPPED
@@ -221,22 +260,21 @@ fn is_backend_failure(error: &DispatchError) -> bool {
     }
 }
 
-async fn send(
+async fn attempts(
     pools: &Arc<Pools>,
     retry: &Retry,
-    to: Destination<'_>,
+    service: &str,
+    ticket: &Ticket,
     request: &PackedRequest,
-    deadline: Instant,
-    timeout: Duration,
     member: &mut Option<Arc<str>>,
 ) -> Result<Reply, DispatchError> {
     let _in_flight = InFlight::new(retry);
-    let mut group = to.group;
+    let mut group = ticket.group.clone();
     let mut plain = match group {
         Some(_) => None,
-        None => Some(pools.get(to.service)),
+        None => Some(pools.get(service)),
     };
-    let total = timeout;
+    let (deadline, total) = (ticket.deadline(), ticket.timeout());
     let mut attempt = 0;
     let mut rechoices = 0;
     let mut exclude: Option<Arc<str>> = None;
@@ -251,17 +289,17 @@ async fn send(
                 Err(PoolError::Left(_)) if rechoices < MAX_RECHOICES => {
                     rechoices += 1;
                     attempt -= 1;
-                    group = pools.group(to.service);
+                    group = pools.group(service);
                     plain = match group {
                         Some(_) => None,
-                        None => Some(pools.get(to.service)),
+                        None => Some(pools.get(service)),
                     };
                     continue;
                 }
                 Err(e) => return Err(pool_error(e)),
             },
-            (None, Some(group)) => match group.choose(to.sticky, exclude.as_deref()) {
-                None => return Err(DispatchError::NotFound(to.service.to_owned())),
+            (None, Some(group)) => match group.choose(ticket.sticky, exclude.as_deref()) {
+                None => return Err(DispatchError::NotFound(service.to_owned())),
                 Some(Choice::Ready(chosen, handle)) => (handle, Arc::clone(chosen.pool())),
                 Some(Choice::Wait(chosen)) => {
                     *member = Some(Arc::clone(chosen.name()));
@@ -276,7 +314,7 @@ async fn send(
                     }
                 }
             },
-            (None, None) => return Err(DispatchError::NotFound(to.service.to_owned())),
+            (None, None) => return Err(DispatchError::NotFound(service.to_owned())),
         };
         *member = Some(Arc::clone(pool.label()));
         // A retry tells the app what is left of the deadline, not the
@@ -334,7 +372,7 @@ async fn send(
         }
         metrics::counter!(
             crate::metrics::RETRIES,
-            crate::metrics::SERVICE => to.service.to_owned(),
+            crate::metrics::SERVICE => service.to_owned(),
             crate::metrics::MEMBER => pool.label().to_string()
         )
         .increment(1);
@@ -377,16 +415,15 @@ async fn attempt_once(
         Some(Ok(frame)) => frame,
         Some(Err(e)) => return Err(lost(e)),
         None => {
-            return Err(Attempt::Failed(DispatchError::BadGateway(
-                "channel ended".into(),
+            return Err(Attempt::Failed(DispatchError::Protocol(
+                "the request's channel ended without a reply",
             )));
         }
     };
     match frame.stream_event() {
         Ok(StreamEvent::Write(chunk)) => {
-            let meta = ResponseMeta::decode(&chunk).map_err(|e| {
-                Attempt::Failed(DispatchError::BadGateway(format!("bad response meta: {e}")))
-            })?;
+            let meta = ResponseMeta::decode(&chunk)
+                .map_err(|e| Attempt::Failed(DispatchError::BadMeta(e)))?;
             let proto11 = meta.headers.iter().any(|(n, v)| {
                 n.eq_ignore_ascii_case(b"x-cocaine-http-proto-version") && &v[..] == b"1.1"
             });
@@ -412,13 +449,11 @@ async fn attempt_once(
         }
         Ok(StreamEvent::Close) => {
             sender.close_on_drop();
-            Err(Attempt::Failed(DispatchError::BadGateway(
-                "the app closed the stream before sending the response meta".into(),
+            Err(Attempt::Failed(DispatchError::Protocol(
+                "the app closed the stream before sending the response meta",
             )))
         }
-        Err(e) => Err(Attempt::Failed(DispatchError::BadGateway(format!(
-            "bad frame: {e}"
-        )))),
+        Err(e) => Err(Attempt::Failed(DispatchError::BadFrame(e))),
     }
 }
 

@@ -9,9 +9,8 @@ mod connection;
 mod log_limit;
 pub mod response;
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,8 +28,7 @@ pub use self::connection::serve_connection;
 pub use self::response::GatewayError;
 pub use crate::cidr::Cidr;
 use crate::config::Config;
-use crate::dispatch::{self, Retry, TraceDecision, pack_request};
-use crate::pool::Pools;
+use crate::dispatch::{self, Dispatcher, Policy, Ticket, TraceDecision, pack_request};
 use crate::route;
 
 /// Headers that describe one hop and are never copied from the app.
@@ -49,14 +47,12 @@ const HOP_BY_HOP: [&str; 7] = [
 pub struct Handler {
     /// What requests read from the config; a reload swaps it whole.
     settings: std::sync::RwLock<Arc<Settings>>,
-    pools: Arc<Pools>,
+    dispatcher: Dispatcher,
     metrics: crate::metrics::RequestMetrics,
     /// The header that carries a verified client subject (mTLS): removed
     /// from every request, TLS configured or not, and set only from a
     /// verified certificate.
     subject_header: HeaderName,
-    /// Requests in flight, for `limits.max_in_flight`.
-    in_flight: Arc<AtomicUsize>,
     /// Cancelled when a shutdown's deadline passes: open connections are
     /// dropped at once.
     pub(crate) cut: CancellationToken,
@@ -71,72 +67,23 @@ pub struct Handler {
 #[derive(Debug)]
 struct Settings {
     config: Arc<Config>,
-    retry: Arc<Retry>,
-    /// Per service with a `max_in_flight`: the limit and the count.
-    service_in_flight: HashMap<String, (usize, Arc<AtomicUsize>)>,
-    /// The header whose value picks a group member on the continuum.
-    sticky_header: HeaderName,
+    /// Admission, deadlines and retries of this config.
+    policy: Policy,
 }
 
 impl Settings {
-    /// Settings for `config`, keeping `previous`' counters (in-flight
-    /// counts per service, the retry budget) where they still apply, so
-    /// requests in flight across a reload stay counted.
+    /// Settings for `config`, keeping `previous`' counters where they still
+    /// apply (see [`Policy::new`]).
     fn new(config: Arc<Config>, previous: Option<&Self>) -> Self {
-        let r = &config.retry;
-        let retry = match previous {
-            Some(p) if p.config.retry == *r => Arc::clone(&p.retry),
-            _ => Arc::new(Retry::new(
-                r.attempts,
-                r.budget_share,
-                r.budget_floor,
-                r.backoff,
-            )),
-        };
-        let service_in_flight = config
-            .services
-            .iter()
-            .filter_map(|(name, s)| {
-                let counter = previous
-                    .and_then(|p| p.service_in_flight.get(name))
-                    .map_or_else(Arc::default, |(_, c)| Arc::clone(c));
-                Some((name.clone(), (s.max_in_flight?, counter)))
-            })
-            .collect();
-        let sticky_header = HeaderName::from_bytes(config.request.sticky_header.as_bytes())
-            .unwrap_or(X_COCAINE_STICKY);
-        Self {
-            config,
-            retry,
-            service_in_flight,
-            sticky_header,
-        }
-    }
-}
-
-/// One request counted against a limit until dropped.
-struct Slot(Arc<AtomicUsize>);
-
-impl Slot {
-    /// A slot if fewer than `limit` are taken.
-    fn take(counter: &Arc<AtomicUsize>, limit: usize) -> Option<Self> {
-        if counter.fetch_add(1, Ordering::AcqRel) >= limit {
-            counter.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(Self(Arc::clone(counter)))
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        let policy = Policy::new(Arc::clone(&config), previous.map(|p| &p.policy));
+        Self { config, policy }
     }
 }
 
 impl Handler {
-    /// A handler over `pools` with `config`'s request and retry settings.
-    pub fn new(config: Arc<Config>, pools: Arc<Pools>) -> Self {
+    /// A handler sending through `dispatcher`, with `config`'s request,
+    /// limit and retry settings.
+    pub fn new(config: Arc<Config>, dispatcher: Dispatcher) -> Self {
         Self {
             subject_header: config
                 .tls
@@ -144,9 +91,8 @@ impl Handler {
                 .and_then(|t| HeaderName::from_bytes(t.client_subject_header.as_bytes()).ok())
                 .unwrap_or(X_CLIENT_SUBJECT),
             settings: std::sync::RwLock::new(Arc::new(Settings::new(config, None))),
-            pools,
+            dispatcher,
             metrics: crate::metrics::RequestMetrics::new(),
-            in_flight: Arc::default(),
             cut: CancellationToken::new(),
             open_connections: AtomicUsize::new(0),
             busy: Arc::new(AtomicUsize::new(0)),
@@ -262,28 +208,12 @@ impl Handler {
         let config = &settings.config;
         let target = route::route(path_and_query, host, &parts.headers, &config.routes)?;
         *service = Some(target.service.clone());
-        // Load shedding: refuse at once rather than queue.
-        let slot = Slot::take(&self.in_flight, config.limits.max_in_flight).ok_or_else(|| {
-            crate::metrics::limit_hit("in_flight");
-            GatewayError::Shed("at the gateway")
-        })?;
-        let service_slot = match settings.service_in_flight.get(&target.service) {
-            Some((limit, counter)) => Some(Slot::take(counter, *limit).ok_or_else(|| {
-                crate::metrics::limit_hit("service_in_flight");
-                GatewayError::Shed("for this service")
-            })?),
-            None => None,
-        };
-        let mut timeout = config.timeout_for(&target.service);
-        if let Some(ms) = parts
-            .headers
-            .get(X_REQUEST_TIMEOUT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-        {
-            // A request may shorten its deadline, never extend it.
-            timeout = timeout.min(Duration::from_millis(ms.max(1)));
-        }
+        // Load shedding (refused at once rather than queued) and the
+        // deadline: the dispatcher's.
+        let ticket =
+            self.dispatcher
+                .admit(&settings.policy, &target.service, &parts.headers, started)?;
+        let timeout = ticket.timeout();
         let limit = config.request.body_limit;
         if parts
             .headers
@@ -295,13 +225,6 @@ impl Handler {
             return Err(GatewayError::BodyTooLarge(limit));
         }
         let head_request = parts.method == Method::HEAD;
-        // A routing group's name: its member is chosen per request, by a
-        // sticky key if the request has one.
-        let group = self.pools.group(&target.service);
-        let sticky = group
-            .as_ref()
-            .and_then(|_| parts.headers.get(&settings.sticky_header))
-            .map(|key| crate::locator::continuum::seed_point(key.as_bytes()));
         let request = if body.is_end_stream() {
             Packing::Packed(self.pack(settings, &parts, &target, Bytes::new(), decision, timeout))
         } else {
@@ -313,11 +236,7 @@ impl Handler {
         };
         Ok(Admitted {
             target,
-            group,
-            sticky,
-            _slots: (slot, service_slot),
-            timeout,
-            deadline: started + timeout,
+            ticket,
             head_request,
             request,
         })
@@ -434,11 +353,7 @@ impl Handler {
     {
         let Admitted {
             target,
-            group,
-            sticky,
-            _slots,
-            timeout,
-            deadline,
+            ticket,
             head_request,
             request,
         } = admitted;
@@ -463,30 +378,18 @@ impl Handler {
                     }
                     Err(e) => return Err(GatewayError::Body(e.to_string())),
                 };
-                let remaining = deadline.saturating_duration_since(Instant::now());
+                let remaining = ticket.deadline().saturating_duration_since(Instant::now());
                 self.pack(settings, &parts, &target, body, decision, remaining)
             }
         };
-        let outcome = dispatch::dispatch(
-            &self.pools,
-            &settings.retry,
-            dispatch::Destination {
-                service: &target.service,
-                group,
-                sticky,
-            },
-            &packed,
-            deadline,
-            timeout,
-        )
-        .await;
+        let outcome = self
+            .dispatcher
+            .send(&settings.policy, &target.service, &ticket, &packed)
+            .await;
         *member = outcome.member;
         let reply = outcome.result?;
         let status = StatusCode::from_u16(reply.meta.status).map_err(|_| {
-            GatewayError::Dispatch(dispatch::DispatchError::BadGateway(format!(
-                "the app sent status {}",
-                reply.meta.status
-            )))
+            GatewayError::Dispatch(dispatch::DispatchError::BadStatus(reply.meta.status))
         })?;
         let no_body = head_request
             || status == StatusCode::NO_CONTENT
@@ -538,14 +441,8 @@ struct Begun<B> {
 /// A routed request that passed load shedding.
 struct Admitted<B> {
     target: route::Target,
-    /// The routing group `target.service` names, if it is one.
-    group: Option<Arc<crate::pool::Group>>,
-    /// The sticky key's point on the continuum, if the request has one.
-    sticky: Option<u32>,
-    /// Held until the request ends.
-    _slots: (Slot, Option<Slot>),
-    timeout: Duration,
-    deadline: Instant,
+    /// Counted in flight until the request ends; its deadline.
+    ticket: Ticket,
     head_request: bool,
     request: Packing<B>,
 }
@@ -565,12 +462,6 @@ struct Collecting<B> {
     body: B,
     decision: TraceDecision,
 }
-
-/// The default sticky header (`request.sticky_header`).
-const X_COCAINE_STICKY: HeaderName = HeaderName::from_static("x-cocaine-sticky");
-
-/// `X-Request-Timeout: <ms>` shortens a request's deadline.
-const X_REQUEST_TIMEOUT: HeaderName = HeaderName::from_static("x-request-timeout");
 
 /// Accepts HTTP connections on `listener` (TCP or a unix socket) until
 /// `shutdown`, each while one of `connections`' permits is free. With

@@ -30,10 +30,6 @@ pub enum GatewayError {
     /// The backend side failed (locator, connection, app).
     #[error(transparent)]
     Dispatch(#[from] DispatchError),
-    /// Too many requests in flight (globally or for the service): shed at
-    /// once, 503 + `Retry-After`.
-    #[error("too many requests in flight {0}; try again shortly")]
-    Shed(&'static str),
     /// The request came on a connection being closed because its client
     /// cancelled most of its requests (rapid reset): not dispatched (503).
     #[error("this connection is closing: its client cancelled most of its requests")]
@@ -50,7 +46,6 @@ impl GatewayError {
             Self::RequestId(_) => (StatusCode::BAD_REQUEST, "bad_request_id"),
             Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             Self::Body(_) => (StatusCode::BAD_REQUEST, "bad_body"),
-            Self::Shed(_) => (StatusCode::SERVICE_UNAVAILABLE, "shed"),
             Self::ConnectionClosing => (StatusCode::SERVICE_UNAVAILABLE, "connection_closing"),
             Self::Dispatch(e) => match e {
                 DispatchError::NotFound(_) => {
@@ -62,9 +57,12 @@ impl GatewayError {
                 DispatchError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
                 DispatchError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
                 DispatchError::Deadline(_) => (StatusCode::GATEWAY_TIMEOUT, "deadline"),
-                DispatchError::BadGateway(_) | DispatchError::Channel(_) => {
-                    (StatusCode::BAD_GATEWAY, "bad_gateway")
-                }
+                DispatchError::Protocol(_)
+                | DispatchError::BadMeta(_)
+                | DispatchError::BadFrame(_)
+                | DispatchError::BadStatus(_)
+                | DispatchError::Channel(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+                DispatchError::Shed(_) => (StatusCode::SERVICE_UNAVAILABLE, "shed"),
                 DispatchError::App(_) => (StatusCode::INTERNAL_SERVER_ERROR, "app_error"),
             },
         }
@@ -116,7 +114,7 @@ impl GatewayError {
         );
         if matches!(
             self,
-            Self::Dispatch(DispatchError::Overloaded { .. }) | Self::Shed(_)
+            Self::Dispatch(DispatchError::Overloaded { .. } | DispatchError::Shed(_))
         ) {
             headers.insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
