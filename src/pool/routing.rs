@@ -87,7 +87,7 @@ impl Pools {
         pool.health.success();
     }
 
-    /// A request to `pool` failed in the backend (see [`Health`]'s
+    /// A request to `pool` failed in the backend (see [`super::Health`]'s
     /// rules), or a connection to it could not be made or was lost. A run
     /// of them ejects a routing group's member, within the group's cap.
     pub fn report_failure(&self, pool: &Pool) {
