@@ -47,7 +47,7 @@ use tokio_util::task::TaskTracker;
 use self::handler::{Handler, Isolated, report_failure};
 pub use self::handler::{HandlerResult, Request, RequestError, Response};
 pub use self::http::{HttpRequest, HttpResponse};
-use crate::locator::client::{backoff, publish};
+use crate::locator::client::publish;
 use crate::proto::app::{Enqueue, InfoReply, method};
 use crate::proto::graph::{GOAWAY, PING, REVOKE};
 use crate::proto::locator::Endpoint;
@@ -508,9 +508,23 @@ async fn keep_published(
             Err(e) => tracing::warn!(app = %name, error = %e, "publish failed"),
         }
         tokio::select! {
-            () = tokio::time::sleep(backoff(failures)) => {}
+            () = tokio::time::sleep(publish_backoff(failures)) => {}
             () = stop.cancelled() => return,
         }
         failures = failures.saturating_add(1);
     }
+}
+
+/// The first pause before publishing again; doubles per failure.
+const PUBLISH_BACKOFF_START: Duration = Duration::from_millis(100);
+/// The longest pause between publish attempts: an app is back in the
+/// locator at most this long after the locator is.
+pub const PUBLISH_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The pause after `failures` failed publishes in a row (0 after a lost
+/// connection): 100 ms, doubling, at most [`PUBLISH_BACKOFF_MAX`].
+fn publish_backoff(failures: u32) -> Duration {
+    PUBLISH_BACKOFF_START
+        .saturating_mul(1 << failures.min(16))
+        .min(PUBLISH_BACKOFF_MAX)
 }

@@ -41,6 +41,9 @@ pub enum DispatchError {
     /// No backend connection before the deadline (503).
     #[error("{0}")]
     NoConnection(#[source] PoolError),
+    /// No backend connection, and the locator cannot be reached (503).
+    #[error("{0}")]
+    LocatorUnavailable(#[source] PoolError),
     /// Every attempt was refused as "queue full" or equivalent (503 +
     /// Retry-After).
     #[error("the app is overloaded after {attempts} attempts: {last}")]
@@ -238,6 +241,7 @@ fn pool_error(e: PoolError) -> DispatchError {
     match e {
         PoolError::NotFound(name) => DispatchError::NotFound(name),
         PoolError::NoConnection { .. } | PoolError::Left(_) => DispatchError::NoConnection(e),
+        PoolError::LocatorUnavailable { .. } => DispatchError::LocatorUnavailable(e),
         PoolError::ShuttingDown => DispatchError::ShuttingDown,
     }
 }

@@ -298,7 +298,11 @@ impl Handler {
                 let (_, kind) = e.status();
                 if matches!(
                     kind,
-                    "service_not_found" | "no_route" | "bad_route" | "bad_request_id"
+                    "service_not_found"
+                        | "locator_unavailable"
+                        | "no_route"
+                        | "bad_route"
+                        | "bad_request_id"
                 ) {
                     service = None;
                 }

@@ -54,6 +54,9 @@ impl GatewayError {
                 DispatchError::NoConnection(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "no_connection")
                 }
+                DispatchError::LocatorUnavailable(_) => {
+                    (StatusCode::SERVICE_UNAVAILABLE, "locator_unavailable")
+                }
                 DispatchError::Overloaded { .. } => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
                 DispatchError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "shutting_down"),
                 DispatchError::Deadline(_) => (StatusCode::GATEWAY_TIMEOUT, "deadline"),

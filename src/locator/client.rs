@@ -127,17 +127,38 @@ impl RemoteLocator {
         let _ = known.wait_for(|known| *known).await;
     }
 
+    /// A fresh resolve: no cached answer and no shared flight; the answer
+    /// is cached for others.
+    async fn resolve_name_fresh(&self, name: &str) -> Result<Resolved, LocatorError> {
+        let target = self.target(name)?;
+        let result = self.resolve_remote(&target).await;
+        if let Ok(resolved) = &result
+            && *self.inner.rings_known.borrow()
+        {
+            self.inner
+                .cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(target, (resolved.clone(), Instant::now()));
+        }
+        result
+    }
+
+    /// The name to resolve: a routing group's member picked by weight, or
+    /// the name itself.
+    fn target(&self, name: &str) -> Result<String, LocatorError> {
+        let rings = self.inner.rings.borrow();
+        match rings.get(name) {
+            Some(ring) => Ok(ring
+                .lookup(rand::rng().random())
+                .ok_or_else(|| LocatorError::NotFound(name.to_owned()))?
+                .to_owned()),
+            None => Ok(name.to_owned()),
+        }
+    }
+
     async fn resolve_name(&self, name: &str) -> Result<Resolved, LocatorError> {
-        let target = {
-            let rings = self.inner.rings.borrow();
-            match rings.get(name) {
-                Some(ring) => ring
-                    .lookup(rand::rng().random())
-                    .ok_or_else(|| LocatorError::NotFound(name.to_owned()))?
-                    .to_owned(),
-                None => name.to_owned(),
-            }
-        };
+        let target = self.target(name)?;
         let cacheable = *self.inner.rings_known.borrow();
         if cacheable {
             let cache = self
@@ -277,6 +298,26 @@ impl Locator for RemoteLocator {
 
     fn routing(&self) -> watch::Receiver<Arc<Rings>> {
         self.inner.rings.subscribe()
+    }
+
+    fn resolve_fresh<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Resolved, LocatorError>> {
+        Box::pin(self.resolve_name_fresh(name))
+    }
+
+    fn forget_endpoint(&self, name: &str, endpoint: SocketAddr) {
+        let mut cache = self
+            .inner
+            .cache
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        cache.retain(|cached, (resolved, _)| {
+            let stale = (cached == name || resolved.service == name)
+                && resolved.endpoints.contains(&endpoint);
+            if stale {
+                tracing::debug!(service = %name, %endpoint, "resolve cache entry dropped: endpoint unreachable");
+            }
+            !stale
+        });
     }
 }
 

@@ -93,6 +93,19 @@ pub trait Locator: Send + Sync + std::fmt::Debug + 'static {
 
     /// Every routing group's ring, updated as the locator reports changes.
     fn routing(&self) -> watch::Receiver<Arc<Rings>>;
+
+    /// [`Locator::resolve`], asking the locator itself rather than a cache
+    /// or a resolve in flight: the pool resolves once per connection, so
+    /// that its connections spread over the instances the locator picks.
+    fn resolve_fresh<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Resolved, LocatorError>> {
+        self.resolve(name)
+    }
+
+    /// `endpoint` of `name` could not be connected to or its connection was
+    /// lost: cached answers that list it are dropped at once.
+    fn forget_endpoint(&self, name: &str, endpoint: SocketAddr) {
+        let _ = (name, endpoint);
+    }
 }
 
 /// Converts a resolve reply's endpoints to socket addresses, keeping order

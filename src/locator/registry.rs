@@ -33,6 +33,8 @@ struct Inner {
     published: HashMap<String, Vec<(u64, Instance)>>,
     groups: BTreeMap<String, (BTreeMap<String, u32>, Continuum)>,
     next_token: u64,
+    /// Per name, the turn of the next resolve among its instances.
+    turns: HashMap<String, usize>,
     /// `routing` subscribers by router id; a new subscription with the same
     /// id cancels the old one.
     subscribers: HashMap<Vec<u8>, (u64, CancellationToken)>,
@@ -177,7 +179,8 @@ impl Registry {
     /// then the name is looked up; several instances are picked from at
     /// random so reconnecting clients spread out.
     pub fn resolve(&self, name: &str, seed: Option<&[u8]>) -> Result<ResolveReply, RemoteError> {
-        let inner = self.lock();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
         let mut rng = rand::rng();
         let target = match inner.groups.get(name) {
             Some((_, ring)) => {
@@ -195,7 +198,12 @@ impl Registry {
         if count == 0 {
             return Err(not_available());
         }
-        let pick = rng.random_range(0..count);
+        // Instances in turn, not at random (the runtime's locator picks at
+        // random): a client that resolves once per connection spreads its
+        // connections evenly over the instances.
+        let turn = inner.turns.entry(target.clone()).or_insert(0);
+        let pick = *turn % count;
+        *turn = turn.wrapping_add(1);
         let instance = match (configured, pick) {
             (Some(instance), 0) => instance,
             (Some(_), n) => &published[n - 1].1,

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Conn, LocatorOrConnect, Pool, Pools};
-use crate::locator::{Locator, Rings};
+use crate::locator::{Locator, LocatorError, Rings};
 use crate::mux::{self, MuxConfig};
 
 /// The first pause after a failed connect; doubles per failure.
@@ -80,6 +80,7 @@ pub(super) async fn run(
         let epoch = pool.epoch.load(Ordering::Acquire);
         // Dead connections leave at once; ones that died young are failures.
         let mut died_young = None;
+        let mut lost = Vec::new();
         pool.conns
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -87,11 +88,20 @@ pub(super) async fn run(
                 if !c.handle.is_closed() {
                     return true;
                 }
-                if !c.handle.is_draining() && now.duration_since(c.born) < HEALTHY_AFTER {
-                    died_young = Some(c.endpoint);
+                if !c.handle.is_draining() {
+                    // Lost, not retired: its endpoint goes to the back of
+                    // the line for the next connects.
+                    lost.push((c.member.clone(), c.endpoint));
+                    if now.duration_since(c.born) < HEALTHY_AFTER {
+                        died_young = Some(c.endpoint);
+                    }
                 }
                 false
             });
+        for (member, endpoint) in lost.drain(..) {
+            pool.mark_unreachable(endpoint, now);
+            locator.forget_endpoint(&member, endpoint);
+        }
         if let Some(endpoint) = died_young {
             if let Some(pools) = pools.upgrade() {
                 pools.report_failure(&pool);
@@ -164,7 +174,9 @@ pub(super) async fn run(
             // While the service fails: one probe at a time.
             allowed = allowed.min(1);
         }
-        let backing_off = retry_at.is_some_and(|at| at > now);
+        // A request found the locator unreachable: one attempt now.
+        let backing_off =
+            retry_at.is_some_and(|at| at > now) && !pool.retry_now.swap(false, Ordering::AcqRel);
         if !backing_off {
             while connecting.len() < allowed {
                 let now_connecting = pool.connecting.fetch_add(1, Ordering::AcqRel) + 1;
@@ -190,6 +202,7 @@ pub(super) async fn run(
             () = sleep_until(wake_at) => {}
             Some(done) = connecting.join_next() => {
                 pool.connecting.fetch_sub(1, Ordering::AcqRel);
+                pool.attempts.fetch_add(1, Ordering::AcqRel);
                 let result = if matches!(done, Ok(Ok(_))) { "ok" } else { "error" };
                 ever_connected |= result == "ok";
                 let label = if ever_connected {
@@ -214,13 +227,13 @@ pub(super) async fn run(
                     }
                 }
                 Ok(Err(error))
-                    if is_unknown(&error)
+                    if (is_unknown(&error) || is_locator_down(&error))
                         && !ever_connected
                         && !pool.kept.load(Ordering::Acquire)
                         && !pool.is_member()
                         && pool.read().is_empty() =>
                 {
-                    tracing::debug!(service = %pool.service, "unknown service: pool dropped");
+                    tracing::debug!(service = %pool.service, error = ?error, "unknown service or no locator: pool dropped");
                     *pool.last_error.write().unwrap_or_else(PoisonError::into_inner) = Some(error);
                     if let Some(pools) = pools.upgrade() {
                         pools.forget(&pool);
@@ -258,6 +271,17 @@ fn is_unknown(error: &LocatorOrConnect) -> bool {
     matches!(
         error,
         LocatorOrConnect::Locator(crate::locator::LocatorError::NotFound(_))
+    )
+}
+
+/// Whether no locator could be reached. A pool that never connected is
+/// dropped then too (unless configured or a group member): with the
+/// locator down every name is unresolvable, and keeping a pool, a task and
+/// metric series per made-up name would grow without bound.
+fn is_locator_down(error: &LocatorOrConnect) -> bool {
+    matches!(
+        error,
+        LocatorOrConnect::Locator(LocatorError::Unavailable(_))
     )
 }
 
@@ -327,6 +351,15 @@ fn retire_surplus(pool: &Pool) -> Vec<Arc<Conn>> {
 }
 
 /// Resolves the service and connects to the first endpoint that accepts.
+/// Resolves at most this many times per connect while every endpoint
+/// resolved was unreachable a moment ago (another instance may answer).
+const RESOLVES_PER_CONNECT: usize = 3;
+
+/// Resolves the service afresh (one resolve per connection, so connections
+/// spread over the instances the locator hands out) and connects to the
+/// first endpoint that accepts, endpoints that just failed last. An endpoint
+/// that refuses or times out is remembered as unreachable for a while and
+/// dropped from the locator client's cache.
 async fn connect(
     locator: Arc<dyn Locator>,
     pool: Arc<Pool>,
@@ -334,17 +367,40 @@ async fn connect(
     tracker: TaskTracker,
 ) -> Connected {
     let (service, settings) = (&pool.service, pool.settings());
-    let resolved = match timeout(settings.resolve_timeout, locator.resolve(service)).await {
-        Ok(Ok(resolved)) => resolved,
-        Ok(Err(e)) => return Err(LocatorOrConnect::Locator(e)),
-        Err(_) => {
-            return Err(LocatorOrConnect::Connect(format!(
-                "resolving `{service}` timed out"
-            )));
+    let mut resolved = None;
+    for _ in 0..RESOLVES_PER_CONNECT {
+        let answer = match timeout(settings.resolve_timeout, locator.resolve_fresh(service)).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => return Err(LocatorOrConnect::Locator(e)),
+            Err(_) => {
+                return Err(LocatorOrConnect::Locator(LocatorError::Unavailable(
+                    format!(
+                        "resolving `{service}` took longer than {:?}",
+                        settings.resolve_timeout
+                    ),
+                )));
+            }
+        };
+        let all_unreachable = answer
+            .endpoints
+            .iter()
+            .all(|e| pool.is_unreachable(*e, Instant::now()));
+        resolved = Some(answer);
+        if !all_unreachable {
+            break;
         }
+    }
+    let Some(resolved) = resolved else {
+        return Err(LocatorOrConnect::Connect(format!(
+            "`{service}` resolved to nothing"
+        )));
     };
+    let now = Instant::now();
+    let mut endpoints = resolved.endpoints.clone();
+    // Stable: the locator's order, with endpoints that just failed last.
+    endpoints.sort_by_key(|e| pool.is_unreachable(*e, now));
     let mut errors = Vec::new();
-    for endpoint in &resolved.endpoints {
+    for endpoint in &endpoints {
         match timeout(settings.connect_timeout, TcpStream::connect(endpoint)).await {
             Ok(Ok(stream)) => {
                 return start(
@@ -359,6 +415,8 @@ async fn connect(
             Ok(Err(e)) => errors.push(format!("{endpoint}: {e}")),
             Err(_) => errors.push(format!("{endpoint}: connect timed out")),
         }
+        pool.mark_unreachable(*endpoint, Instant::now());
+        locator.forget_endpoint(&resolved.service, *endpoint);
     }
     Err(LocatorOrConnect::Connect(format!(
         "`{}` ({}): {}",

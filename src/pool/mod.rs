@@ -99,6 +99,16 @@ pub enum PoolError {
     /// The gateway is shutting down.
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// The service has no connection and the locator cannot be reached
+    /// (503, at once or within the resolve timeout, not at the deadline).
+    #[error("no connection to `{service}`, and the locator is unreachable: {source}")]
+    LocatorUnavailable {
+        /// The service.
+        service: String,
+        /// What the locator client said.
+        #[source]
+        source: LocatorError,
+    },
     /// The pool was closed while the request waited: its service left
     /// the routing group it served. Nothing was sent; choose again.
     #[error("the pool of `{0}` closed: it left its routing group")]
@@ -160,7 +170,18 @@ pub struct Pool {
     /// Set when the pool was taken out (its member left every group): the
     /// maintainer drains it and ends; waiting checkouts give up.
     pub(crate) left: std::sync::atomic::AtomicBool,
+    /// Endpoints that refused, timed out or lost a connection lately, and
+    /// when: the next connects try other endpoints first.
+    unreachable: std::sync::Mutex<Vec<(SocketAddr, Instant)>>,
+    /// Connect attempts finished (either way), for waiting checkouts.
+    pub(crate) attempts: AtomicU64,
+    /// Set by a checkout that found the locator unreachable: the
+    /// maintainer attempts at once instead of after its backoff.
+    pub(crate) retry_now: std::sync::atomic::AtomicBool,
 }
+
+/// How long an endpoint that failed is tried last.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
 
 /// The last reason a connection could not be made.
 #[derive(Debug, Clone)]
@@ -176,6 +197,9 @@ impl Pool {
             health: Health::default(),
             group_share: std::sync::atomic::AtomicUsize::new(0),
             left: std::sync::atomic::AtomicBool::new(false),
+            unreachable: std::sync::Mutex::new(Vec::new()),
+            attempts: AtomicU64::new(0),
+            retry_now: std::sync::atomic::AtomicBool::new(false),
             service,
             settings: RwLock::new(settings),
             conns: RwLock::new(Vec::new()),
@@ -220,6 +244,27 @@ impl Pool {
             settings.size = share;
         }
         settings
+    }
+
+    /// Whether `endpoint` failed within [`UNREACHABLE_FOR`] of `now`.
+    pub(crate) fn is_unreachable(&self, endpoint: SocketAddr, now: Instant) -> bool {
+        self.unreachable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|(e, at)| *e == endpoint && now.saturating_duration_since(*at) < UNREACHABLE_FOR)
+    }
+
+    /// Remembers that `endpoint` failed at `now` (and forgets old failures).
+    pub(crate) fn mark_unreachable(&self, endpoint: SocketAddr, now: Instant) {
+        let mut list = self
+            .unreachable
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        list.retain(|(e, at)| {
+            *e != endpoint && now.saturating_duration_since(*at) < UNREACHABLE_FOR
+        });
+        list.push((endpoint, now));
     }
 
     /// Backend failures and ejection.
@@ -347,6 +392,10 @@ impl Pool {
         if let Some(handle) = self.pick() {
             return Ok(handle);
         }
+        // Connect attempts finished before this checkout, and until when to
+        // wait once the locator was found unreachable.
+        let attempts_before = self.attempts.load(Ordering::Acquire);
+        let mut locator_wait: Option<Instant> = None;
         loop {
             let ready = self.ready.notified();
             tokio::pin!(ready);
@@ -357,16 +406,39 @@ impl Pool {
             if self.left.load(Ordering::Acquire) {
                 return Err(PoolError::Left(self.service.clone()));
             }
-            if let Some(LocatorOrConnect::Locator(LocatorError::NotFound(name))) = self
+            let last_error = self
                 .last_error
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone()
-            {
-                return Err(PoolError::NotFound(name));
+                .clone();
+            match last_error {
+                Some(LocatorOrConnect::Locator(LocatorError::NotFound(name))) => {
+                    return Err(PoolError::NotFound(name));
+                }
+                // No connection, and the locator cannot be reached: ask the
+                // maintainer for an attempt now (not after its backoff);
+                // once one has failed since, or the resolve timeout passed,
+                // the request fails rather than wait for its deadline.
+                Some(LocatorOrConnect::Locator(e @ LocatorError::Unavailable(_)))
+                    if self.read().is_empty() =>
+                {
+                    let attempted = self.attempts.load(Ordering::Acquire) > attempts_before;
+                    if attempted || locator_wait.is_some_and(|until| Instant::now() >= until) {
+                        return Err(PoolError::LocatorUnavailable {
+                            service: self.service.clone(),
+                            source: e,
+                        });
+                    }
+                    if locator_wait.is_none() {
+                        locator_wait = Some(Instant::now() + self.settings().resolve_timeout);
+                        self.retry_now.store(true, Ordering::Release);
+                    }
+                }
+                _ => {}
             }
             self.wake.notify_one();
-            if tokio::time::timeout_at(deadline, ready).await.is_err() {
+            let until = locator_wait.map_or(deadline, |until| until.min(deadline));
+            if tokio::time::timeout_at(until, ready).await.is_err() && until == deadline {
                 let last_error = match self
                     .last_error
                     .read()
