@@ -156,9 +156,21 @@ async fn two_instances_share_the_pool_and_a_kill_stalls_nothing() {
     }
     log.sort_by_key(|(at, _, _)| *at);
     let failed: Vec<_> = log.iter().filter(|(_, _, s)| *s != 200).collect();
+    let figures = |slowest: Duration, gap: Duration| {
+        eprintln!(
+            "drill: {} requests, {} failed, slowest {slowest:?}, longest gap {gap:?}",
+            log.len(),
+            failed.len()
+        );
+    };
+    // What was in flight on the killed instance fails: each client's
+    // request at the kill, and at most one more per client written to a
+    // connection whose close the gateway had not read yet (a request that
+    // reached the socket cannot be proven undelivered).
     assert!(
-        failed.len() <= clients,
-        "only requests in flight on the killed instance fail (at most {clients}): {failed:?}"
+        failed.len() <= 2 * clients,
+        "only requests in flight on the killed instance fail (at most {}): {failed:?}",
+        2 * clients
     );
     let slowest = log.iter().map(|(_, took, _)| *took).max().unwrap();
     assert!(
@@ -171,6 +183,7 @@ async fn two_instances_share_the_pool_and_a_kill_stalls_nothing() {
         longest_gap = longest_gap.max(at.saturating_duration_since(previous));
         previous = *at;
     }
+    figures(slowest, longest_gap);
     assert!(
         longest_gap < Duration::from_millis(500),
         "requests keep completing: the longest gap was {longest_gap:?}"
