@@ -60,10 +60,10 @@ pub enum DispatchError {
     #[error("bad gateway: {0}")]
     Protocol(&'static str),
     /// The app's response meta could not be read (502).
-    #[error("bad gateway: the app's response meta is malformed")]
+    #[error("bad gateway: the app's response meta is malformed: {0}")]
     BadMeta(#[source] MsgpackError),
     /// A frame on the request's channel did not fit its protocol (502).
-    #[error("bad gateway: a malformed frame on the request's channel")]
+    #[error("bad gateway: a malformed frame on the request's channel: {0}")]
     BadFrame(#[source] MessageError),
     /// The app sent a status that is not an HTTP status (502).
     #[error("bad gateway: the app sent status {0}")]

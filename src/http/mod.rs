@@ -380,7 +380,7 @@ impl Handler {
                     {
                         return Err(GatewayError::BodyTooLarge(limit));
                     }
-                    Err(e) => return Err(GatewayError::Body(e.to_string())),
+                    Err(e) => return Err(GatewayError::Body(e)),
                 };
                 let remaining = ticket.deadline().saturating_duration_since(Instant::now());
                 self.pack(settings, &parts, &target, body, decision, remaining)

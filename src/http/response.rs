@@ -26,7 +26,7 @@ pub enum GatewayError {
     BodyTooLarge(usize),
     /// The body could not be read (client: 400).
     #[error("reading the request body failed: {0}")]
-    Body(String),
+    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// The backend side failed (locator, connection, app).
     #[error(transparent)]
     Dispatch(#[from] DispatchError),
