@@ -262,7 +262,10 @@ async fn a_backend_that_keeps_failing_is_retried_with_growing_pauses() {
     // These are lower bounds: a slow machine only makes gaps longer.
     assert!(gaps[4] >= Duration::from_millis(400), "gaps {gaps:?}");
     assert!(at[5] - at[0] >= Duration::from_millis(700), "gaps {gaps:?}");
-    // Requests meanwhile fail cleanly (no live connection before the deadline).
+    // Requests meanwhile fail cleanly: 503 (no live connection before the
+    // deadline), or 502 when the request caught a connection in the moment
+    // between its connect and its reset (written, so not provably
+    // undelivered, so not retried).
     let got = support::send(
         c.gateway.addr,
         "GET",
@@ -271,7 +274,9 @@ async fn a_backend_that_keeps_failing_is_retried_with_growing_pauses() {
         "",
     )
     .await;
-    assert_eq!(got.status, 503, "{:?}", got.body);
+    assert!(matches!(got.status, 502 | 503), "{:?}", got.body);
+    let kind = got.json()["error"]["kind"].as_str().unwrap().to_owned();
+    assert!(matches!(kind.as_str(), "bad_gateway" | "no_connection"), "{kind}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,6 +31,15 @@ struct File {
     tls: Option<TlsFile>,
     limits: Option<LimitsFile>,
     outlier: Option<OutlierFile>,
+    routing: Option<RoutingFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutingFile {
+    by_header: Option<bool>,
+    by_path: Option<bool>,
+    expose: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -297,6 +306,23 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         if let Some(v) = p.slow_start_ms {
             config.pool.slow_start = c.ms("pool.slow_start_ms", v, 0, MAX_MS)?;
+        }
+    }
+    if let Some(r) = raw.routing {
+        if let Some(v) = r.by_header {
+            config.routing.by_header = v;
+        }
+        if let Some(v) = r.by_path {
+            config.routing.by_path = v;
+        }
+        if let Some(list) = r.expose {
+            if let Some(empty) = list.iter().find(|name| name.is_empty()) {
+                return Err(c.err(
+                    "routing.expose",
+                    format!("`{empty}`: a service name must not be empty"),
+                ));
+            }
+            config.routing.expose = Some(list.into_iter().collect());
         }
     }
     if let Some(o) = raw.outlier {

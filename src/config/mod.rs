@@ -32,8 +32,10 @@ pub struct Config {
     pub retry: RetryConfig,
     /// Per-service overrides.
     pub services: BTreeMap<String, ServiceConfig>,
-    /// Configured routes, tried after the header and path rules.
+    /// Configured routes, tried before the header and path rules.
     pub routes: Vec<RouteConfig>,
+    /// Which convention rules apply, and what they may reach.
+    pub routing: RoutingConfig,
     /// Whether each request is logged through `tracing` (target `access`).
     pub access_log: bool,
     /// A unix-socket HTTP listener too (for `proxy_pass http://unix:...`).
@@ -254,6 +256,28 @@ pub struct ServiceConfig {
     pub lifespan: Option<Duration>,
 }
 
+/// The convention rules (PROTOCOL.md §5.1) and what they may reach.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutingConfig {
+    /// Whether `X-Cocaine-Service` + `X-Cocaine-Event` route a request.
+    pub by_header: bool,
+    /// Whether `/<service>/<event>/<rest>` routes a request.
+    pub by_path: bool,
+    /// The services the header and path rules may reach; `None`: any.
+    /// Configured routes always reach their own service.
+    pub expose: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            by_header: true,
+            by_path: true,
+            expose: None,
+        }
+    }
+}
+
 /// A configured route: host and/or path prefix → service and event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
@@ -325,6 +349,7 @@ impl Default for Config {
             retry: RetryConfig::default(),
             services: BTreeMap::new(),
             routes: Vec::new(),
+            routing: RoutingConfig::default(),
             access_log: false,
         }
     }

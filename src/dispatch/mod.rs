@@ -41,6 +41,10 @@ pub enum DispatchError {
     /// No backend connection before the deadline (503).
     #[error("{0}")]
     NoConnection(#[source] PoolError),
+    /// The service is not an app (its graph from `resolve`), so it is never
+    /// sent an HTTP request (404: the URL names nothing that serves HTTP).
+    #[error("service `{0}` is not an app: it does not take HTTP requests")]
+    NotAnApp(String),
     /// No backend connection, and the locator cannot be reached (503).
     #[error("{0}")]
     LocatorUnavailable(#[source] PoolError),
@@ -242,6 +246,7 @@ fn pool_error(e: PoolError) -> DispatchError {
         PoolError::NotFound(name) => DispatchError::NotFound(name),
         PoolError::NoConnection { .. } | PoolError::Left(_) => DispatchError::NoConnection(e),
         PoolError::LocatorUnavailable { .. } => DispatchError::LocatorUnavailable(e),
+        PoolError::NotAnApp(name) => DispatchError::NotAnApp(name),
         PoolError::ShuttingDown => DispatchError::ShuttingDown,
     }
 }

@@ -190,7 +190,7 @@ impl Handler {
     fn admit<B>(
         &self,
         settings: &Settings,
-        parts: hyper::http::request::Parts,
+        mut parts: hyper::http::request::Parts,
         body: B,
         decision: TraceDecision,
         started: Instant,
@@ -199,14 +199,27 @@ impl Handler {
     where
         B: Body<Data = Bytes>,
     {
+        // HTTP/2 carries the host as `:authority`, which hyper keeps in the
+        // uri: the app gets it as `Host`, as from HTTP/1.1.
+        if !parts.headers.contains_key(hyper::header::HOST)
+            && let Some(authority) = parts.uri.authority()
+            && let Ok(value) = HeaderValue::from_str(authority.as_str())
+        {
+            parts.headers.insert(hyper::header::HOST, value);
+        }
         let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let host = parts
             .headers
             .get(hyper::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| parts.uri.host());
+            .and_then(|h| h.to_str().ok());
         let config = &settings.config;
-        let target = route::route(path_and_query, host, &parts.headers, &config.routes)?;
+        let target = route::route(
+            path_and_query,
+            host,
+            &parts.headers,
+            &config.routes,
+            &config.routing,
+        )?;
         *service = Some(target.service.clone());
         // Load shedding (refused at once rather than queued) and the
         // deadline: the dispatcher's.

@@ -41,6 +41,10 @@ impl GatewayError {
     pub fn status(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Route(RouteError::DotSegment) => (StatusCode::BAD_REQUEST, "bad_path"),
+            // Exactly as an unknown service: a client cannot probe.
+            Self::Route(RouteError::NotExposed(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "service_not_found")
+            }
             Self::Route(e) if e.is_bad_request() => (StatusCode::BAD_REQUEST, "bad_route"),
             Self::Route(_) => (StatusCode::NOT_FOUND, "no_route"),
             Self::RequestId(_) => (StatusCode::BAD_REQUEST, "bad_request_id"),
@@ -54,6 +58,7 @@ impl GatewayError {
                 DispatchError::NoConnection(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "no_connection")
                 }
+                DispatchError::NotAnApp(_) => (StatusCode::NOT_FOUND, "not_an_app"),
                 DispatchError::LocatorUnavailable(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "locator_unavailable")
                 }

@@ -244,7 +244,9 @@ pub(super) async fn run(
                     return;
                 }
                 Ok(Err(error)) => {
-                    if let Some(pools) = pools.upgrade() {
+                    if !matches!(error, LocatorOrConnect::NotAnApp(_))
+                        && let Some(pools) = pools.upgrade()
+                    {
                         pools.report_failure(&pool);
                     }
                     failures = failures.saturating_add(1);
@@ -395,6 +397,10 @@ async fn connect(
             "`{service}` resolved to nothing"
         )));
     };
+    if !resolved.graph.is_app() {
+        // Checked once per resolve, never per request.
+        return Err(LocatorOrConnect::NotAnApp(resolved.service));
+    }
     let now = Instant::now();
     let mut endpoints = resolved.endpoints.clone();
     // Stable: the locator's order, with endpoints that just failed last.

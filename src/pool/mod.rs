@@ -109,6 +109,10 @@ pub enum PoolError {
         #[source]
         source: LocatorError,
     },
+    /// The service resolved, but its protocol graph is not an app's: it is
+    /// never sent an HTTP request.
+    #[error("service `{0}` is not an app: it does not take HTTP requests")]
+    NotAnApp(String),
     /// The pool was closed while the request waited: its service left
     /// the routing group it served. Nothing was sent; choose again.
     #[error("the pool of `{0}` closed: it left its routing group")]
@@ -188,6 +192,8 @@ const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
 pub(crate) enum LocatorOrConnect {
     Locator(LocatorError),
     Connect(String),
+    /// The service resolved, but its graph is not an app's.
+    NotAnApp(String),
 }
 
 impl Pool {
@@ -415,6 +421,11 @@ impl Pool {
                 Some(LocatorOrConnect::Locator(LocatorError::NotFound(name))) => {
                     return Err(PoolError::NotFound(name));
                 }
+                // Known at once (and kept with the resolve): never sent
+                // an HTTP request.
+                Some(LocatorOrConnect::NotAnApp(name)) if self.read().is_empty() => {
+                    return Err(PoolError::NotAnApp(name));
+                }
                 // No connection, and the locator cannot be reached: ask the
                 // maintainer for an attempt now (not after its backoff);
                 // once one has failed since, or the resolve timeout passed,
@@ -447,6 +458,7 @@ impl Pool {
                 {
                     Some(LocatorOrConnect::Locator(e)) => e.to_string(),
                     Some(LocatorOrConnect::Connect(e)) => e,
+                    Some(LocatorOrConnect::NotAnApp(name)) => format!("`{name}` is not an app"),
                     None => "still connecting".into(),
                 };
                 return Err(PoolError::NoConnection {

@@ -255,6 +255,18 @@ impl Graph {
         );
     }
 
+    /// Whether this is an app's graph, which an HTTP request may be sent
+    /// to: `enqueue` at id 0, streaming both ways (§1.5, §4). A service
+    /// with any other graph (the locator, storage, logging...) would take
+    /// message 0 as something else entirely.
+    pub fn is_app(&self) -> bool {
+        let streaming =
+            |t: &Transition| matches!(t, Transition::Node(n) if *n == Node::streaming());
+        self.methods.get(&0).is_some_and(|m| {
+            m.name == "enqueue" && streaming(&m.dispatch) && streaming(&m.upstream)
+        })
+    }
+
     /// The id of the root message called `name`.
     pub fn method_id(&self, name: &str) -> Option<u64> {
         self.methods
@@ -315,6 +327,13 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_app_graph_is_an_app() {
+        assert!(Graph::app().is_app());
+        assert!(!Graph::locator().is_app());
+        assert!(!Graph::default().is_app());
+    }
     use bytes::BytesMut;
 
     #[test]

@@ -1,15 +1,21 @@
 //! Routing: owns deciding, from a request head alone, which virtual service
 //! and event a request goes to and which uri the app sees. Pure: no I/O.
 //!
-//! In order (PROTOCOL.md §5.1, then configured routes):
-//! 1. `X-Cocaine-Service` + `X-Cocaine-Event`: the uri is the full original
-//!    path and query. One of them alone is a 400.
-//! 2. `/<service>/<event>/<rest>`: the uri is `<rest>` (with a leading `/`).
-//!    Empty names are refused with 404.
-//! 3. configured routes: host and/or path prefix → service and event, with
-//!    the prefix optionally stripped.
+//! In order (configured routes, then PROTOCOL.md §5.1):
+//! 1. configured routes: host and/or path prefix → service and event, with
+//!    the prefix optionally stripped. The most specific match wins: host
+//!    and prefix beat either alone, a longer prefix beats a shorter one, a
+//!    host beats no host; among equals, the first in the file.
+//! 2. `X-Cocaine-Service` + `X-Cocaine-Event` (unless `routing.by_header`
+//!    is off): the uri is the full original path and query. One of them
+//!    alone is a 400.
+//! 3. `/<service>/<event>/<rest>` (unless `routing.by_path` is off): the
+//!    uri is `<rest>` (with a leading `/`). Empty names are refused with 404.
 //!
-//! No match is a 404.
+//! No match is a 404. With `routing.expose` set, rules 2 and 3 reach only
+//! the listed services: any other name is answered exactly as an unknown
+//! service is, so a client cannot probe what exists. Configured routes
+//! always reach their own service.
 //!
 //! Before any of these, a path with a `.` or `..` segment (also written
 //! `%2e`) is refused with 400: it is neither normalised nor passed on, so
@@ -17,7 +23,7 @@
 
 use hyper::header::{HeaderMap, HeaderName};
 
-use crate::config::RouteConfig;
+use crate::config::{RouteConfig, RoutingConfig};
 
 /// Where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +50,11 @@ pub enum RouteError {
     /// Nothing matched (404).
     #[error("no route for this request")]
     NoMatch,
+    /// The header or path rule named a service `routing.expose` does not
+    /// list: answered exactly as an unknown service (the same status, kind
+    /// and message), so a client cannot tell the two apart.
+    #[error("service `{0}` is not available")]
+    NotExposed(String),
     /// The path has a `.` or `..` segment, plain or percent-encoded (400).
     #[error("the request path has a `.` or `..` segment")]
     DotSegment,
@@ -66,6 +77,7 @@ pub fn route(
     host: Option<&str>,
     headers: &HeaderMap,
     routes: &[RouteConfig],
+    rules: &RoutingConfig,
 ) -> Result<Target, RouteError> {
     let path = path_and_query
         .split_once('?')
@@ -73,6 +85,30 @@ pub fn route(
     if path.split('/').any(is_dot_segment) {
         return Err(RouteError::DotSegment);
     }
+    if let Some(target) = by_config(path_and_query, host, routes) {
+        return Ok(target);
+    }
+    let target = if rules.by_header {
+        by_header(path_and_query, headers)?
+    } else {
+        None
+    };
+    let target = match target {
+        Some(target) => Some(target),
+        None if rules.by_path => by_path(path_and_query)?,
+        None => None,
+    };
+    let target = target.ok_or(RouteError::NoMatch)?;
+    if let Some(expose) = &rules.expose
+        && !expose.contains(&target.service)
+    {
+        return Err(RouteError::NotExposed(target.service));
+    }
+    Ok(target)
+}
+
+/// `X-Cocaine-Service` + `X-Cocaine-Event`; one alone is a 400.
+fn by_header(path_and_query: &str, headers: &HeaderMap) -> Result<Option<Target>, RouteError> {
     let service = headers
         .get(X_COCAINE_SERVICE)
         .map(|v| v.to_str().unwrap_or(""));
@@ -84,19 +120,15 @@ pub fn route(
             if service.is_empty() || event.is_empty() {
                 return Err(RouteError::EmptyName);
             }
-            return Ok(Target {
+            Ok(Some(Target {
                 service: service.to_owned(),
                 event: event.to_owned(),
                 uri: path_and_query.to_owned(),
-            });
+            }))
         }
-        (Some(_), None) | (None, Some(_)) => return Err(RouteError::OneHeader),
-        (None, None) => {}
+        (Some(_), None) | (None, Some(_)) => Err(RouteError::OneHeader),
+        (None, None) => Ok(None),
     }
-    if let Some(target) = by_path(path_and_query)? {
-        return Ok(target);
-    }
-    by_config(path_and_query, host, routes).ok_or(RouteError::NoMatch)
 }
 
 /// Whether a path segment is `.` or `..`, with any of its dots written
@@ -140,34 +172,49 @@ fn by_path(path_and_query: &str) -> Result<Option<Target>, RouteError> {
     }))
 }
 
+/// The most specific configured route that matches (see the module docs).
 fn by_config(path_and_query: &str, host: Option<&str>, routes: &[RouteConfig]) -> Option<Target> {
+    if routes.is_empty() {
+        return None;
+    }
     let host = host.map(|h| h.split(':').next().unwrap_or(h).to_ascii_lowercase());
-    routes.iter().find_map(|route| {
-        if let Some(want) = &route.host {
-            if host.as_deref() != Some(want.as_str()) {
-                return None;
+    let mut best: Option<(&RouteConfig, (bool, usize, bool))> = None;
+    for route in routes {
+        if let Some(want) = &route.host
+            && host.as_deref() != Some(want.as_str())
+        {
+            continue;
+        }
+        if let Some(prefix) = &route.prefix
+            && !path_and_query.starts_with(prefix.as_str())
+        {
+            continue;
+        }
+        let rank = (
+            route.host.is_some() && route.prefix.is_some(),
+            route.prefix.as_ref().map_or(0, String::len),
+            route.host.is_some(),
+        );
+        if best.is_none_or(|(_, top)| rank > top) {
+            best = Some((route, rank));
+        }
+    }
+    let (route, _) = best?;
+    let uri = match &route.prefix {
+        Some(prefix) if route.strip_prefix => {
+            let rest = path_and_query.strip_prefix(prefix.as_str()).unwrap_or("");
+            if rest.starts_with('/') {
+                rest.to_owned()
+            } else {
+                format!("/{rest}")
             }
         }
-        let uri = match &route.prefix {
-            Some(prefix) => {
-                let rest = path_and_query.strip_prefix(prefix.as_str())?;
-                if route.strip_prefix {
-                    if rest.starts_with('/') {
-                        rest.to_owned()
-                    } else {
-                        format!("/{rest}")
-                    }
-                } else {
-                    path_and_query.to_owned()
-                }
-            }
-            None => path_and_query.to_owned(),
-        };
-        Some(Target {
-            service: route.service.clone(),
-            event: route.event.clone(),
-            uri,
-        })
+        _ => path_and_query.to_owned(),
+    };
+    Some(Target {
+        service: route.service.clone(),
+        event: route.event.clone(),
+        uri,
     })
 }
 
@@ -177,7 +224,7 @@ mod tests {
     use hyper::header::HeaderValue;
 
     fn path(p: &str) -> Result<Target, RouteError> {
-        route(p, None, &HeaderMap::new(), &[])
+        route(p, None, &HeaderMap::new(), &[], &RoutingConfig::default())
     }
 
     fn target(service: &str, event: &str, uri: &str) -> Target {
@@ -223,7 +270,10 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-cocaine-service", HeaderValue::from_static("svc"));
         h.insert("x-cocaine-event", HeaderValue::from_static("ev"));
-        assert_eq!(route("/a/../b", None, &h, &[]), Err(RouteError::DotSegment));
+        assert_eq!(
+            route("/a/../b", None, &h, &[], &RoutingConfig::default()),
+            Err(RouteError::DotSegment)
+        );
     }
 
     #[test]
@@ -243,11 +293,14 @@ mod tests {
     fn headers_come_first_and_must_come_in_pairs() {
         let mut h = HeaderMap::new();
         h.insert("x-cocaine-service", HeaderValue::from_static("svc"));
-        assert_eq!(route("/a/b/c", None, &h, &[]), Err(RouteError::OneHeader));
+        assert_eq!(
+            route("/a/b/c", None, &h, &[], &RoutingConfig::default()),
+            Err(RouteError::OneHeader)
+        );
         assert!(RouteError::OneHeader.is_bad_request());
         h.insert("x-cocaine-event", HeaderValue::from_static("ev"));
         assert_eq!(
-            route("/a/b/c?q", None, &h, &[]),
+            route("/a/b/c?q", None, &h, &[], &RoutingConfig::default()),
             Ok(target("svc", "ev", "/a/b/c?q"))
         );
     }
@@ -272,16 +325,121 @@ mod tests {
         ];
         let h = HeaderMap::new();
         assert_eq!(
-            route("/x", Some("API.example:8080"), &h, &routes),
+            route(
+                "/x",
+                Some("API.example:8080"),
+                &h,
+                &routes,
+                &RoutingConfig::default()
+            ),
             Ok(target("api", "http", "/x"))
         );
         assert_eq!(
-            route("/static?v=1", None, &h, &routes),
+            route("/static?v=1", None, &h, &routes, &RoutingConfig::default()),
             Ok(target("files", "get", "/?v=1"))
         );
         assert_eq!(
-            route("/nope", Some("other"), &h, &routes),
+            route(
+                "/nope",
+                Some("other"),
+                &h,
+                &routes,
+                &RoutingConfig::default()
+            ),
             Err(RouteError::NoMatch)
+        );
+    }
+
+    fn prefix_route(host: Option<&str>, prefix: Option<&str>, service: &str) -> RouteConfig {
+        RouteConfig {
+            host: host.map(str::to_owned),
+            prefix: prefix.map(str::to_owned),
+            service: service.into(),
+            event: "http".into(),
+            strip_prefix: true,
+        }
+    }
+
+    #[test]
+    fn configured_routes_come_first_and_the_most_specific_wins() {
+        let routes = [
+            prefix_route(None, Some("/v2/"), "prefix"),
+            prefix_route(Some("api.example.com"), None, "host"),
+            prefix_route(Some("api.example.com"), Some("/v2/"), "both"),
+            prefix_route(None, Some("/v2/users/"), "longer"),
+        ];
+        let h = HeaderMap::new();
+        let rules = RoutingConfig::default();
+        let at = |path: &str, host: Option<&str>| route(path, host, &h, &routes, &rules);
+        // The shipped example: host + prefix, ahead of the path rule.
+        assert_eq!(
+            at("/v2/users", Some("api.example.com")),
+            Ok(target("both", "http", "/users"))
+        );
+        // A longer prefix beats a shorter one (and a host alone).
+        assert_eq!(
+            at("/v2/users/7", Some("api.example.com")),
+            Ok(target("both", "http", "/users/7"))
+        );
+        assert_eq!(at("/v2/users/7", None), Ok(target("longer", "http", "/7")));
+        assert_eq!(at("/v2/x", None), Ok(target("prefix", "http", "/x")));
+        assert_eq!(
+            at("/a/b", Some("api.example.com")),
+            Ok(target("host", "http", "/a/b"))
+        );
+        // Nothing configured matches: the path rule.
+        assert_eq!(at("/echo/http/x", None), Ok(target("echo", "http", "/x")));
+    }
+
+    #[test]
+    fn the_convention_rules_can_be_switched_off() {
+        let mut h = HeaderMap::new();
+        h.insert("x-cocaine-service", HeaderValue::from_static("svc"));
+        h.insert("x-cocaine-event", HeaderValue::from_static("ev"));
+        let no_header = RoutingConfig {
+            by_header: false,
+            ..RoutingConfig::default()
+        };
+        assert_eq!(
+            route("/a/b/c", None, &h, &[], &no_header),
+            Ok(target("a", "b", "/c"))
+        );
+        let neither = RoutingConfig {
+            by_header: false,
+            by_path: false,
+            ..RoutingConfig::default()
+        };
+        assert_eq!(
+            route("/a/b/c", None, &h, &[], &neither),
+            Err(RouteError::NoMatch)
+        );
+    }
+
+    #[test]
+    fn expose_limits_the_convention_rules_not_configured_routes() {
+        let rules = RoutingConfig {
+            expose: Some(["echo".to_owned()].into()),
+            ..RoutingConfig::default()
+        };
+        let routes = [prefix_route(None, Some("/files/"), "storage")];
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            route("/echo/http/", None, &h, &routes, &rules),
+            Ok(target("echo", "http", "/"))
+        );
+        assert_eq!(
+            route("/node/info/", None, &h, &routes, &rules),
+            Err(RouteError::NotExposed("node".into()))
+        );
+        assert_eq!(
+            route("/files/a", None, &h, &routes, &rules),
+            Ok(target("storage", "http", "/a"))
+        );
+        h.insert("x-cocaine-service", HeaderValue::from_static("locator"));
+        h.insert("x-cocaine-event", HeaderValue::from_static("resolve"));
+        assert_eq!(
+            route("/echo/http/", None, &h, &routes, &rules),
+            Err(RouteError::NotExposed("locator".into()))
         );
     }
 }
