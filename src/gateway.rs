@@ -270,7 +270,8 @@ impl RunningGateway {
 
     /// Ordered shutdown: `/ready` turns false; the listeners stop
     /// accepting; kept-alive connections are told to close (HTTP/1.1
-    /// `Connection: close` or closed when idle, HTTP/2 GOAWAY); requests in
+    /// `Connection: close`, or closed once idle for a short grace; HTTP/2
+    /// GOAWAY); requests in
     /// flight finish until `deadline`, and are cut past it; the backend
     /// connections drain and close; the admin API stops last. The report
     /// says what was cut.
