@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::body::Guarded;
 use super::log_limit::LogLimit;
-use super::{ClientAddr, GatewayError, Handler, X_REAL_IP, client_addr};
+use super::{ClientAddr, ConnectionLimit, GatewayError, Handler, X_REAL_IP, client_addr};
 use crate::config::LimitsConfig;
 use crate::prefixed::Prefixed;
 
@@ -63,11 +63,13 @@ static RAPID_RESET_LOG: LogLimit = LogLimit::new(Duration::from_secs(1));
 /// `client_subject` is the verified client certificate's subject (mTLS):
 /// it replaces whatever the client sent in the configured header
 /// (`x-client-subject` without a `[tls]` section), which is removed from
-/// every request, so a client can never forge it.
+/// every request, so a client can never forge it. While parked, it can be
+/// closed to make room in `connections` (see [`ConnectionLimit::acquire`]).
 pub async fn serve_connection<I>(
     io: I,
     peer: Option<SocketAddr>,
     handler: Arc<Handler>,
+    connections: &ConnectionLimit,
     shutdown: CancellationToken,
     client_subject: Option<HeaderValue>,
 ) where
@@ -77,6 +79,7 @@ pub async fn serve_connection<I>(
         Prefixed::new(BytesMut::new(), io),
         peer,
         handler,
+        connections,
         shutdown,
         client_subject,
     )
@@ -90,6 +93,7 @@ pub(crate) async fn serve_prefixed<I>(
     io: Prefixed<I>,
     peer: Option<SocketAddr>,
     handler: Arc<Handler>,
+    connections: &ConnectionLimit,
     shutdown: CancellationToken,
     client_subject: Option<HeaderValue>,
 ) where
@@ -108,6 +112,7 @@ pub(crate) async fn serve_prefixed<I>(
         cut: &cut,
         peer,
         grace: shutdown_grace(&limits, config.shutdown_timeout),
+        connections,
     };
     drop(config);
     let service = RequestService {
@@ -180,6 +185,8 @@ struct Watch<'a> {
     /// Once shutting down, how long a connection with nothing in flight
     /// gets to send a request before it is closed (see [`shutdown_grace`]).
     grace: Duration,
+    /// Where a parked connection waits to be closed to make room.
+    connections: &'a ConnectionLimit,
 }
 
 /// The protocol a connection speaks, by its first bytes.
@@ -344,10 +351,12 @@ async fn has_bytes_now<I: AsyncRead + Unpin>(io: &mut Prefixed<I>) -> bool {
 
 /// Waits, holding only the socket, for the next bytes of a parked
 /// connection: `true` once some came (they are put back), `false` when
-/// it should close (the client closed, the idle timeout, or the shutdown
-/// grace passed without a request).
+/// it should close (the client closed, the idle timeout, the shutdown
+/// grace passed without a request, or evicted to make room for a new
+/// connection at `limits.max_connections`).
 async fn park<I: AsyncRead + Unpin>(io: &mut Prefixed<I>, w: &Watch<'_>) -> bool {
     let _parked = ParkedGauge::new();
+    let mut slot = w.connections.park();
     let mut first = [0u8; PARKED_READ];
     let idle = w.activity.idle_for().unwrap_or_default();
     let idle_end = tokio::time::sleep(w.limits.idle_timeout.saturating_sub(idle));
@@ -356,6 +365,11 @@ async fn park<I: AsyncRead + Unpin>(io: &mut Prefixed<I>, w: &Watch<'_>) -> bool
     let mut close_at = None;
     loop {
         tokio::select! {
+            // Evicted: close, even if its client is sending right now (it
+            // was idle the longest; the accept that evicted it waits for
+            // its room).
+            biased;
+            () = slot.evicted() => return false,
             read = io.read(&mut first) => return match read {
                 Ok(n) if n > 0 => {
                     io.unread(&first[..n]);
@@ -988,6 +1002,7 @@ mod tests {
             cut: &cut,
             peer: None,
             grace: SHUTDOWN_GRACE,
+            connections: &ConnectionLimit::new(1),
         };
         let io = Prefixed::new(BytesMut::from(prefix), server);
         let (kind, mut io) = match sniff(io, &w).await {
