@@ -82,6 +82,9 @@ fn main() {
             ..Config::default()
         };
         config.pool.size = 2;
+        // All from 127.0.0.1, with room for the warm-up's connections
+        // while their close is under way.
+        config.limits.max_connections_per_client = n.saturating_add(100);
         let standalone = Standalone::start(config, "127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();

@@ -36,7 +36,7 @@ pub struct RunningGateway {
     handler: Arc<Handler>,
     /// Client connections allowed (HTTP, HTTPS and unix together), and how
     /// many permits that is now.
-    connections: Arc<tokio::sync::Semaphore>,
+    connections: Arc<http::ConnectionLimit>,
     max_connections: std::sync::Mutex<usize>,
     /// Stops the HTTP and HTTPS listeners and their connections.
     shutdown: CancellationToken,
@@ -93,7 +93,7 @@ impl RunningGateway {
         let addr = listener.local_addr()?;
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         // One limit on client connections across the HTTP and HTTPS listeners.
-        let connections = Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections));
+        let connections = Arc::new(http::ConnectionLimit::new(config.limits.max_connections));
         let mut tls_addr = None;
         let mut certificates = None;
         if let Some((store, server, listener, settings)) = tls {
@@ -232,14 +232,15 @@ impl RunningGateway {
             .max_connections
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let permits = self.connections.permits();
         if limit > *current {
-            self.connections.add_permits(limit - *current);
+            permits.add_permits(limit - *current);
         } else if limit < *current {
             // Free permits go at once; the rest as connections close.
             let fewer = *current - limit;
-            let later = fewer - self.connections.forget_permits(fewer);
+            let later = fewer - permits.forget_permits(fewer);
             if let Ok(later @ 1..) = u32::try_from(later) {
-                let connections = Arc::clone(&self.connections);
+                let connections = Arc::clone(permits);
                 let shutdown = self.shutdown.clone();
                 tokio::spawn(async move {
                     tokio::select! {
@@ -274,7 +275,8 @@ impl RunningGateway {
 
     /// Ordered shutdown: `/ready` turns false; the listeners stop
     /// accepting; kept-alive connections are told to close (HTTP/1.1
-    /// `Connection: close` or closed when idle, HTTP/2 GOAWAY); requests in
+    /// `Connection: close`, or closed once idle for a short grace; HTTP/2
+    /// GOAWAY); requests in
     /// flight finish until `deadline`, and are cut past it; the backend
     /// connections drain and close; the admin API stops last. The report
     /// says what was cut.

@@ -38,6 +38,10 @@ pub trait Listener {
     /// The accepted connection.
     type Stream;
 
+    /// Whether its peers have addresses of their own (TCP), rather than a
+    /// stand-in shared by all (a unix socket's).
+    const PEERS_HAVE_ADDRESSES: bool;
+
     /// Accepts one connection, with its peer as an IP address (a unix
     /// socket's peers count as 127.0.0.1).
     fn accept_one(
@@ -47,6 +51,7 @@ pub trait Listener {
 
 impl Listener for TcpListener {
     type Stream = TcpStream;
+    const PEERS_HAVE_ADDRESSES: bool = true;
 
     async fn accept_one(&self) -> std::io::Result<(TcpStream, SocketAddr)> {
         let (stream, peer) = self.accept().await?;
@@ -57,6 +62,7 @@ impl Listener for TcpListener {
 
 impl Listener for UnixListener {
     type Stream = UnixStream;
+    const PEERS_HAVE_ADDRESSES: bool = false;
 
     async fn accept_one(&self) -> std::io::Result<(UnixStream, SocketAddr)> {
         let (stream, _) = self.accept().await?;

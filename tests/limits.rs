@@ -273,6 +273,9 @@ async fn an_unparked_idle_connection_is_closed_at_the_head_timeout() {
 async fn at_the_connection_limit_accepting_pauses() {
     let mut config = config();
     config.limits.max_connections = 2;
+    // Never parked here, so never closed to make room (see
+    // `tests/connection_limits.rs`).
+    config.limits.idle_release = Duration::from_secs(30);
     let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
     let addr = c.gateway.addr;
     let mut first = support::h1(addr).await;

@@ -212,6 +212,9 @@ async fn a_reloaded_connection_limit_applies_to_accepting() {
     let addr = c.gateway.addr;
     let mut lower = (*c.gateway.config()).clone();
     lower.limits.max_connections = 1;
+    // Never parked here, so never closed to make room (see
+    // `tests/connection_limits.rs`).
+    lower.limits.idle_release = Duration::from_secs(30);
     c.gateway.reload(lower.clone()).unwrap();
     let mut first = support::h1(addr).await;
     let response = first

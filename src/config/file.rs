@@ -59,6 +59,7 @@ struct LimitsFile {
     idle_timeout_ms: Option<i64>,
     idle_release_ms: Option<i64>,
     max_connections: Option<i64>,
+    max_connections_per_client: Option<i64>,
     max_in_flight: Option<i64>,
     h2_max_concurrent_streams: Option<i64>,
     h2_max_header_list_size: Option<i64>,
@@ -417,6 +418,10 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         if let Some(v) = l.max_connections {
             limits.max_connections = c.int("limits.max_connections", v, 1, 10_000_000)?;
+        }
+        if let Some(v) = l.max_connections_per_client {
+            limits.max_connections_per_client =
+                c.int("limits.max_connections_per_client", v, 1, 10_000_000)?;
         }
         if let Some(v) = l.max_in_flight {
             limits.max_in_flight = c.int("limits.max_in_flight", v, 1, 10_000_000)?;

@@ -99,8 +99,14 @@ pub struct LimitsConfig {
     /// gives back its read and write buffers until its next request
     /// (about 16 KiB less per idle connection).
     pub idle_release: Duration,
-    /// Open client connections at most; beyond it accepting pauses.
+    /// Open client connections at most. At the limit, the connection
+    /// parked (idle) longest is closed to make room for a new one; with
+    /// none parked, accepting pauses.
     pub max_connections: usize,
+    /// Open connections from one client address at most; past it a new
+    /// one is closed at once, unanswered. Unix-socket peers and
+    /// `request.trusted_proxies` are exempt.
+    pub max_connections_per_client: usize,
     /// Requests in flight at most; beyond it 503 + `Retry-After` at once.
     pub max_in_flight: usize,
     /// HTTP/2: streams open at once per connection.
@@ -125,6 +131,7 @@ impl Default for LimitsConfig {
             idle_timeout: Duration::from_secs(60),
             idle_release: Duration::from_millis(100),
             max_connections: 10_000,
+            max_connections_per_client: 1_000,
             max_in_flight: 10_000,
             h2_max_concurrent_streams: 256,
             h2_max_header_list_size: 64 << 10,

@@ -32,17 +32,20 @@ use tokio_util::sync::CancellationToken;
 
 use super::body::Guarded;
 use super::log_limit::LogLimit;
-use super::{ClientAddr, GatewayError, Handler, X_REAL_IP, client_addr};
+use super::{ClientAddr, ConnectionLimit, GatewayError, Handler, X_REAL_IP, client_addr};
 use crate::config::LimitsConfig;
 use crate::prefixed::Prefixed;
 
 /// What a client sends first on an HTTP/2 connection.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// On shutdown, how long a connection that has not sent a request yet
-/// gets to send its first one (it was accepted, so the client may be
-/// sending it right now).
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+/// On shutdown, how long a connection with no request in flight gets to
+/// send one before it is closed (at most; see [`Watch::grace`]): one
+/// accepted but not used yet may be sending its first request right now,
+/// and a kept-alive HTTP/1.1 client may have sent its next one before it
+/// could learn that the gateway is closing. Either is answered, with
+/// `Connection: close`.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// The header count hyper allows when none is configured.
 const HYPER_MAX_HEADERS: usize = 100;
@@ -60,11 +63,13 @@ static RAPID_RESET_LOG: LogLimit = LogLimit::new(Duration::from_secs(1));
 /// `client_subject` is the verified client certificate's subject (mTLS):
 /// it replaces whatever the client sent in the configured header
 /// (`x-client-subject` without a `[tls]` section), which is removed from
-/// every request, so a client can never forge it.
+/// every request, so a client can never forge it. While parked, it can be
+/// closed to make room in `connections` (see [`ConnectionLimit::acquire`]).
 pub async fn serve_connection<I>(
     io: I,
     peer: Option<SocketAddr>,
     handler: Arc<Handler>,
+    connections: &ConnectionLimit,
     shutdown: CancellationToken,
     client_subject: Option<HeaderValue>,
 ) where
@@ -74,6 +79,7 @@ pub async fn serve_connection<I>(
         Prefixed::new(BytesMut::new(), io),
         peer,
         handler,
+        connections,
         shutdown,
         client_subject,
     )
@@ -87,6 +93,7 @@ pub(crate) async fn serve_prefixed<I>(
     io: Prefixed<I>,
     peer: Option<SocketAddr>,
     handler: Arc<Handler>,
+    connections: &ConnectionLimit,
     shutdown: CancellationToken,
     client_subject: Option<HeaderValue>,
 ) where
@@ -95,7 +102,8 @@ pub(crate) async fn serve_prefixed<I>(
     let _open = Open::new(Arc::clone(&handler));
     let cut = handler.cut.clone();
     // Limits of the connection as a whole are fixed when it opens.
-    let limits = handler.config().limits.clone();
+    let config = handler.config();
+    let limits = config.limits.clone();
     let activity = Arc::new(Activity::new(limits.max_premature_resets));
     let watch = Watch {
         activity: &activity,
@@ -103,7 +111,10 @@ pub(crate) async fn serve_prefixed<I>(
         shutdown: &shutdown,
         cut: &cut,
         peer,
+        grace: shutdown_grace(&limits, config.shutdown_timeout),
+        connections,
     };
+    drop(config);
     let service = RequestService {
         handler,
         peer,
@@ -152,6 +163,16 @@ fn log_rapid_reset(peer: Option<SocketAddr>, what: &str) {
     }
 }
 
+/// The shutdown grace of a connection: [`SHUTDOWN_GRACE`], but never past
+/// the head timeout, nor past an eighth of the shutdown deadline: an idle
+/// connection may wait out a few graces in a row (one to send a request,
+/// one for hyper to end, again if bytes came), and must not be cut.
+fn shutdown_grace(limits: &LimitsConfig, shutdown_timeout: Duration) -> Duration {
+    SHUTDOWN_GRACE
+        .min(limits.header_timeout)
+        .min(shutdown_timeout / 8)
+}
+
 /// What a connection is watched for, besides its requests.
 struct Watch<'a> {
     activity: &'a Activity,
@@ -161,6 +182,11 @@ struct Watch<'a> {
     /// Drop at once (the shutdown deadline passed).
     cut: &'a CancellationToken,
     peer: Option<SocketAddr>,
+    /// Once shutting down, how long a connection with nothing in flight
+    /// gets to send a request before it is closed (see [`shutdown_grace`]).
+    grace: Duration,
+    /// Where a parked connection waits to be closed to make room.
+    connections: &'a ConnectionLimit,
 }
 
 /// The protocol a connection speaks, by its first bytes.
@@ -199,7 +225,7 @@ async fn sniff<I: AsyncRead + Unpin>(mut io: Prefixed<I>, w: &Watch<'_>) -> Snif
             }
             () = w.shutdown.cancelled(), if !stopping => {
                 stopping = true;
-                deadline = deadline.min(Instant::now() + FIRST_REQUEST_GRACE);
+                deadline = deadline.min(Instant::now() + w.grace);
             }
             () = w.cut.cancelled() => return Sniffed::Gone,
         }
@@ -248,7 +274,14 @@ where
     if w.limits.max_headers != HYPER_MAX_HEADERS {
         builder.max_headers(w.limits.max_headers);
     }
+    // Once shutting down, bytes found after hyper ended an idle
+    // connection are served (with `Connection: close`) once, not dropped.
+    let mut rescued = false;
     loop {
+        if w.shutdown.is_cancelled() {
+            // Shut down while parked, or while hyper was ending.
+            w.activity.closing();
+        }
         // Boxed: its buffers and state live only while it serves.
         let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service.clone()));
         let ended = drive(
@@ -268,8 +301,20 @@ where
         io = parts.io.into_inner();
         io.unread(&parts.read_buf);
         // Even empty, hyper's read buffer holds its allocation: let go.
-        let unread = !parts.read_buf.is_empty();
+        let mut unread = !parts.read_buf.is_empty();
         drop(parts.read_buf);
+        if !parked && !rescued && w.shutdown.is_cancelled() {
+            // Closed while idle on shutdown: a request the client sent
+            // before it could learn so may be in hyper's buffer, or
+            // already in the socket's. Served, it is answered with
+            // `Connection: close`; dropped, the client would see nothing.
+            rescued = true;
+            unread = unread || has_bytes_now(&mut io).await;
+            if unread {
+                w.activity.waiting_since_now();
+                continue;
+            }
+        }
         if !parked {
             // The client is done (closed, or no keep-alive): end it
             // cleanly (a FIN, or TLS close_notify), unless cut meanwhile.
@@ -287,14 +332,12 @@ where
     }
 }
 
-/// Waits, holding only the socket, for the next bytes of a parked
-/// connection: `true` once some came (they are put back), `false` when
-/// it should close (the client closed, the idle timeout, shutdown).
-async fn park<I: AsyncRead + Unpin>(io: &mut Prefixed<I>, w: &Watch<'_>) -> bool {
-    let _parked = ParkedGauge::new();
+/// Whether bytes can be read from `io` at once, without waiting (they are
+/// put back). Best effort: it sees what the runtime already knows came.
+async fn has_bytes_now<I: AsyncRead + Unpin>(io: &mut Prefixed<I>) -> bool {
     let mut first = [0u8; PARKED_READ];
-    let idle = w.activity.idle_for().unwrap_or_default();
     tokio::select! {
+        biased;
         read = io.read(&mut first) => match read {
             Ok(n) if n > 0 => {
                 io.unread(&first[..n]);
@@ -302,12 +345,51 @@ async fn park<I: AsyncRead + Unpin>(io: &mut Prefixed<I>, w: &Watch<'_>) -> bool
             }
             _ => false,
         },
-        () = tokio::time::sleep(w.limits.idle_timeout.saturating_sub(idle)) => {
-            crate::metrics::limit_hit("idle_timeout");
-            false
+        () = std::future::ready(()) => false,
+    }
+}
+
+/// Waits, holding only the socket, for the next bytes of a parked
+/// connection: `true` once some came (they are put back), `false` when
+/// it should close (the client closed, the idle timeout, the shutdown
+/// grace passed without a request, or evicted to make room for a new
+/// connection at `limits.max_connections`).
+async fn park<I: AsyncRead + Unpin>(io: &mut Prefixed<I>, w: &Watch<'_>) -> bool {
+    let _parked = ParkedGauge::new();
+    let mut slot = w.connections.park();
+    let mut first = [0u8; PARKED_READ];
+    let idle = w.activity.idle_for().unwrap_or_default();
+    let idle_end = tokio::time::sleep(w.limits.idle_timeout.saturating_sub(idle));
+    tokio::pin!(idle_end);
+    // Once shutting down: when the grace ends.
+    let mut close_at = None;
+    loop {
+        tokio::select! {
+            // Evicted: close, even if its client is sending right now (it
+            // was idle the longest; the accept that evicted it waits for
+            // its room).
+            biased;
+            () = slot.evicted() => return false,
+            read = io.read(&mut first) => return match read {
+                Ok(n) if n > 0 => {
+                    io.unread(&first[..n]);
+                    true
+                }
+                _ => false,
+            },
+            () = &mut idle_end => {
+                crate::metrics::limit_hit("idle_timeout");
+                return false;
+            }
+            () = w.shutdown.cancelled(), if close_at.is_none() => {
+                w.activity.closing();
+                close_at = Some(Instant::now() + w.grace);
+            }
+            () = tokio::time::sleep_until(close_at.unwrap_or_else(Instant::now)), if close_at.is_some() => {
+                return false;
+            }
+            () = w.cut.cancelled() => return false,
         }
-        () = w.shutdown.cancelled() => false,
-        () = w.cut.cancelled() => false,
     }
 }
 
@@ -366,13 +448,21 @@ where
 }
 
 /// Drives `connection` until it is done, closing it gracefully on
-/// shutdown (after a first-request grace for one not used yet), on abuse
+/// shutdown, on abuse
 /// (most requests cancelled), or past the idle timeout; with `park_after`,
 /// ends it for parking once idle that long; with `head_timeout`
 /// (HTTP/1.1), closes it once it has waited that long for a request head
 /// (from the end of the last request, the connection's start, or its
 /// resumption after parking) — the check's cadence makes this at most
 /// `park_after` late.
+///
+/// On shutdown, HTTP/2 gets GOAWAY at once (after the grace for a first
+/// request, on a connection not used yet); requests in flight finish.
+/// HTTP/1.1 (`park_after` set) keeps being served: each response made
+/// from then on carries `Connection: close` (see [`RequestService`]), after
+/// which hyper ends the connection; one with nothing in flight is closed
+/// once it has sent nothing for the grace (the client may have sent a
+/// request before it could learn that the gateway is closing).
 ///
 /// The futures it waits on live as long as the connection, not one
 /// request: a busy connection is polled on every wake, and registering
@@ -396,7 +486,7 @@ async fn drive<C: Serving>(
         .into_iter()
         .flatten()
         .fold(idle_timeout, Duration::min);
-    let next_check = || match w.activity.idle_for() {
+    let idle_check_in = || match w.activity.idle_for() {
         Some(idle) => {
             let mut due = head_timeout.map_or(idle_timeout, |head| head.min(idle_timeout));
             if let Some(park) = park_after.filter(|_| parkable()) {
@@ -406,13 +496,26 @@ async fn drive<C: Serving>(
         }
         None => check_every,
     };
+    // HTTP/1.1 once shutting down: since when.
+    let mut stopping: Option<Instant> = None;
+    // When the idle check should look next, shutting down or not.
+    let next_check = |stopping: Option<Instant>| match (stopping, w.activity.idle_for()) {
+        (Some(at), Some(idle)) => idle_check_in().min(
+            w.grace
+                .saturating_sub(idle)
+                .max(w.grace.saturating_sub(at.elapsed())),
+        ),
+        _ => idle_check_in(),
+    };
     let shutdown = w.shutdown.cancelled();
+    // Watched only once stopping: the deadline comes after the shutdown.
+    let cut = w.cut.cancelled();
     let abused = w.activity.abused.notified();
-    let check = tokio::time::sleep(next_check());
-    tokio::pin!(shutdown, abused, check);
+    let check = tokio::time::sleep(next_check(stopping));
+    tokio::pin!(shutdown, cut, abused, check);
     let mut watchers = WatcherGate::default();
     loop {
-        // hyper's connection on every wake-up; the three watchers only
+        // hyper's connection on every wake-up; the watchers only
         // when one of them woke the task (each poll of a `Notify` waiter
         // takes its lock, and the shutdown one is shared by every
         // connection).
@@ -424,8 +527,11 @@ async fn drive<C: Serving>(
                 return Poll::Pending;
             };
             let mut cx = Context::from_waker(&waker);
-            if shutdown.as_mut().poll(&mut cx).is_ready() {
+            if stopping.is_none() && shutdown.as_mut().poll(&mut cx).is_ready() {
                 return Poll::Ready(Event::Shutdown);
+            }
+            if stopping.is_some() && cut.as_mut().poll(&mut cx).is_ready() {
+                return Poll::Ready(Event::Cut);
             }
             if abused.as_mut().poll(&mut cx).is_ready() {
                 return Poll::Ready(Event::Abused);
@@ -438,6 +544,14 @@ async fn drive<C: Serving>(
         .await;
         match event {
             Event::Served(result) => return Ended::Done(result),
+            Event::Cut => return Ended::Cut,
+            Event::Shutdown if park_after.is_some() => {
+                // HTTP/1.1: served on, closed once idle for the grace.
+                w.activity.closing();
+                stopping = Some(Instant::now());
+                check.as_mut().reset(Instant::now() + next_check(stopping));
+                watchers.rearm();
+            }
             Event::Shutdown => {
                 if !w.activity.ever_busy() {
                     // Accepted just before the shutdown: the client may be
@@ -448,7 +562,7 @@ async fn drive<C: Serving>(
                             return Ended::Done(result);
                         }
                         () = w.activity.first_request() => {}
-                        () = tokio::time::sleep(FIRST_REQUEST_GRACE.min(w.limits.header_timeout)) => {}
+                        () = tokio::time::sleep(w.grace) => {}
                         () = w.cut.cancelled() => return Ended::Cut,
                     }
                 }
@@ -482,14 +596,30 @@ async fn drive<C: Serving>(
                         crate::metrics::limit_hit("header_timeout");
                         return Ended::Done(Ok(()));
                     }
-                    Some(idle) if park_after.is_some_and(|park| idle >= park) && parkable() => {
+                    // Shutting down, and no request came in the grace:
+                    // hyper ends an idle keep-alive connection at once
+                    // (one still reading a head gets one more grace);
+                    // the caller then looks for bytes that came after all.
+                    Some(idle)
+                        if stopping
+                            .is_some_and(|at| idle >= w.grace && at.elapsed() >= w.grace) =>
+                    {
+                        return tokio::time::timeout(w.grace, finish(connection, w))
+                            .await
+                            .unwrap_or(Ended::Done(Ok(())));
+                    }
+                    Some(idle)
+                        if park_after.is_some_and(|park| idle >= park)
+                            && parkable()
+                            && stopping.is_none() =>
+                    {
                         return match finish(connection, w).await {
                             Ended::Done(Ok(())) => Ended::Parked,
                             other => other,
                         };
                     }
                     _ => {
-                        check.as_mut().reset(Instant::now() + next_check());
+                        check.as_mut().reset(Instant::now() + next_check(stopping));
                         // The reset timer registers on its next poll.
                         watchers.rearm();
                     }
@@ -503,11 +633,13 @@ async fn drive<C: Serving>(
 enum Event {
     Served(Result<(), hyper::Error>),
     Shutdown,
+    /// The shutdown deadline passed (watched once stopping).
+    Cut,
     Abused,
     Check,
 }
 
-/// Lets a connection's watcher futures (shutdown, abuse, the idle check) be
+/// Lets a connection's watcher futures (shutdown, the cut, abuse, the idle check) be
 /// polled only when one of them woke the task: they are polled with a
 /// waker of their own, which records that it fired and wakes the task.
 #[derive(Default)]
@@ -641,6 +773,8 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         }
         let busy = Busy::new(&self.activity, &handler.busy);
         let unanswered = Unanswered(Some(Arc::clone(&self.activity)));
+        // HTTP/2 has GOAWAY instead (and no `Connection` header).
+        let h1 = request.version() < hyper::Version::HTTP_2;
         // The synchronous step now, before hyper reads ahead (see `begin`).
         let begun = handler.begin(&settings, request);
         Box::pin(async move {
@@ -651,8 +785,15 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             // connection found abusive) before the backend channel is
             // cancelled, which the app may see at once.
             let unanswered = unanswered;
-            let response = finishing.await;
+            let mut response = finishing.await;
             unanswered.answered();
+            if h1 && busy.0.is_closing() {
+                // The gateway is stopping: the client learns it here, and
+                // hyper ends the connection after this response.
+                response
+                    .headers_mut()
+                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+            }
             // Busy until the body is sent too.
             Ok::<_, Infallible>(response.map(|body| body.with_guard(busy)))
         })
@@ -678,6 +819,11 @@ struct Activity {
     abusive: std::sync::atomic::AtomicBool,
     /// Wakes the connection when cancellations pass the limit.
     abused: tokio::sync::Notify,
+    /// Set once the connection knows the gateway is stopping: its HTTP/1
+    /// responses carry `Connection: close` from then on. A flag of its own,
+    /// not the shutdown token, which every connection shares (and whose
+    /// reads take its lock).
+    closing: std::sync::atomic::AtomicBool,
 }
 
 impl Activity {
@@ -691,7 +837,18 @@ impl Activity {
             max_premature,
             abusive: std::sync::atomic::AtomicBool::new(false),
             abused: tokio::sync::Notify::new(),
+            closing: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The gateway is stopping (see [`Self::is_closing`]).
+    fn closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// Whether responses should say `Connection: close`.
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
     }
 
     /// Whether its client cancelled too many requests (see [`Unanswered`]).
@@ -844,6 +1001,8 @@ mod tests {
             shutdown: &shutdown,
             cut: &cut,
             peer: None,
+            grace: SHUTDOWN_GRACE,
+            connections: &ConnectionLimit::new(1),
         };
         let io = Prefixed::new(BytesMut::from(prefix), server);
         let (kind, mut io) = match sniff(io, &w).await {

@@ -6,6 +6,7 @@
 mod body;
 mod client_addr;
 mod connection;
+mod connection_limit;
 mod log_limit;
 pub mod response;
 
@@ -25,6 +26,7 @@ use tokio_util::task::TaskTracker;
 pub use self::body::GatewayBody;
 pub use self::client_addr::client_addr;
 pub use self::connection::serve_connection;
+pub use self::connection_limit::ConnectionLimit;
 pub use self::response::GatewayError;
 pub use crate::cidr::Cidr;
 use crate::config::Config;
@@ -481,29 +483,56 @@ struct Collecting<B> {
 }
 
 /// Accepts HTTP connections on `listener` (TCP or a unix socket) until
-/// `shutdown`, each while one of `connections`' permits is free. With
-/// `proxy_protocol`, each connection must start with a PROXY header.
+/// `shutdown`, each while `connections` has room (see
+/// [`ConnectionLimit::acquire`]) and its client is under
+/// `limits.max_connections_per_client` (past it, the connection is closed
+/// unanswered). With `proxy_protocol`, each connection
+/// must start with a PROXY header.
 pub async fn serve<L>(
     listener: L,
     proxy_protocol: bool,
     handler: Arc<Handler>,
-    connections: Arc<tokio::sync::Semaphore>,
+    connections: Arc<ConnectionLimit>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) where
     L: crate::listener::Listener,
     L::Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    while let Some((stream, peer, permit)) =
-        crate::listener::accept_limited(&listener, &shutdown, "http", &connections).await
-    {
+    loop {
+        let Some((stream, peer)) =
+            crate::listener::accept_with_peer(&listener, &shutdown, "http").await
+        else {
+            return;
+        };
+        // Room for it, made by closing an idle connection if need be
+        // (only once a client is there); meanwhile accepting pauses.
+        let Some(permit) = connections.acquire(&shutdown, "http").await else {
+            return;
+        };
         let handler = Arc::clone(&handler);
+        let connections = Arc::clone(&connections);
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
-            let limit = handler.config().limits.header_timeout;
+            let config = handler.config();
+            let limit = config.limits.header_timeout;
             match crate::proxy_protocol::accept(stream, peer, proxy_protocol, limit).await {
                 Ok((stream, client)) => {
-                    connection::serve_prefixed(stream, Some(client), handler, shutdown, None).await;
+                    let ip = L::PEERS_HAVE_ADDRESSES.then_some(client.ip());
+                    // Past its client's cap: dropped, so closed unanswered.
+                    let Ok(_client) = connections.admit(ip, &config) else {
+                        return;
+                    };
+                    drop(config);
+                    connection::serve_prefixed(
+                        stream,
+                        Some(client),
+                        handler,
+                        &connections,
+                        shutdown,
+                        None,
+                    )
+                    .await;
                 }
                 Err(e) => refuse_proxy_header(&e),
             }

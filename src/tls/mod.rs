@@ -277,15 +277,24 @@ pub async fn serve(
     acceptor: TlsAcceptor,
     handler: Arc<Handler>,
     tls: Arc<TlsConfig>,
-    connections: Arc<tokio::sync::Semaphore>,
+    connections: Arc<crate::http::ConnectionLimit>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    while let Some((stream, peer, permit)) =
-        crate::listener::accept_limited(&listener, &shutdown, "https", &connections).await
-    {
+    loop {
+        let Some((stream, peer)) =
+            crate::listener::accept_with_peer(&listener, &shutdown, "https").await
+        else {
+            return;
+        };
+        // Room for it, made by closing an idle connection if need be
+        // (only once a client is there); meanwhile accepting pauses.
+        let Some(permit) = connections.acquire(&shutdown, "https").await else {
+            return;
+        };
         let acceptor = acceptor.clone();
         let handler = Arc::clone(&handler);
+        let connections = Arc::clone(&connections);
         let shutdown = shutdown.clone();
         let tls = Arc::clone(&tls);
         tracker.spawn(async move {
@@ -302,6 +311,11 @@ pub async fn serve(
             {
                 Ok(accepted) => accepted,
                 Err(e) => return crate::http::refuse_proxy_header(&e),
+            };
+            // Past its client's cap: dropped before the handshake, so
+            // closed unanswered.
+            let Ok(_client) = connections.admit(Some(peer.ip()), &handler.config()) else {
+                return;
             };
             let stream = match tokio::time::timeout_at(
                 started + tls.handshake_timeout,
@@ -326,7 +340,15 @@ pub async fn serve(
                 .and_then(|chain| chain.first())
                 .and_then(|leaf| subject(leaf))
                 .and_then(|s| HeaderValue::from_bytes(s.as_bytes()).ok());
-            crate::http::serve_connection(stream, Some(peer), handler, shutdown, subject).await;
+            crate::http::serve_connection(
+                stream,
+                Some(peer),
+                handler,
+                &connections,
+                shutdown,
+                subject,
+            )
+            .await;
             drop(permit);
         });
     }

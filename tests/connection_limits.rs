@@ -1,0 +1,148 @@
+//! No lock-out by connections: at `limits.max_connections`, idle (parked)
+//! keep-alive connections are closed, oldest first, to serve a new
+//! client; and one client address gets at most
+//! `limits.max_connections_per_client` connections (trusted proxies and
+//! unix-socket peers exempt). Both count in `rpcgate_limit_hits_total`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rpcgate::app::demo;
+use rpcgate::cidr::Cidr;
+use rpcgate::config::Config;
+use support::child::bounded;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+const HELLO: &[u8] = b"GET /hello/http/ HTTP/1.1\r\nHost: t\r\n\r\n";
+
+fn config() -> Config {
+    let mut config = Config::default();
+    config.pool.size = 1;
+    config
+}
+
+/// `rpcgate_limit_hits_total{limit}` from the admin API.
+async fn limit_hits(admin: SocketAddr, limit: &str) -> u64 {
+    let (_, text) = support::http(admin, "GET", "/metrics", "").await;
+    let series = format!("rpcgate_limit_hits_total{{limit=\"{limit}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+/// A keep-alive connection from `from` with one request answered on it.
+async fn served(addr: SocketAddr, from: &str) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream.write_all(HELLO).await.unwrap();
+    let (status, _) = support::read_response(&mut stream, &mut Vec::new()).await;
+    assert_eq!(status, 200);
+    stream
+}
+
+/// Whether the gateway closed `stream` (EOF or reset) without a byte.
+async fn closed_unanswered(stream: &mut TcpStream) -> bool {
+    let mut rest = Vec::new();
+    match stream.read_to_end(&mut rest).await {
+        Ok(_) => rest.is_empty(),
+        Err(_) => true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_flood_at_max_connections_leaves_room_for_a_new_client() {
+    // One recorder per process: whichever test gets here first.
+    let _ = rpcgate::metrics::install_prometheus();
+    let mut config = config();
+    config.limits.max_connections = 20;
+    // Parked right after each response.
+    config.limits.idle_release = Duration::ZERO;
+    config.limits.idle_timeout = Duration::from_secs(60);
+    // Without eviction the new client waits for an idle timeout; with it,
+    // for one connection to close. A quarter of the idle timeout tells
+    // the two apart.
+    let within = config.limits.idle_timeout / 4;
+    let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
+    let (addr, admin) = (c.gateway.addr, c.gateway.admin_addr.unwrap());
+    let mut flood = Vec::new();
+    for _ in 0..20 {
+        flood.push(served(addr, "127.0.0.1").await);
+    }
+    let evicted_before = limit_hits(admin, "idle_evicted").await;
+    // A new client is served while all 20 are open and idle...
+    let got = tokio::time::timeout(within, support::send(addr, "GET", "/hello/http/", &[], ""))
+        .await
+        .unwrap_or_else(|_| panic!("a new client locked out for {within:?}"));
+    assert_eq!(got.status, 200);
+    // ...because the oldest idle one was closed for it.
+    assert!(bounded("the oldest to close", closed_unanswered(&mut flood[0])).await);
+    assert!(limit_hits(admin, "idle_evicted").await > evicted_before);
+    // The newest is still open and served.
+    let newest = flood.last_mut().unwrap();
+    newest.write_all(HELLO).await.unwrap();
+    let (status, _) = support::read_response(newest, &mut Vec::new()).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_past_its_connection_cap_is_closed_but_others_are_served() {
+    let _ = rpcgate::metrics::install_prometheus();
+    let dir = std::env::temp_dir().join(format!("rpcgate-cap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("http.sock");
+    let mut config = config();
+    config.limits.max_connections_per_client = 3;
+    config.request.trusted_proxies = vec![Cidr::parse("127.0.0.3").unwrap()];
+    config.listen_unix = Some(path.clone());
+    let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
+    let (addr, admin) = (c.gateway.addr, c.gateway.admin_addr.unwrap());
+    let capped_before = limit_hits(admin, "connections_per_client").await;
+    let mut mine = Vec::new();
+    for _ in 0..3 {
+        mine.push(served(addr, "127.0.0.1").await);
+    }
+    // The fourth from the same address is closed, unanswered.
+    let mut fourth = TcpStream::connect(addr).await.unwrap();
+    let _ = fourth.write_all(HELLO).await;
+    assert!(bounded("the fourth to close", closed_unanswered(&mut fourth)).await);
+    assert!(limit_hits(admin, "connections_per_client").await > capped_before);
+    // Another address is served.
+    let _other = served(addr, "127.0.0.2").await;
+    // A trusted proxy and unix-socket peers are not capped.
+    let (mut exempt, mut unix) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        exempt.push(served(addr, "127.0.0.3").await);
+        let stream = tokio::net::UnixStream::connect(&path).await.unwrap();
+        let mut sender = support::h1_over(stream).await;
+        let response = sender
+            .send_request(support::request("GET", "/hello/http/", &[], ""))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        unix.push(sender);
+    }
+    // One of the three closes: room for one more from that address, once
+    // the gateway has seen the close.
+    drop(mine.pop());
+    bounded("room for the client again", async {
+        loop {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            let _ = stream.write_all(HELLO).await;
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            if let Ok(n @ 1..) = stream.read(&mut chunk).await {
+                buf.extend_from_slice(&chunk[..n]);
+                assert!(buf.starts_with(b"HTTP/1.1 200"), "{buf:?}");
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+}
