@@ -276,7 +276,10 @@ async fn a_backend_that_keeps_failing_is_retried_with_growing_pauses() {
     .await;
     assert!(matches!(got.status, 502 | 503), "{:?}", got.body);
     let kind = got.json()["error"]["kind"].as_str().unwrap().to_owned();
-    assert!(matches!(kind.as_str(), "bad_gateway" | "no_connection"), "{kind}");
+    assert!(
+        matches!(kind.as_str(), "bad_gateway" | "no_connection"),
+        "{kind}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
