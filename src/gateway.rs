@@ -67,6 +67,14 @@ impl ShutdownReport {
 impl RunningGateway {
     /// Binds the configured listeners and serves, resolving through `locator`.
     pub async fn start(config: Config, locator: Arc<dyn Locator>) -> std::io::Result<Self> {
+        // The file was checked; an address given another way (a flag, a
+        // config built in code) is checked here.
+        if let Some(reason) = config.admin_exposure() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("admin: {reason}"),
+            ));
+        }
         let listener = bind_reuse_port(config.listen)?;
         let admin_listener = match config.admin {
             Some(addr) => Some(bind_reuse_port(addr)?),

@@ -1,9 +1,13 @@
 //! The admin listener: owns `/ping`, `/health`, `/ready` (false while
 //! draining), `/metrics` (Prometheus text), `/pools` (each connection's
-//! endpoint, age, in-flight and state) and `/config`. Loopback by default; it has no auth.
+//! endpoint, age, in-flight and state), `/config` (the running config as
+//! JSON, see [`crate::config::view`]) and `/log-level`. Loopback by default
+//! (another address needs `admin_allow_remote`); it has no auth.
 //!
-//! Every endpoint is read-only: only GET and HEAD are served, anything
-//! else is 405. Like the HTTP listener, it closes a connection that takes
+//! Every endpoint but `/log-level` is read-only: only GET and HEAD are
+//! served, anything else is 405. `PUT /log-level` with a level (`error`,
+//! `warn`, `info`, `debug`, `trace`) as the body changes the log level
+//! live, where the binary registered how ([`set_log_level_control`]). Like the HTTP listener, it closes a connection that takes
 //! longer than `limits.header_timeout` (of the running config) to send a
 //! request head, and it serves at most [`MAX_CONNECTIONS`] connections at
 //! once (accepting pauses at the cap).
@@ -29,6 +33,22 @@ use crate::pool::Pools;
 /// probes and an operator, few enough that a misbehaving client cannot
 /// hold many sockets. Past it, accepting pauses until one closes.
 pub const MAX_CONNECTIONS: usize = 64;
+
+/// Reads (`None`) or sets (`Some(level)`) the process's log level,
+/// returning the level in force, or why the level was refused.
+pub type LogLevelControl = Box<dyn Fn(Option<&str>) -> Result<String, String> + Send + Sync>;
+
+static LOG_LEVEL: std::sync::OnceLock<LogLevelControl> = std::sync::OnceLock::new();
+
+/// Registers how `/log-level` reads and changes the log level (the binary
+/// does this when it installs its subscriber). Only the first call takes
+/// effect.
+pub fn set_log_level_control(control: LogLevelControl) {
+    let _ = LOG_LEVEL.set(control);
+}
+
+/// The largest `PUT /log-level` body read.
+const LOG_LEVEL_BODY_LIMIT: usize = 64;
 
 /// What the admin API reads.
 #[derive(Debug)]
@@ -59,7 +79,20 @@ pub async fn serve(
             let service = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let state = Arc::clone(&state);
                 async move {
-                    Ok::<_, Infallible>(route(request.method(), request.uri().path(), &state))
+                    let (parts, body) = request.into_parts();
+                    // Only a PUT carries a body worth reading, and a short one.
+                    let body = if parts.method == Method::PUT {
+                        http_body_util::BodyExt::collect(http_body_util::Limited::new(
+                            body,
+                            LOG_LEVEL_BODY_LIMIT,
+                        ))
+                        .await
+                        .ok()
+                        .map(http_body_util::Collected::to_bytes)
+                    } else {
+                        None
+                    };
+                    Ok::<_, Infallible>(route(&parts.method, parts.uri.path(), body, &state))
                 }
             });
             let connection = http1::Builder::new()
@@ -78,7 +111,15 @@ pub async fn serve(
 /// The methods every admin endpoint serves.
 const ALLOWED: &str = "GET, HEAD";
 
-fn route(method: &Method, path: &str, state: &AdminState) -> Response<Full<Bytes>> {
+fn route(
+    method: &Method,
+    path: &str,
+    body: Option<Bytes>,
+    state: &AdminState,
+) -> Response<Full<Bytes>> {
+    if path == "/log-level" {
+        return log_level(method, body);
+    }
     let known = matches!(
         path,
         "/ping" | "/health" | "/ready" | "/pools" | "/metrics" | "/config"
@@ -122,12 +163,51 @@ fn route(method: &Method, path: &str, state: &AdminState) -> Response<Full<Bytes
                 &serde_json::json!({"error": "no metrics recorder installed"}),
             ),
         },
-        // Nothing in the config is secret yet; if credentials are added,
-        // redact them here.
-        "/config" => text(StatusCode::OK, &format!("{:#?}\n", state.handler.config())),
+        "/config" => json(
+            StatusCode::OK,
+            &crate::config::view(&state.handler.config()),
+        ),
         _ => json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({"error": "no such admin route"}),
+        ),
+    }
+}
+
+/// `GET /log-level` reads the level, `PUT /log-level` sets it.
+fn log_level(method: &Method, body: Option<Bytes>) -> Response<Full<Bytes>> {
+    const ALLOWED_HERE: &str = "GET, HEAD, PUT";
+    let Some(control) = LOG_LEVEL.get() else {
+        return json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "this process does not let the admin API change its log level"}),
+        );
+    };
+    let outcome = match *method {
+        Method::GET | Method::HEAD => control(None),
+        Method::PUT => match body.as_deref().map(std::str::from_utf8) {
+            Some(Ok(level)) => control(Some(level.trim())),
+            _ => Err(format!(
+                "the body must be a level (error, warn, info, debug or trace), at most {LOG_LEVEL_BODY_LIMIT} bytes"
+            )),
+        },
+        _ => {
+            let mut response = json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &serde_json::json!({"error": format!("method {method} not allowed; use {ALLOWED_HERE}")}),
+            );
+            response.headers_mut().insert(
+                hyper::header::ALLOW,
+                hyper::header::HeaderValue::from_static(ALLOWED_HERE),
+            );
+            return response;
+        }
+    };
+    match outcome {
+        Ok(level) => json(StatusCode::OK, &serde_json::json!({"log_level": level})),
+        Err(reason) => json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({"error": reason}),
         ),
     }
 }

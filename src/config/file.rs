@@ -16,6 +16,7 @@ struct File {
     listen: Option<String>,
     listen_unix: Option<String>,
     admin: Option<String>,
+    admin_allow_remote: Option<bool>,
     locators: Option<Vec<String>>,
     resolve_timeout_ms: Option<i64>,
     access_log: Option<bool>,
@@ -201,6 +202,12 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         } else {
             Some(c.addr("admin", v)?)
         };
+    }
+    if let Some(v) = raw.admin_allow_remote {
+        config.admin_allow_remote = v;
+    }
+    if let Some(reason) = config.admin_exposure() {
+        return Err(c.err("admin", reason));
     }
     if let Some(list) = &raw.locators {
         config.locators = list

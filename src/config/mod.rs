@@ -4,12 +4,14 @@
 //! every error names the file and the key.
 
 mod file;
+mod view;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use self::view::view;
 pub use crate::locator::ConfigError;
 
 /// The whole gateway configuration.
@@ -19,6 +21,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the admin API is served.
     pub admin: Option<SocketAddr>,
+    /// Whether the admin API may listen on an address other than loopback
+    /// (it has no authentication).
+    pub admin_allow_remote: bool,
     /// Locator endpoints, tried in order.
     pub locators: Vec<SocketAddr>,
     /// The limit on resolving a service name through the locators
@@ -343,6 +348,7 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            admin_allow_remote: false,
             locators: vec![SocketAddr::from(([127, 0, 0, 1], 10053))],
             resolve_timeout: Duration::from_secs(2),
             tls: None,
@@ -371,6 +377,18 @@ impl Config {
     /// Parses and validates TOML; `file` names it in errors.
     pub fn parse(text: &str, file: &Path) -> Result<Self, ConfigError> {
         file::parse(text, file)
+    }
+
+    /// Why the admin address may not be used: it is not a loopback address
+    /// and `admin_allow_remote` is off. `None` when it is fine.
+    pub fn admin_exposure(&self) -> Option<String> {
+        let addr = self.admin?;
+        (!addr.ip().is_loopback() && !self.admin_allow_remote).then(|| {
+            format!(
+                "`{addr}` is not a loopback address, and the admin API has no \
+                 authentication; set admin_allow_remote = true to serve it there"
+            )
+        })
     }
 
     /// The deadline for `service`.

@@ -1,0 +1,126 @@
+//! The running config as the admin API shows it (`GET /config`): owns
+//! turning a [`Config`] into JSON with the file's key names and units
+//! (`*_ms` in milliseconds), with anything that could be secret redacted.
+//!
+//! What is shown: addresses, limits, timeouts, routes, services, header
+//! names, certificate and key *paths* (never their contents, which the
+//! config does not hold). What would be redacted: the values of any
+//! credential a future key adds; today no key holds one, and each field is
+//! listed here by hand so that a new one is shown only once someone has
+//! decided it may be.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::Config;
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The config as JSON, keyed as in the file.
+pub fn view(config: &Config) -> Value {
+    let c = config;
+    json!({
+        "listen": c.listen.to_string(),
+        "listen_unix": c.listen_unix.as_ref().map(|p| p.display().to_string()),
+        "admin": c.admin.map(|a| a.to_string()),
+        "admin_allow_remote": c.admin_allow_remote,
+        "locators": c.locators.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "resolve_timeout_ms": ms(c.resolve_timeout),
+        "access_log": c.access_log,
+        "proxy_protocol": c.proxy_protocol,
+        "shutdown_timeout_ms": ms(c.shutdown_timeout),
+        "request": {
+            "timeout_ms": ms(c.request.timeout),
+            "body_limit": c.request.body_limit,
+            // Header names only: no value is configured here.
+            "forward_headers": c.request.forward_headers,
+            "tracing_probability": c.request.tracing_probability,
+            "trusted_proxies": c.request.trusted_proxies.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "sticky_header": c.request.sticky_header,
+        },
+        "pool": {
+            "size": c.pool.size,
+            "lifespan_ms": ms(c.pool.lifespan),
+            "jitter": c.pool.jitter,
+            "reconnect_share": c.pool.reconnect_share,
+            "connect_timeout_ms": ms(c.pool.connect_timeout),
+            "idle_timeout_ms": c.pool.idle_timeout.map_or(0, ms),
+            "slow_start_ms": ms(c.pool.slow_start),
+        },
+        "retry": {
+            "attempts": c.retry.attempts,
+            "budget_share": c.retry.budget_share,
+            "budget_floor": c.retry.budget_floor,
+            "backoff_ms": ms(c.retry.backoff),
+        },
+        "outlier": {
+            "consecutive_failures": c.outlier.consecutive_failures,
+            "base_ejection_ms": ms(c.outlier.base_ejection),
+            "max_ejection_share": c.outlier.max_ejection_share,
+        },
+        "routing": {
+            "by_header": c.routing.by_header,
+            "by_path": c.routing.by_path,
+            "expose": c.routing.expose,
+        },
+        "routes": c.routes.iter().map(|r| json!({
+            "host": r.host,
+            "prefix": r.prefix,
+            "service": r.service,
+            "event": r.event,
+            "strip_prefix": r.strip_prefix,
+        })).collect::<Vec<_>>(),
+        "services": c.services.iter().map(|(name, s)| (name.clone(), json!({
+            "timeout_ms": s.timeout.map(ms),
+            "pool_size": s.pool_size,
+            "lifespan_ms": s.lifespan.map(ms),
+            "max_in_flight": s.max_in_flight,
+        }))).collect::<serde_json::Map<_, _>>(),
+        "limits": {
+            "max_header_bytes": c.limits.max_header_bytes,
+            "max_headers": c.limits.max_headers,
+            "header_timeout_ms": ms(c.limits.header_timeout),
+            "idle_timeout_ms": ms(c.limits.idle_timeout),
+            "idle_release_ms": ms(c.limits.idle_release),
+            "max_connections": c.limits.max_connections,
+            "max_connections_per_client": c.limits.max_connections_per_client,
+            "max_in_flight": c.limits.max_in_flight,
+            "h2_max_concurrent_streams": c.limits.h2_max_concurrent_streams,
+            "h2_max_header_list_size": c.limits.h2_max_header_list_size,
+            "h2_max_pending_resets": c.limits.h2_max_pending_resets,
+            "max_premature_resets": c.limits.max_premature_resets,
+        },
+        "tls": c.tls.as_ref().map(|t| json!({
+            "listen": t.listen.to_string(),
+            // Paths only: the key material never leaves its file.
+            "certificates": t.certificates.iter().map(|pair| json!({
+                "cert": pair.cert.display().to_string(),
+                "key": pair.key.display().to_string(),
+                "names": pair.names,
+            })).collect::<Vec<_>>(),
+            "client_ca": t.client_ca.as_ref().map(|p| p.display().to_string()),
+            "client_subject_header": t.client_subject_header,
+            "handshake_timeout_ms": ms(t.handshake_timeout),
+            "reload_poll_ms": ms(t.reload_poll),
+            "proxy_protocol": t.proxy_protocol,
+        })),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_section_is_shown_in_file_units() {
+        let value = view(&Config::default());
+        assert_eq!(value["request"]["timeout_ms"], 30_000);
+        assert_eq!(value["pool"]["idle_timeout_ms"], 300_000);
+        assert_eq!(value["admin"], "127.0.0.1:9090");
+        assert_eq!(value["routing"]["by_path"], true);
+        assert!(value["tls"].is_null());
+    }
+}
