@@ -144,7 +144,7 @@ async fn sighup_applies_a_new_config_without_dropping_requests_and_refuses_a_bro
     assert_eq!(got.status, 200, "the timeout change applied");
     let (_, config) = support::http(admin, "GET", "/config", "").await;
     assert!(
-        config.contains("listen: 127.0.0.1:0,"),
+        config.contains(r#""listen":"127.0.0.1:0""#),
         "the running listen address stays in the config: {config}"
     );
 
