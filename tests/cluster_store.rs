@@ -355,3 +355,64 @@ async fn without_etcd_the_last_view_is_served_and_publishes_catch_up() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_gateways_routing_subscription_moves_to_the_next_locator_keeping_its_weights() {
+    use rpcgate::locator::{Locator, RemoteLocator, RemoteLocatorConfig};
+    let etcd = Etcd::start("moves").await;
+    let a = locator(&etcd, "[groups.canary]\napp_v1 = 3\napp_v2 = 1").await;
+    let b = locator(&etcd, "").await;
+    until_connected(&b, true).await;
+    bounded("the group on B", async {
+        let mut dump = b.registry().watch_dump();
+        dump.wait_for(|d| d.groups.contains_key("canary"))
+            .await
+            .unwrap();
+    })
+    .await;
+    // What a gateway runs: a client of the locators in order.
+    let client = RemoteLocator::new(RemoteLocatorConfig {
+        endpoints: vec![a.addr, b.addr],
+        ..RemoteLocatorConfig::default()
+    });
+    bounded("the first dump", client.routing_ready()).await;
+    let mut rings = client.routing();
+    let ring = |w: BTreeMap<String, u32>| Continuum::new(&w).unwrap().points().to_vec();
+    assert_eq!(
+        rings.borrow_and_update()["canary"].points(),
+        ring(weights(3, 1))
+    );
+
+    // A stops: the client keeps its rings and subscribes to B.
+    a.shutdown().await;
+    assert_eq!(rings.borrow()["canary"].points(), ring(weights(3, 1)));
+    let admin = b.admin_addr.unwrap();
+    let started = Instant::now();
+    let (status, text) = support::http(
+        admin,
+        "PUT",
+        "/groups/canary",
+        "{\"app_v1\": 1, \"app_v2\": 1}",
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let expected = ring(weights(1, 1));
+    bounded("the new weights through B", async {
+        rings
+            .wait_for(|r| r.get("canary").map(|c| c.points()) == Some(&expected[..]))
+            .await
+            .unwrap();
+    })
+    .await;
+    println!(
+        "locator A stopped; a weight change through B reached the client in {:?}",
+        started.elapsed()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    client.shutdown().await;
+    b.shutdown().await;
+}
