@@ -6,8 +6,10 @@
 //! Every unary call opens a fresh connection to the first endpoint that
 //! answers (etcd is local or on a LAN, the calls are rare: a publish, a
 //! weight change, a keepalive every TTL/3), so there is no pool to manage.
-//! The watch keeps its own connection open and streams JSON objects.
+//! The watch keeps its own connection open and streams JSON objects. No
+//! task is spawned: whoever reads a response drives its connection.
 
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -160,12 +162,10 @@ impl EtcdClient {
             "range_end": b64(&prefix_end(prefix.as_bytes())),
             "start_revision": start_revision.to_string(),
         }});
-        let response = self.request("/v3/watch", &body).await?;
-        Ok(Watch {
-            body: response,
-            buf: BytesMut::new(),
-            pending: Vec::new(),
-        })
+        // The stream's head comes with the "created" answer, at once.
+        tokio::time::timeout(CALL_TIMEOUT, self.request("/v3/watch", &body))
+            .await
+            .map_err(|_| EtcdError::Unreachable("/v3/watch: no answer within 3 s".into()))?
     }
 
     async fn call(
@@ -174,15 +174,10 @@ impl EtcdClient {
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, EtcdError> {
         let read = async {
-            let response = self.request(path, body).await?;
             // Streaming endpoints (keepalive) send one JSON object and may
             // keep the stream open: read until one complete object.
-            let mut watch = Watch {
-                body: response,
-                buf: BytesMut::new(),
-                pending: Vec::new(),
-            };
-            watch.next_object(MAX_RESPONSE).await
+            let mut stream = self.request(path, body).await?;
+            stream.next_object(MAX_RESPONSE).await
         };
         tokio::time::timeout(CALL_TIMEOUT, read)
             .await
@@ -190,8 +185,10 @@ impl EtcdClient {
     }
 
     /// Posts `body` to the first endpoint that accepts a connection and
-    /// returns the response body once the status is 200.
-    async fn request(&self, path: &str, body: &serde_json::Value) -> Result<Incoming, EtcdError> {
+    /// returns the response stream once the status is 200. The connection
+    /// is driven by the returned [`Watch`] (no task of its own) and closes
+    /// when it is dropped.
+    async fn request(&self, path: &str, body: &serde_json::Value) -> Result<Watch, EtcdError> {
         let payload = Bytes::from(body.to_string());
         let mut last = String::new();
         for endpoint in &self.endpoints {
@@ -212,16 +209,20 @@ impl EtcdClient {
                 hyper::client::conn::http1::handshake(TokioIo::new(stream))
                     .await
                     .map_err(|e| EtcdError::Unreachable(format!("{endpoint}: {e}")))?;
-            // The connection task ends when the response body is dropped.
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
+            let mut connection = Box::pin(connection);
             let request = Request::post(path)
                 .header(hyper::header::HOST, endpoint.as_str())
                 .header(hyper::header::CONTENT_TYPE, "application/json")
                 .body(Full::new(payload.clone()))
                 .map_err(|e| EtcdError::Refused(e.to_string()))?;
-            let response = match sender.send_request(request).await {
+            let sent = tokio::select! {
+                sent = sender.send_request(request) => sent.map_err(|e| e.to_string()),
+                ended = &mut connection => Err(match ended {
+                    Ok(()) => "connection closed before the response".to_owned(),
+                    Err(e) => e.to_string(),
+                }),
+            };
+            let response = match sent {
                 Ok(response) => response,
                 Err(e) => {
                     last = format!("{endpoint}: {e}");
@@ -229,35 +230,22 @@ impl EtcdClient {
                 }
             };
             let status = response.status();
+            let mut stream = Watch {
+                body: response.into_body(),
+                connection: Some(connection),
+                buf: BytesMut::new(),
+                pending: Vec::new(),
+            };
             if !status.is_success() {
-                let text = match Limited(response.into_body()).read(4096).await {
+                let text = match stream.read_to_end(4096).await {
                     Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-                    Err(e) => e,
+                    Err(e) => e.to_string(),
                 };
                 return Err(EtcdError::Refused(format!("{path}: {status}: {text}")));
             }
-            return Ok(response.into_body());
+            return Ok(stream);
         }
         Err(EtcdError::Unreachable(last))
-    }
-}
-
-/// Reads at most `limit` bytes of a body.
-struct Limited(Incoming);
-
-impl Limited {
-    async fn read(mut self, limit: usize) -> Result<Vec<u8>, String> {
-        let mut out = Vec::new();
-        while let Some(frame) = self.0.frame().await {
-            let frame = frame.map_err(|e| e.to_string())?;
-            if let Ok(data) = frame.into_data() {
-                out.extend_from_slice(&data[..data.len().min(limit - out.len())]);
-                if out.len() >= limit {
-                    break;
-                }
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -265,6 +253,9 @@ impl Limited {
 #[derive(Debug)]
 pub struct Watch {
     body: Incoming,
+    /// The HTTP/1.1 connection, polled beside the body; `None` once it
+    /// has ended (what it had received is still in the body).
+    connection: Option<Pin<Box<Connection>>>,
     buf: BytesMut,
     pending: Vec<serde_json::Value>,
 }
@@ -346,18 +337,57 @@ impl Watch {
                     "a message from etcd is larger than {limit} bytes"
                 )));
             }
-            match self.body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        self.buf.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(e)) => return Err(EtcdError::Unreachable(e.to_string())),
+            match self.next_frame().await? {
+                Some(data) => self.buf.extend_from_slice(&data),
                 None => return Err(EtcdError::Unreachable("etcd closed the stream".into())),
             }
         }
     }
+
+    /// The next data of the body, driving the connection meanwhile;
+    /// `None` at the end of the body.
+    async fn next_frame(&mut self) -> Result<Option<Bytes>, EtcdError> {
+        loop {
+            let frame = match self.connection.as_mut() {
+                Some(connection) => tokio::select! {
+                    biased;
+                    frame = self.body.frame() => Some(frame),
+                    ended = connection => {
+                        if let Err(e) = ended {
+                            return Err(EtcdError::Unreachable(e.to_string()));
+                        }
+                        None
+                    }
+                },
+                None => Some(self.body.frame().await),
+            };
+            match frame {
+                // The connection ended cleanly: read what the body holds.
+                None => self.connection = None,
+                Some(None) => return Ok(None),
+                Some(Some(Err(e))) => return Err(EtcdError::Unreachable(e.to_string())),
+                Some(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the body to its end, at most `limit` bytes kept.
+    async fn read_to_end(&mut self, limit: usize) -> Result<Vec<u8>, EtcdError> {
+        let mut out = Vec::new();
+        while let Some(data) = self.next_frame().await? {
+            let room = limit.saturating_sub(out.len());
+            out.extend_from_slice(&data[..data.len().min(room)]);
+        }
+        Ok(out)
+    }
 }
+
+/// One HTTP/1.1 client connection to etcd.
+type Connection = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
 
 #[derive(Debug, Deserialize)]
 struct RawKv {
