@@ -11,8 +11,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,8 +20,6 @@ use rpcgate::proto::locator::{ClusterReply, method};
 use rpcgate::proto::{Args, ErrorCode, Message, PrimitiveEvent, Protocol};
 use support::child::bounded;
 use support::etcd::Etcd;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 /// A locator in this process, in the cluster on `etcd`.
@@ -146,45 +142,11 @@ async fn publishes_reach_every_locator_and_leave_with_their_session() {
     b.shutdown().await;
 }
 
-/// `rpcgate locator` as a child process in the cluster on `etcd`.
-async fn locator_process(etcd: &Etcd, name: &str) -> (Child, SocketAddr) {
-    let dir = std::env::temp_dir().join(format!("rpcgate-cluster-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("locator.toml");
-    std::fs::write(
-        &file,
-        "[cluster]\netcd = [\"http://127.0.0.1:9\"]\nprefix = \"/test\"\nlease_ttl_ms = 2000\n",
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rpcgate"))
-        .args(["--log-level", "error", "locator", "--listen", "127.0.0.1:0"])
-        .arg("--config")
-        .arg(&file)
-        // The flag overrides the file's endpoints and keeps its TTL.
-        .args(["--etcd", &etcd.url])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = bounded("the locator's listening line", async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("locator exited");
-            if let Some(addr) = line.strip_prefix("locator listening on ") {
-                break addr.parse().unwrap();
-            }
-        }
-    })
-    .await;
-    (child, addr)
-}
-
 #[tokio::test]
 async fn instances_leave_when_their_locator_dies() {
     let etcd = Etcd::start("dies").await;
     let b = locator(&etcd, "").await;
-    let (mut a, a_addr) = locator_process(&etcd, "dies").await;
+    let (mut a, a_addr, _) = support::etcd::locator_process(&etcd, "dies", "").await;
     let _publications = support::publish_members(a_addr, &[("svc", 7001)]).await;
     until_service(&b, "svc", true).await;
     bounded("A in B's peers", async {

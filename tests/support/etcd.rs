@@ -6,7 +6,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
 use rpcgate::locator::cluster::EtcdClient;
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// A running (or stopped) etcd.
@@ -104,4 +107,47 @@ impl Drop for Etcd {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `rpcgate locator` as a child process in the cluster on `etcd` (prefix
+/// `/test`, lease TTL 2 s), with `extra` TOML before `[cluster]`; returns
+/// it with its locator and admin addresses.
+pub async fn locator_process(
+    etcd: &Etcd,
+    name: &str,
+    extra: &str,
+) -> (Child, SocketAddr, SocketAddr) {
+    let dir = std::env::temp_dir().join(format!("rpcgate-cluster-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("locator.toml");
+    let toml = format!(
+        "{extra}\n[cluster]\netcd = [\"http://127.0.0.1:9\"]\nprefix = \"/test\"\nlease_ttl_ms = 2000\n"
+    );
+    std::fs::write(&file, toml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rpcgate"))
+        .args(["--log-level", "error", "locator"])
+        .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+        .arg("--config")
+        .arg(&file)
+        // The flag overrides the file's endpoints and keeps its TTL.
+        .args(["--etcd", &etcd.url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (addr, admin) = super::child::bounded("the locator's listening lines", async {
+        let mut addr = None;
+        loop {
+            let line = lines.next_line().await.unwrap().expect("locator exited");
+            if let Some(a) = line.strip_prefix("locator listening on ") {
+                addr = Some(a.parse().unwrap());
+            } else if let Some(a) = line.strip_prefix("admin listening on ") {
+                break (addr.unwrap(), a.parse().unwrap());
+            }
+        }
+    })
+    .await;
+    (child, addr, admin)
 }
