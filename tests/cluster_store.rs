@@ -378,3 +378,54 @@ async fn a_gateways_routing_subscription_moves_to_the_next_locator_keeping_its_w
     client.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reload_writes_the_files_groups_to_the_store() {
+    let etcd = Etcd::start("reload").await;
+    let dir = std::env::temp_dir().join(format!("rpcgate-cluster-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("locator.toml");
+    let text = |v1: u32| {
+        format!(
+            "listen = \"127.0.0.1:0\"\n[groups.canary]\napp_v1 = {v1}\napp_v2 = 1\n[cluster]\netcd = [\"{}\"]\nprefix = \"/test\"\n",
+            etcd.url
+        )
+    };
+    std::fs::write(&file, text(3)).unwrap();
+    let config = rpcgate::locator::LocatorConfig::load(&file).unwrap();
+    let a = RunningLocator::start(config, Some(file.clone()))
+        .await
+        .unwrap();
+    let b = locator(&etcd, "").await;
+    let until_b_has = |w: BTreeMap<String, u32>| {
+        let registry = Arc::clone(b.registry());
+        async move {
+            let mut dump = registry.watch_dump();
+            bounded("the file's weights on B", async {
+                dump.wait_for(|_| registry.groups().get("canary") == Some(&w))
+                    .await
+                    .unwrap();
+            })
+            .await;
+        }
+    };
+    until_b_has(weights(3, 1)).await;
+
+    // A weight change through the admin API, then the file again (what
+    // SIGHUP does): the file wins at that moment.
+    let (status, _) = support::http(
+        b.admin_addr.unwrap(),
+        "PUT",
+        "/groups/canary",
+        "{\"app_v1\": 1, \"app_v2\": 1}",
+    )
+    .await;
+    assert_eq!(status, 200);
+    until_b_has(weights(1, 1)).await;
+    std::fs::write(&file, text(5)).unwrap();
+    a.reload().unwrap();
+    until_b_has(weights(5, 1)).await;
+    a.shutdown().await;
+    b.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
