@@ -1,7 +1,9 @@
-//! The locator's state: owns the services that can be resolved (configured
-//! and published), the routing groups with their continua, and the current
-//! `routing` dump that every subscriber follows. Protocol-free: the served
-//! methods in [`super::server`] call into it.
+//! The locator's state: owns the services that can be resolved (configured,
+//! published here, and published through other locators of the cluster),
+//! the routing groups with their continua, the cluster's other locators,
+//! and the current `routing` dump that every subscriber follows.
+//! Protocol-free and store-free: the served methods in [`super::server`]
+//! and the cluster sync in [`super::cluster::store`] call into it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
