@@ -99,6 +99,12 @@ struct LocatorArgs {
     /// The uuid `uuid()` reports; overrides `uuid`. [default: random]
     #[arg(long)]
     uuid: Option<String>,
+    /// An etcd endpoint (http://host:port) to share services and routing
+    /// groups with other locators through; repeat for several. Overrides
+    /// `cluster.etcd` (the rest of `[cluster]` keeps its file values or
+    /// defaults).
+    #[arg(long = "etcd", value_name = "URL")]
+    etcd: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -247,6 +253,16 @@ async fn run_locator(args: LocatorArgs) -> Result<(), String> {
     if args.uuid.is_some() {
         config.uuid = args.uuid;
     }
+    if !args.etcd.is_empty() {
+        rpcgate::locator::cluster::EtcdClient::new(&args.etcd)
+            .map_err(|e| format!("--etcd: {e}"))?;
+        match &mut config.cluster {
+            Some(cluster) => cluster.etcd = args.etcd,
+            None => config.cluster = Some(rpcgate::locator::ClusterConfig::new(args.etcd)),
+        }
+    }
+    // The admin API's /metrics (the cluster store's state among them).
+    rpcgate::metrics::install_prometheus()?;
     let listen = config.listen;
     let locator = RunningLocator::start(config, args.config.clone())
         .await

@@ -45,6 +45,12 @@ pub const OUTLIER_RETURNS: &str = "rpcgate_outlier_returns_total";
 
 /// Client limits that fired, by `limit` (see `config::LimitsConfig`).
 pub const LIMIT_HITS: &str = "rpcgate_limit_hits_total";
+/// Gauge: 1 while a locator's session with the cluster store (etcd) is
+/// up, 0 while it serves its last view and retries.
+pub const LOCATOR_STORE_CONNECTED: &str = "rpcgate_locator_store_connected";
+/// Counter: a locator's sessions with the cluster store that failed.
+pub const LOCATOR_STORE_FAILURES: &str = "rpcgate_locator_store_failures_total";
+
 /// Label: which limit.
 pub const LIMIT: &str = "limit";
 
@@ -117,6 +123,14 @@ pub fn describe() {
         "Group members ejected after backend failures in a row."
     );
     describe_counter!(OUTLIER_RETURNS, "Ejected group members back in service.");
+    describe_gauge!(
+        LOCATOR_STORE_CONNECTED,
+        "1 while the locator's cluster store (etcd) session is up."
+    );
+    describe_counter!(
+        LOCATOR_STORE_FAILURES,
+        "Cluster store sessions that failed (the locator serves its last view and retries)."
+    );
 }
 
 /// Renders the installed recorder's metrics as Prometheus text.

@@ -20,6 +20,32 @@ fn locator_example_parses_with_every_key() {
     let uncommented = text.replace("# uuid = ", "uuid = ");
     let config = LocatorConfig::parse(&uncommented, &path).unwrap();
     assert!(config.uuid.is_some());
+    // So is the commented-out [cluster] section.
+    let uncommented = text
+        .replace("# [cluster]", "[cluster]")
+        .replace("# etcd = ", "etcd = ")
+        .replace("# prefix = ", "prefix = ")
+        .replace("# lease_ttl_ms = ", "lease_ttl_ms = ");
+    let cluster = LocatorConfig::parse(&uncommented, &path)
+        .unwrap()
+        .cluster
+        .unwrap();
+    assert_eq!(
+        cluster,
+        rpcgate::locator::ClusterConfig::new(vec!["http://127.0.0.1:2379".into()])
+    );
+}
+
+#[test]
+fn cluster_examples_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/cluster");
+    let locator = LocatorConfig::load(&dir.join("locator.toml")).unwrap();
+    let cluster = locator.cluster.unwrap();
+    assert_eq!(cluster.etcd.len(), 3);
+    assert_eq!(cluster.prefix, "/rpcgate");
+    assert_eq!(locator.groups["canary"]["echo-v1"], 3);
+    let gateway = rpcgate::config::Config::load(&dir.join("gateway.toml")).unwrap();
+    assert_eq!(gateway.locators.len(), 3);
 }
 
 #[test]

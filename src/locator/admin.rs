@@ -4,9 +4,11 @@
 //! | request | effect |
 //! |---|---|
 //! | `GET /ping` | 200 |
+//! | `GET /ready` | 200 with details: in a cluster, whether the store is reachable (the locator serves its last view when not) |
+//! | `GET /metrics` | Prometheus text, when the binary installed the recorder |
 //! | `GET /groups` | every group's weights, as JSON |
-//! | `PUT /groups/{name}` with `{"member": weight, ...}` | sets a group; a new dump goes to every `routing` subscriber |
-//! | `DELETE /groups/{name}` | removes a group |
+//! | `PUT /groups/{name}` with `{"member": weight, ...}` | sets a group; a new dump goes to every `routing` subscriber (in a cluster: written to the store, 503 if it cannot be reached) |
+//! | `DELETE /groups/{name}` | removes a group (in a cluster: from the store) |
 //! | `GET /services` | every resolvable name and its instances |
 //! | `POST /reload` | re-reads the config file, as SIGHUP does |
 
@@ -70,6 +72,36 @@ async fn route(
         .filter(|name| !name.is_empty());
     match (request.method(), path.as_str(), group) {
         (&Method::GET, "/ping", _) => json(StatusCode::OK, &serde_json::json!({"ok": true})),
+        (&Method::GET, "/ready", _) => {
+            // Ready either way: without the store the locator still
+            // serves its last view; the details say so.
+            let cluster = reloader.cluster().map(|c| {
+                let status = c.status();
+                serde_json::json!({
+                    "store": if status.connected { "connected" } else { "unreachable: serving the last view" },
+                    "connected": status.connected,
+                    "error": status.error,
+                    "revision": status.revision,
+                    "failures": status.failures,
+                    "peers": registry.peers().len(),
+                })
+            });
+            json(
+                StatusCode::OK,
+                &serde_json::json!({"ready": true, "uuid": registry.uuid(), "cluster": cluster}),
+            )
+        }
+        (&Method::GET, "/metrics", _) => match crate::metrics::render() {
+            Some(text) => {
+                let mut response = Response::new(Full::new(Bytes::from(text)));
+                response.headers_mut().insert(
+                    hyper::header::CONTENT_TYPE,
+                    hyper::header::HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                response
+            }
+            None => error(StatusCode::NOT_FOUND, "no metrics recorder installed"),
+        },
         (&Method::GET, "/groups", _) => json(StatusCode::OK, &registry.groups()),
         (&Method::GET, "/services", _) => {
             let services: BTreeMap<_, Vec<_>> = registry
@@ -109,6 +141,18 @@ async fn route(
                     );
                 }
             };
+            if let Some(cluster) = reloader.cluster() {
+                if let Err(reason) = super::config::validate_group(&weights) {
+                    return error(StatusCode::BAD_REQUEST, &reason);
+                }
+                return match cluster.put_group(&name, &weights).await {
+                    Ok(()) => {
+                        tracing::info!(group = %name, "weights written to the cluster store");
+                        json(StatusCode::OK, &weights)
+                    }
+                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+                };
+            }
             match registry.set_group(&name, weights) {
                 Ok(()) => {
                     tracing::info!(group = %name, "weights set through the admin API");
@@ -118,6 +162,13 @@ async fn route(
             }
         }
         (&Method::DELETE, _, Some(name)) => {
+            if let Some(cluster) = reloader.cluster() {
+                return match cluster.delete_group(name).await {
+                    Ok(true) => json(StatusCode::OK, &serde_json::json!({"removed": name})),
+                    Ok(false) => error(StatusCode::NOT_FOUND, &format!("no group `{name}`")),
+                    Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
+                };
+            }
             if registry.remove_group(name) {
                 json(StatusCode::OK, &serde_json::json!({"removed": name}))
             } else {

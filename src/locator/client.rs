@@ -24,6 +24,10 @@ use crate::proto::locator::{
 use crate::proto::protocol::streaming;
 use crate::proto::{Args, Graph, Message, PrimitiveEvent, Protocol, RemoteError};
 
+/// The pause before replacing a `routing` stream that had worked: short,
+/// the next locator in the list is likely up.
+const RESUBSCRIBE_AFTER_LOSS: Duration = Duration::from_millis(100);
+
 /// The longest pause between `routing` resubscriptions (2^6 s, as the old
 /// proxy's retry policy).
 pub const MAX_BACKOFF: Duration = Duration::from_secs(64);
@@ -363,8 +367,8 @@ async fn connect_any(
 }
 
 /// Follows the `routing` stream for the client's lifetime: subscribe, keep
-/// the rings per group, and on any failure resubscribe after 1, 2, 4 … 64 s
-/// (reset once a dump arrives). A new subscription starts with a full
+/// the rings per group, and on any failure resubscribe after 0.1 s, then
+/// 1, 2, 4 … 64 s (reset once a dump arrives). A new subscription starts with a full
 /// dump, so nothing is missed across a reconnect.
 async fn follow_routing(inner: Arc<Inner>) {
     let router_id = format!("rpcgate-{}", super::server::random_uuid());
@@ -374,7 +378,14 @@ async fn follow_routing(inner: Arc<Inner>) {
         if let Err(e) = outcome {
             tracing::debug!(error = %e, "routing subscription ended");
         }
-        let delay = backoff(failures);
+        // A stream that had delivered a dump (its locator stopped or died)
+        // is replaced at once from the next locator in the list, so weight
+        // changes are not missed for long; the rings are kept meanwhile.
+        // Failures in a row back off.
+        let delay = match failures {
+            0 => RESUBSCRIBE_AFTER_LOSS,
+            n => backoff(n - 1),
+        };
         failures = failures.saturating_add(1);
         tokio::select! {
             () = tokio::time::sleep(delay) => {}

@@ -40,6 +40,45 @@ struct LocatorFile {
     services: BTreeMap<String, ServiceFile>,
     #[serde(default)]
     groups: BTreeMap<String, BTreeMap<String, i64>>,
+    cluster: Option<ClusterFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClusterFile {
+    #[serde(default)]
+    etcd: Vec<String>,
+    prefix: Option<String>,
+    lease_ttl_ms: Option<i64>,
+}
+
+/// The default key prefix in etcd.
+pub const DEFAULT_PREFIX: &str = "/rpcgate";
+
+/// The default lease TTL of published instances and locator keys.
+pub const DEFAULT_LEASE_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Sharing services and groups with other locators through etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// etcd endpoints (`http://host:port`), tried in order.
+    pub etcd: Vec<String>,
+    /// The key prefix every key of this cluster lives under (no trailing `/`).
+    pub prefix: String,
+    /// The TTL of the lease that holds this locator's keys; etcd rounds it
+    /// up to whole seconds.
+    pub lease_ttl: std::time::Duration,
+}
+
+impl ClusterConfig {
+    /// A cluster on `etcd` with the default prefix and TTL.
+    pub fn new(etcd: Vec<String>) -> Self {
+        Self {
+            etcd,
+            prefix: DEFAULT_PREFIX.into(),
+            lease_ttl: DEFAULT_LEASE_TTL,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +110,8 @@ pub struct LocatorConfig {
     pub services: BTreeMap<String, StaticService>,
     /// Routing groups: group → member → weight.
     pub groups: BTreeMap<String, BTreeMap<String, u32>>,
+    /// The shared store, if this locator is part of a cluster.
+    pub cluster: Option<ClusterConfig>,
 }
 
 impl Default for LocatorConfig {
@@ -81,6 +122,7 @@ impl Default for LocatorConfig {
             uuid: None,
             services: BTreeMap::new(),
             groups: BTreeMap::new(),
+            cluster: None,
         }
     }
 }
@@ -176,12 +218,49 @@ impl LocatorConfig {
             validate_group(&weights).map_err(|reason| err(&key, reason))?;
             groups.insert(name, weights);
         }
+        let cluster = match raw.cluster {
+            None => None,
+            Some(c) => {
+                if c.etcd.is_empty() {
+                    return Err(err(
+                        "cluster.etcd",
+                        "needs at least one http://host:port".into(),
+                    ));
+                }
+                if let Err(e) = super::cluster::EtcdClient::new(&c.etcd) {
+                    return Err(err("cluster.etcd", e));
+                }
+                let prefix = c.prefix.unwrap_or_else(|| DEFAULT_PREFIX.into());
+                let prefix = prefix.trim_end_matches('/').to_owned();
+                if !prefix.starts_with('/') {
+                    return Err(err("cluster.prefix", "must start with `/`".into()));
+                }
+                let lease_ttl = match c.lease_ttl_ms {
+                    None => DEFAULT_LEASE_TTL,
+                    Some(ms) if (1000..=3_600_000).contains(&ms) => {
+                        std::time::Duration::from_millis(ms as u64)
+                    }
+                    Some(ms) => {
+                        return Err(err(
+                            "cluster.lease_ttl_ms",
+                            format!("must be from 1000 to 3600000, not {ms}"),
+                        ));
+                    }
+                };
+                Some(ClusterConfig {
+                    etcd: c.etcd,
+                    prefix,
+                    lease_ttl,
+                })
+            }
+        };
         Ok(Self {
             listen,
             admin,
             uuid: raw.uuid,
             services,
             groups,
+            cluster,
         })
     }
 }
@@ -221,6 +300,19 @@ mod tests {
         assert_eq!(config.services["echo"].endpoints.len(), 2);
         assert_eq!(config.services["echo"].version, 1);
         assert_eq!(config.groups["canary"]["echo-v1"], 3);
+        assert_eq!(config.cluster, None);
+        let config = parse("[cluster]\netcd = [\"http://127.0.0.1:2379\"]").unwrap();
+        assert_eq!(
+            config.cluster,
+            Some(ClusterConfig::new(vec!["http://127.0.0.1:2379".into()]))
+        );
+        let config =
+            parse("[cluster]\netcd = [\"http://e:1\"]\nprefix = \"/x/\"\nlease_ttl_ms = 3000")
+                .unwrap()
+                .cluster
+                .unwrap();
+        assert_eq!(config.prefix, "/x");
+        assert_eq!(config.lease_ttl, std::time::Duration::from_secs(3));
     }
 
     #[test]
@@ -239,6 +331,17 @@ mod tests {
             (
                 "[services.a]\nendpoints = [\"1.2.3.4:5\"]\nport = 1",
                 "port",
+            ),
+            ("[cluster]\netcd = []", "cluster.etcd"),
+            ("[cluster]\netcd = [\"etcd:1\"]", "cluster.etcd"),
+            ("[cluster]\netcd = [\"http://a:1\"]\nttl = 1", "ttl"),
+            (
+                "[cluster]\netcd = [\"http://a:1\"]\nlease_ttl_ms = 10",
+                "cluster.lease_ttl_ms",
+            ),
+            (
+                "[cluster]\netcd = [\"http://a:1\"]\nprefix = \"x\"",
+                "cluster.prefix",
             ),
         ];
         for (text, key) in cases {

@@ -12,6 +12,7 @@
 
 mod admin;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod continuum;
 pub mod fixed;
@@ -27,7 +28,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 pub use self::client::{Publication, RemoteLocator, RemoteLocatorConfig, publish};
-pub use self::config::{ConfigError, LocatorConfig};
+pub use self::config::{ClusterConfig, ConfigError, LocatorConfig};
 pub use self::continuum::Continuum;
 pub use self::fixed::FixedLocator;
 pub use self::server::RunningLocator;

@@ -1,7 +1,9 @@
-//! The locator's state: owns the services that can be resolved (configured
-//! and published), the routing groups with their continua, and the current
-//! `routing` dump that every subscriber follows. Protocol-free: the served
-//! methods in [`super::server`] call into it.
+//! The locator's state: owns the services that can be resolved (configured,
+//! published here, and published through other locators of the cluster),
+//! the routing groups with their continua, the cluster's other locators,
+//! and the current `routing` dump that every subscriber follows.
+//! Protocol-free and store-free: the served methods in [`super::server`]
+//! and the cluster sync in [`super::cluster::store`] call into it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -31,6 +33,10 @@ struct Inner {
     configured: BTreeMap<String, Instance>,
     /// Published instances by name, each with the token its publisher holds.
     published: HashMap<String, Vec<(u64, Instance)>>,
+    /// Instances published through other locators, from the cluster store.
+    remote: HashMap<String, Vec<Instance>>,
+    /// The other locators of the cluster, by uuid.
+    peers: BTreeMap<String, Endpoint>,
     groups: BTreeMap<String, (BTreeMap<String, u32>, Continuum)>,
     next_token: u64,
     /// Per name, the turn of the next resolve among its instances.
@@ -145,7 +151,48 @@ impl Registry {
                 .or_default()
                 .extend(instances.iter().map(|(_, i)| i.clone()));
         }
+        for (name, instances) in &inner.remote {
+            all.entry(name.clone())
+                .or_default()
+                .extend(instances.iter().cloned());
+        }
         all
+    }
+
+    /// The instances published to this locator: name, token, instance.
+    pub fn local_publications(&self) -> Vec<(String, u64, Instance)> {
+        let inner = self.lock();
+        inner
+            .published
+            .iter()
+            .flat_map(|(name, instances)| {
+                instances
+                    .iter()
+                    .map(move |(token, i)| (name.clone(), *token, i.clone()))
+            })
+            .collect()
+    }
+
+    /// Replaces the instances published through other locators (the
+    /// cluster store's view); resolve serves them beside local ones.
+    pub fn set_remote(&self, remote: HashMap<String, Vec<Instance>>) {
+        let mut inner = self.lock();
+        if inner.remote == remote {
+            return;
+        }
+        inner.remote = remote;
+        drop(inner);
+        self.services_changed.send_modify(|n| *n += 1);
+    }
+
+    /// Replaces the other locators of the cluster (what `cluster` answers).
+    pub fn set_peers(&self, peers: BTreeMap<String, Endpoint>) {
+        self.lock().peers = peers;
+    }
+
+    /// The other locators of the cluster, by uuid.
+    pub fn peers(&self) -> BTreeMap<String, Endpoint> {
+        self.lock().peers.clone()
     }
 
     fn push_dump(&self) {
@@ -166,7 +213,9 @@ impl Registry {
     /// Whether `name` currently resolves to a configured or published service.
     pub fn has_service(&self, name: &str) -> bool {
         let inner = self.lock();
-        inner.configured.contains_key(name) || inner.published.contains_key(name)
+        inner.configured.contains_key(name)
+            || inner.published.contains_key(name)
+            || inner.remote.contains_key(name)
     }
 
     /// Follows the `routing` dump: the current one, then every change.
@@ -194,7 +243,8 @@ impl Registry {
         };
         let configured = inner.configured.get(&target);
         let published = inner.published.get(&target).map_or(&[][..], Vec::as_slice);
-        let count = published.len() + usize::from(configured.is_some());
+        let remote = inner.remote.get(&target).map_or(&[][..], Vec::as_slice);
+        let count = published.len() + remote.len() + usize::from(configured.is_some());
         if count == 0 {
             return Err(not_available());
         }
@@ -202,12 +252,19 @@ impl Registry {
         // random): a client that resolves once per connection spreads its
         // connections evenly over the instances.
         let turn = inner.turns.entry(target.clone()).or_insert(0);
-        let pick = *turn % count;
+        let mut pick = *turn % count;
         *turn = turn.wrapping_add(1);
-        let instance = match (configured, pick) {
-            (Some(instance), 0) => instance,
-            (Some(_), n) => &published[n - 1].1,
-            (None, n) => &published[n].1,
+        let instance = 'pick: {
+            if let Some(instance) = configured {
+                if pick == 0 {
+                    break 'pick instance;
+                }
+                pick -= 1;
+            }
+            match published.get(pick) {
+                Some((_, instance)) => instance,
+                None => &remote[pick - published.len()],
+            }
         };
         Ok(ResolveReply {
             endpoints: instance.endpoints.clone(),
@@ -359,6 +416,25 @@ mod tests {
             3,
             "a refused change keeps the old weights"
         );
+    }
+
+    #[test]
+    fn remote_instances_resolve_in_turn_with_local_ones() {
+        let r = Registry::new("u".into());
+        r.publish("echo", instance(1)).unwrap();
+        r.set_remote([("echo".to_owned(), vec![instance(2)])].into());
+        r.set_remote([("other".to_owned(), vec![instance(3)])].into());
+        assert!(r.has_service("other"));
+        r.set_remote([("echo".to_owned(), vec![instance(2), instance(3)])].into());
+        let mut seen = [0; 4];
+        for _ in 0..30 {
+            seen[usize::from(r.resolve("echo", None).unwrap().endpoints[0].port)] += 1;
+        }
+        assert_eq!(seen, [0, 10, 10, 10]);
+        assert_eq!(r.local_publications().len(), 1);
+        assert_eq!(r.services()["echo"].len(), 3);
+        r.set_remote(HashMap::new());
+        assert!(!r.has_service("other"));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::cluster::{self, Cluster};
 use super::config::{ConfigError, LocatorConfig};
 use super::registry::{Instance, Registry};
 use crate::proto::graph::{GOAWAY, PING, REVOKE};
@@ -33,30 +34,41 @@ pub struct Reloader {
     path: Option<PathBuf>,
     registry: Arc<Registry>,
     running: LocatorConfig,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Reloader {
     /// Re-reads the file and applies its services and groups. An invalid
     /// file changes nothing. Address changes need a restart and are
-    /// reported, not applied.
+    /// reported, not applied. In a cluster the groups are written to the
+    /// store (the file wins at this moment) and served from there.
     pub fn reload(&self) -> Result<(), ConfigError> {
         let Some(path) = &self.path else {
             return Ok(());
         };
         let config = LocatorConfig::load(path)?;
-        self.registry
-            .set_groups(&config.groups)
-            .map_err(|reason| ConfigError {
-                file: path.clone(),
-                key: "groups".into(),
-                reason,
-            })?;
+        match &self.cluster {
+            Some(cluster) => cluster.write_groups(config.groups.clone()),
+            None => self
+                .registry
+                .set_groups(&config.groups)
+                .map_err(|reason| ConfigError {
+                    file: path.clone(),
+                    key: "groups".into(),
+                    reason,
+                })?,
+        }
         self.registry.set_configured(&config.services);
         if config.listen != self.running.listen || config.admin != self.running.admin {
             tracing::warn!(file = %path.display(), "listen/admin address changes need a restart; not applied");
         }
         tracing::info!(file = %path.display(), groups = config.groups.len(), "locator config reloaded");
         Ok(())
+    }
+
+    /// The cluster store, if this locator is part of one.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
     }
 }
 
@@ -118,7 +130,11 @@ async fn handle(
                 reply.error(RemoteError::new(code, e.to_string())).await
             }
         },
-        method::CLUSTER => reply.value(ClusterReply::default().to_args()).await,
+        // The other locators of the cluster, from their keys in the store.
+        method::CLUSTER => {
+            let nodes = registry.peers();
+            reply.value(ClusterReply { nodes }.to_args()).await
+        }
         method::UUID => {
             let uuid = UuidArgs {
                 uuid: registry.uuid().to_owned(),
@@ -209,8 +225,13 @@ pub struct RunningLocator {
 impl RunningLocator {
     /// Binds `config.listen` (and `config.admin`) and starts serving.
     /// `path` is the config file that SIGHUP, `refresh` and the admin
-    /// `reload` re-read.
+    /// `reload` re-read. With `config.cluster`, the locator joins the
+    /// cluster: it does not wait for etcd, which it keeps trying.
     pub async fn start(config: LocatorConfig, path: Option<PathBuf>) -> std::io::Result<Self> {
+        if let Some(cluster) = &config.cluster {
+            cluster::EtcdClient::new(&cluster.etcd)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        }
         let listener = TcpListener::bind(config.listen).await?;
         let admin = match config.admin {
             Some(addr) => Some(TcpListener::bind(addr).await?),
@@ -236,13 +257,33 @@ impl RunningLocator {
         }
         let addr = listener.local_addr().unwrap_or(config.listen);
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let cluster = config.cluster.as_ref().and_then(|c| {
+            Cluster::new(c.clone())
+                .map_err(|e| tracing::error!(error = %e, "not joining the cluster"))
+                .ok()
+        });
+        if let Some(cluster) = &cluster {
+            // The file's groups are served until the store answers, then
+            // written there: the file wins at start.
+            if !config.groups.is_empty() {
+                cluster.write_groups(config.groups.clone());
+            }
+            cluster::store::spawn(
+                Arc::clone(cluster),
+                Arc::clone(&registry),
+                advertised(addr),
+                shutdown.clone(),
+                &tracker,
+            );
+        }
         let reloader = Arc::new(Reloader {
             path,
             registry: Arc::clone(&registry),
             running: config,
+            cluster,
         });
-        let shutdown = CancellationToken::new();
-        let tracker = TaskTracker::new();
         let service = Arc::new(LocatorService {
             registry: Arc::clone(&registry),
             reloader: Arc::clone(&reloader),
@@ -279,6 +320,11 @@ impl RunningLocator {
         &self.registry
     }
 
+    /// The cluster store, if this locator is part of one.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.reloader.cluster()
+    }
+
     /// Re-reads the config file (what SIGHUP does).
     pub fn reload(&self) -> Result<(), ConfigError> {
         self.reloader.reload()
@@ -308,6 +354,17 @@ async fn accept_loop(
                 tracing::debug!(error = %e, "locator session ended");
             }
         });
+    }
+}
+
+/// The address other locators list for this one: the bound address, with
+/// an unspecified IP replaced by loopback (set `listen` to the host's IP
+/// for a cluster across hosts).
+fn advertised(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+    } else {
+        addr
     }
 }
 

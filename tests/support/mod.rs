@@ -9,6 +9,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod child;
+pub mod etcd;
 
 use std::net::SocketAddr;
 
