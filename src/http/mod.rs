@@ -134,8 +134,60 @@ impl Handler {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let settings = self.settings();
+        // Two header look-ups, and only then the path: the cost a request
+        // that is not JSON-RPC pays.
+        if is_jsonrpc(request.headers()) {
+            let jsonrpc = &settings.config.jsonrpc;
+            if jsonrpc.enabled && request.uri().path() == jsonrpc.path {
+                // Boxed: kept out of every other request's future.
+                return Box::pin(self.jsonrpc(&settings, request)).await;
+            }
+        }
         let begun = self.begin(&settings, request);
         self.finish(&settings, begun).await
+    }
+
+    /// A JSON-RPC request: admitted (load shedding, one deadline for the
+    /// whole batch), its body collected under `request.body_limit`, and
+    /// answered by the dispatcher's JSON-RPC module.
+    async fn jsonrpc<B>(&self, settings: &Settings, request: Request<B>) -> Response<GatewayBody>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let _in_flight = self.metrics.in_flight();
+        let started = Instant::now();
+        let request_id: u64 = rand::random();
+        let (parts, body) = request.into_parts();
+        let config = &settings.config;
+        let answered = async {
+            let ticket = self
+                .dispatcher
+                .admit(&settings.policy, "", &parts.headers, started)?;
+            let limit = config.request.body_limit;
+            let body = match Limited::new(body, limit).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                    return Err(GatewayError::BodyTooLarge(limit));
+                }
+                Err(e) => return Err(GatewayError::Body(e)),
+            };
+            Ok(self.dispatcher.jsonrpc(config, &body, &ticket).await)
+        }
+        .await;
+        let response = match answered {
+            Ok(answer) => response::jsonrpc(answer, request_id),
+            Err(e) => {
+                let (_, kind) = e.status();
+                metrics::counter!(crate::metrics::ERRORS, crate::metrics::KIND => kind, crate::metrics::CATEGORY => "none")
+                    .increment(1);
+                e.into_response(request_id)
+            }
+        };
+        self.metrics
+            .member(JSONRPC_LABEL, JSONRPC_LABEL)
+            .record(response.status().as_u16(), started.elapsed());
+        response
     }
 
     /// The synchronous first step of a request: trace ids, route, load
@@ -553,6 +605,22 @@ struct AccessLine {
     client: String,
     method: Method,
     uri: String,
+}
+
+/// The metrics label of JSON-RPC requests (their calls may name many
+/// services).
+const JSONRPC_LABEL: &str = "jsonrpc";
+
+/// The header that marks a JSON-RPC request (any value).
+const X_COCAINE_JSON_RPC: HeaderName = HeaderName::from_static("x-cocaine-json-rpc");
+
+/// Whether a request asks for JSON-RPC: `X-Cocaine-JSON-RPC` (any value)
+/// or `Content-Type: application/json-rpc`.
+fn is_jsonrpc(headers: &hyper::HeaderMap) -> bool {
+    headers.contains_key(X_COCAINE_JSON_RPC)
+        || headers
+            .get(hyper::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json-rpc"))
 }
 
 /// The header that carries the client address to the app.

@@ -235,6 +235,7 @@ impl RunningLocator {
             tracing::error!(error = %e, "routing groups not applied");
         }
         let addr = listener.local_addr().unwrap_or(config.listen);
+        registry.set_own(vec![own_endpoint(addr)]);
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let reloader = Arc::new(Reloader {
             path,
@@ -308,6 +309,25 @@ async fn accept_loop(
                 tracing::debug!(error = %e, "locator session ended");
             }
         });
+    }
+}
+
+/// The endpoint the locator gives for itself: its listen address, with
+/// an unspecified address (`0.0.0.0`, `::`) replaced by loopback of the
+/// same family, which is where a client on this host reaches it.
+fn own_endpoint(addr: std::net::SocketAddr) -> crate::proto::locator::Endpoint {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    crate::proto::locator::Endpoint {
+        host: ip.to_string(),
+        port: addr.port(),
     }
 }
 
