@@ -222,8 +222,7 @@ impl JsonRpc {
             Ok(parsed) => parsed,
             Err((id, e)) => return Some(response(id.unwrap_or(Json::Null), Err(e))),
         };
-        let result = match tokio::time::timeout_at(scope.deadline, self.call(&call, scope)).await
-        {
+        let result = match tokio::time::timeout_at(scope.deadline, self.call(&call, scope)).await {
             Ok(result) => result,
             Err(_) => Err(CallError::Deadline(scope.timeout)),
         };
@@ -344,14 +343,12 @@ impl JsonRpc {
             .await
             .map_err(CallError::Locator)?;
         for endpoint in &resolved.endpoints {
-            let stream =
-                match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint)).await {
-                    Ok(Ok(stream)) => stream,
-                    _ => {
-                        self.locator.forget_endpoint(&resolved.service, *endpoint);
-                        continue;
-                    }
-                };
+            let Ok(Ok(stream)) =
+                tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint)).await
+            else {
+                self.locator.forget_endpoint(&resolved.service, *endpoint);
+                continue;
+            };
             let Ok((handle, connection)) = mux::from_tcp(stream, MuxConfig::default()) else {
                 continue;
             };
@@ -504,7 +501,12 @@ pub fn to_pack(value: &Json) -> Pack {
         Json::Array(items) => Pack::Array(items.iter().map(to_pack).collect()),
         Json::Object(map) => Pack::Map(
             map.iter()
-                .map(|(k, v)| (Pack::Bytes(Bytes::copy_from_slice(k.as_bytes())), to_pack(v)))
+                .map(|(k, v)| {
+                    (
+                        Pack::Bytes(Bytes::copy_from_slice(k.as_bytes())),
+                        to_pack(v),
+                    )
+                })
                 .collect(),
         ),
     }
@@ -563,7 +565,11 @@ async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Out
                 }
             }
         }
-        if waiting { Poll::Pending } else { Poll::Ready(()) }
+        if waiting {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
     })
     .await;
     outputs.into_iter().flatten().collect()
@@ -594,9 +600,8 @@ mod tests {
         assert_eq!(id, None);
         let (id, e) = Call::parse(json!({"jsonrpc": "1.0", "method": "a.b", "id": 7})).unwrap_err();
         assert_eq!((id, e.code()), (Some(json!(7)), -32600));
-        let (_, e) =
-            Call::parse(json!({"jsonrpc": "2.0", "method": "a.b", "params": 3, "id": 1}))
-                .unwrap_err();
+        let (_, e) = Call::parse(json!({"jsonrpc": "2.0", "method": "a.b", "params": 3, "id": 1}))
+            .unwrap_err();
         assert_eq!(e.code(), -32602);
         let (_, call) = Call::parse(json!({"jsonrpc": "2.0", "method": "e.enqueue",
             "params": {"args": ["ping"], "chunks": [{"write": ["x"]}, {"close": []}]}}))

@@ -134,15 +134,6 @@ impl Handler {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let settings = self.settings();
-        // Two header look-ups, and only then the path: the cost a request
-        // that is not JSON-RPC pays.
-        if is_jsonrpc(request.headers()) {
-            let jsonrpc = &settings.config.jsonrpc;
-            if jsonrpc.enabled && request.uri().path() == jsonrpc.path {
-                // Boxed: kept out of every other request's future.
-                return Box::pin(self.jsonrpc(&settings, request)).await;
-            }
-        }
         let begun = self.begin(&settings, request);
         self.finish(&settings, begun).await
     }
@@ -167,7 +158,10 @@ impl Handler {
             let limit = config.request.body_limit;
             let body = match Limited::new(body, limit).collect().await {
                 Ok(collected) => collected.to_bytes(),
-                Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+                Err(e)
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some() =>
+                {
                     return Err(GatewayError::BodyTooLarge(limit));
                 }
                 Err(e) => return Err(GatewayError::Body(e)),
@@ -206,6 +200,21 @@ impl Handler {
     {
         let started = Instant::now();
         let config = &settings.config;
+        // Two header look-ups, and only then the path: the cost a request
+        // that is not JSON-RPC pays.
+        if is_jsonrpc(request.headers())
+            && config.jsonrpc.enabled
+            && request.uri().path() == config.jsonrpc.path
+        {
+            return Begun {
+                started,
+                request_id: rand::random(),
+                logged: None,
+                service: None,
+                step: Err(GatewayError::ConnectionClosing),
+                jsonrpc: Some(Box::new(request)),
+            };
+        }
         let (parts, body) = request.into_parts();
         let decision =
             match TraceDecision::from_headers(&parts.headers, config.request.tracing_probability) {
@@ -217,6 +226,7 @@ impl Handler {
                         logged: None,
                         service: None,
                         step: Err(e.into()),
+                        jsonrpc: None,
                     };
                 }
             };
@@ -237,6 +247,7 @@ impl Handler {
             logged,
             service,
             step,
+            jsonrpc: None,
         }
     }
 
@@ -340,6 +351,10 @@ impl Handler {
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if let Some(request) = begun.jsonrpc {
+            // Boxed: kept out of every other request's future.
+            return Box::pin(self.jsonrpc(settings, *request)).await;
+        }
         let _in_flight = self.metrics.in_flight();
         let Begun {
             started,
@@ -347,6 +362,7 @@ impl Handler {
             logged,
             mut service,
             step,
+            jsonrpc: _,
         } = begun;
         let mut member = None;
         let result = match step {
@@ -507,6 +523,8 @@ struct Begun<B> {
     /// The routed service, for the metrics label.
     service: Option<String>,
     step: Result<Admitted<B>, GatewayError>,
+    /// A JSON-RPC request, whole (its `step` is never read).
+    jsonrpc: Option<Box<Request<B>>>,
 }
 
 /// A routed request that passed load shedding.
