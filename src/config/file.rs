@@ -33,6 +33,15 @@ struct File {
     limits: Option<LimitsFile>,
     outlier: Option<OutlierFile>,
     routing: Option<RoutingFile>,
+    jsonrpc: Option<JsonRpcFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JsonRpcFile {
+    enabled: Option<bool>,
+    path: Option<String>,
+    max_batch: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -331,6 +340,20 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 ));
             }
             config.routing.expose = Some(list.into_iter().collect());
+        }
+    }
+    if let Some(j) = raw.jsonrpc {
+        if let Some(v) = j.enabled {
+            config.jsonrpc.enabled = v;
+        }
+        if let Some(path) = j.path {
+            if !path.starts_with('/') {
+                return Err(c.err("jsonrpc.path", "must start with `/`"));
+            }
+            config.jsonrpc.path = path;
+        }
+        if let Some(v) = j.max_batch {
+            config.jsonrpc.max_batch = c.int("jsonrpc.max_batch", v, 1, 100_000)?;
         }
     }
     if let Some(o) = raw.outlier {

@@ -41,6 +41,8 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Which convention rules apply, and what they may reach.
     pub routing: RoutingConfig,
+    /// JSON-RPC 2.0 calls to any exposed service method.
+    pub jsonrpc: JsonRpcConfig,
     /// Whether each request is logged through `tracing` (target `access`).
     pub access_log: bool,
     /// A unix-socket HTTP listener too (for `proxy_pass http://unix:...`).
@@ -290,6 +292,28 @@ impl Default for RoutingConfig {
     }
 }
 
+/// JSON-RPC 2.0 (`[jsonrpc]`): requests with `X-Cocaine-JSON-RPC` or
+/// `Content-Type: application/json-rpc` on `path` call service methods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonRpcConfig {
+    /// Whether JSON-RPC requests are served.
+    pub enabled: bool,
+    /// The path they are served on.
+    pub path: String,
+    /// The most calls in one batch.
+    pub max_batch: usize,
+}
+
+impl Default for JsonRpcConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/".to_owned(),
+            max_batch: 100,
+        }
+    }
+}
+
 /// A configured route: host and/or path prefix → service and event.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
@@ -363,6 +387,7 @@ impl Default for Config {
             services: BTreeMap::new(),
             routes: Vec::new(),
             routing: RoutingConfig::default(),
+            jsonrpc: JsonRpcConfig::default(),
             access_log: false,
         }
     }

@@ -12,6 +12,7 @@
 
 mod admission;
 mod body;
+pub mod jsonrpc;
 mod pack;
 
 use std::sync::Arc;
@@ -188,12 +189,15 @@ pub struct Dispatcher {
     pools: Arc<Pools>,
     /// Requests in flight, for `limits.max_in_flight`.
     in_flight: Arc<AtomicUsize>,
+    /// JSON-RPC calls to any service method.
+    jsonrpc: jsonrpc::JsonRpc,
 }
 
 impl Dispatcher {
     /// A dispatcher over `pools`.
     pub fn new(pools: Arc<Pools>) -> Self {
         Self {
+            jsonrpc: jsonrpc::JsonRpc::new(Arc::clone(pools.locator())),
             pools,
             in_flight: Arc::default(),
         }
@@ -202,6 +206,18 @@ impl Dispatcher {
     /// The pools it sends through.
     pub fn pools(&self) -> &Arc<Pools> {
         &self.pools
+    }
+
+    /// Answers a JSON-RPC request body admitted with `ticket` (its deadline
+    /// covers the whole batch); see [`jsonrpc::JsonRpc::answer`].
+    pub async fn jsonrpc(
+        &self,
+        config: &crate::config::Config,
+        body: &[u8],
+        ticket: &Ticket,
+    ) -> jsonrpc::Answer {
+        let scope = jsonrpc::Scope::new(config, ticket.deadline(), ticket.timeout());
+        self.jsonrpc.answer(body, scope).await
     }
 
     /// Sends an admitted request to `service` and waits for the response

@@ -138,6 +138,52 @@ impl Handler {
         self.finish(&settings, begun).await
     }
 
+    /// A JSON-RPC request: admitted (load shedding, one deadline for the
+    /// whole batch), its body collected under `request.body_limit`, and
+    /// answered by the dispatcher's JSON-RPC module.
+    async fn jsonrpc<B>(&self, settings: &Settings, request: Request<B>) -> Response<GatewayBody>
+    where
+        B: Body<Data = Bytes> + Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let _in_flight = self.metrics.in_flight();
+        let started = Instant::now();
+        let request_id: u64 = rand::random();
+        let (parts, body) = request.into_parts();
+        let config = &settings.config;
+        let answered = async {
+            let ticket = self
+                .dispatcher
+                .admit(&settings.policy, "", &parts.headers, started)?;
+            let limit = config.request.body_limit;
+            let body = match Limited::new(body, limit).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e)
+                    if e.downcast_ref::<http_body_util::LengthLimitError>()
+                        .is_some() =>
+                {
+                    return Err(GatewayError::BodyTooLarge(limit));
+                }
+                Err(e) => return Err(GatewayError::Body(e)),
+            };
+            Ok(self.dispatcher.jsonrpc(config, &body, &ticket).await)
+        }
+        .await;
+        let response = match answered {
+            Ok(answer) => response::jsonrpc(answer, request_id),
+            Err(e) => {
+                let (_, kind) = e.status();
+                metrics::counter!(crate::metrics::ERRORS, crate::metrics::KIND => kind, crate::metrics::CATEGORY => "none")
+                    .increment(1);
+                e.into_response(request_id)
+            }
+        };
+        self.metrics
+            .member(JSONRPC_LABEL, JSONRPC_LABEL)
+            .record(response.status().as_u16(), started.elapsed());
+        response
+    }
+
     /// The synchronous first step of a request: trace ids, route, load
     /// shedding, deadline, and (when the body is already complete, as for
     /// most requests without one) the packing, which lets the request head
@@ -154,6 +200,21 @@ impl Handler {
     {
         let started = Instant::now();
         let config = &settings.config;
+        // Two header look-ups, and only then the path: the cost a request
+        // that is not JSON-RPC pays.
+        if is_jsonrpc(request.headers())
+            && config.jsonrpc.enabled
+            && request.uri().path() == config.jsonrpc.path
+        {
+            return Begun {
+                started,
+                request_id: rand::random(),
+                logged: None,
+                service: None,
+                step: Err(GatewayError::ConnectionClosing),
+                jsonrpc: Some(Box::new(request)),
+            };
+        }
         let (parts, body) = request.into_parts();
         let decision =
             match TraceDecision::from_headers(&parts.headers, config.request.tracing_probability) {
@@ -165,6 +226,7 @@ impl Handler {
                         logged: None,
                         service: None,
                         step: Err(e.into()),
+                        jsonrpc: None,
                     };
                 }
             };
@@ -185,6 +247,7 @@ impl Handler {
             logged,
             service,
             step,
+            jsonrpc: None,
         }
     }
 
@@ -288,6 +351,10 @@ impl Handler {
         B: Body<Data = Bytes> + Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        if let Some(request) = begun.jsonrpc {
+            // Boxed: kept out of every other request's future.
+            return Box::pin(self.jsonrpc(settings, *request)).await;
+        }
         let _in_flight = self.metrics.in_flight();
         let Begun {
             started,
@@ -295,6 +362,7 @@ impl Handler {
             logged,
             mut service,
             step,
+            jsonrpc: _,
         } = begun;
         let mut member = None;
         let result = match step {
@@ -455,6 +523,8 @@ struct Begun<B> {
     /// The routed service, for the metrics label.
     service: Option<String>,
     step: Result<Admitted<B>, GatewayError>,
+    /// A JSON-RPC request, whole (its `step` is never read).
+    jsonrpc: Option<Box<Request<B>>>,
 }
 
 /// A routed request that passed load shedding.
@@ -553,6 +623,22 @@ struct AccessLine {
     client: String,
     method: Method,
     uri: String,
+}
+
+/// The metrics label of JSON-RPC requests (their calls may name many
+/// services).
+const JSONRPC_LABEL: &str = "jsonrpc";
+
+/// The header that marks a JSON-RPC request (any value).
+const X_COCAINE_JSON_RPC: HeaderName = HeaderName::from_static("x-cocaine-json-rpc");
+
+/// Whether a request asks for JSON-RPC: `X-Cocaine-JSON-RPC` (any value)
+/// or `Content-Type: application/json-rpc`.
+fn is_jsonrpc(headers: &hyper::HeaderMap) -> bool {
+    headers.contains_key(X_COCAINE_JSON_RPC)
+        || headers
+            .get(hyper::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json-rpc"))
 }
 
 /// The header that carries the client address to the app.

@@ -8,6 +8,7 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::body::GatewayBody;
+use crate::dispatch::jsonrpc::Answer;
 use crate::dispatch::{BadRequestId, DispatchError};
 use crate::proto::category;
 use crate::route::RouteError;
@@ -129,6 +130,31 @@ impl GatewayError {
         set_request_id(headers, request_id);
         response
     }
+}
+
+/// The response to a JSON-RPC request. The rule (JSON-RPC 2.0 over HTTP
+/// as most servers apply it): every JSON-RPC response is 200 with its
+/// errors inside, parse errors included; a request of only notifications
+/// is 204 with no body. Failures before the body is read (413 for a body
+/// over `request.body_limit`, 503 when shed) are [`GatewayError`]s.
+pub fn jsonrpc(answer: Answer, request_id: u64) -> Response<GatewayBody> {
+    let mut response = match answer {
+        Answer::Nothing => {
+            let mut response = Response::new(GatewayBody::empty());
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            response
+        }
+        Answer::Json(body) => {
+            let mut response = Response::new(GatewayBody::full(body));
+            response.headers_mut().insert(
+                hyper::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+    };
+    set_request_id(response.headers_mut(), request_id);
+    response
 }
 
 /// `X-Request-Id: <16 lowercase hex digits>`.

@@ -17,6 +17,12 @@ use super::continuum::Continuum;
 use crate::proto::locator::{Endpoint, ResolveReply, RoutingUpdate};
 use crate::proto::{ErrorCode, Graph, RemoteError};
 
+/// The name the locator resolves itself by.
+pub const OWN_NAME: &str = "locator";
+
+/// The locator protocol's version (PROTOCOL.md §3.2).
+const OWN_VERSION: u64 = 3;
+
 /// One resolvable instance of a service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Instance {
@@ -31,6 +37,9 @@ pub struct Instance {
 #[derive(Debug, Default)]
 struct Inner {
     configured: BTreeMap<String, Instance>,
+    /// The locator itself, resolvable as `locator` (see
+    /// [`Registry::set_own`]).
+    own: Option<Instance>,
     /// Published instances by name, each with the token its publisher holds.
     published: HashMap<String, Vec<(u64, Instance)>>,
     /// Instances published through other locators, from the cluster store.
@@ -69,6 +78,17 @@ impl Registry {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Makes the locator resolve its own name, `locator`, to `endpoints`
+    /// (version 3, the locator graph), as Cocaine's runtime does. A
+    /// configured or published `locator` still comes first.
+    pub fn set_own(&self, endpoints: Vec<Endpoint>) {
+        self.lock().own = Some(Instance {
+            endpoints,
+            version: OWN_VERSION,
+            graph: Arc::new(Graph::locator()),
+        });
     }
 
     /// This locator's uuid.
@@ -246,7 +266,14 @@ impl Registry {
         let remote = inner.remote.get(&target).map_or(&[][..], Vec::as_slice);
         let count = published.len() + remote.len() + usize::from(configured.is_some());
         if count == 0 {
-            return Err(not_available());
+            return match &inner.own {
+                Some(own) if target == OWN_NAME => Ok(ResolveReply {
+                    endpoints: own.endpoints.clone(),
+                    version: own.version,
+                    graph: (*own.graph).clone(),
+                }),
+                _ => Err(not_available()),
+            };
         }
         // Instances in turn, not at random (the runtime's locator picks at
         // random): a client that resolves once per connection spreads its

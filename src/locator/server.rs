@@ -256,6 +256,7 @@ impl RunningLocator {
             tracing::error!(error = %e, "routing groups not applied");
         }
         let addr = listener.local_addr().unwrap_or(config.listen);
+        registry.set_own(vec![own_endpoint(addr)]);
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -357,14 +358,35 @@ async fn accept_loop(
     }
 }
 
-/// The address other locators list for this one: the bound address, with
-/// an unspecified IP replaced by loopback (set `listen` to the host's IP
-/// for a cluster across hosts).
+/// `addr` with an unspecified IP (`0.0.0.0`, `::`) replaced by loopback of
+/// the same family: where a client on this host reaches a listener bound
+/// to all interfaces.
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)
+        }
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+/// The address other locators list for this one (set `listen` to the
+/// host's IP for a cluster across hosts).
 fn advertised(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
-    } else {
-        addr
+    loopback_if_unspecified(addr)
+}
+
+/// The endpoint the locator gives for itself when asked to resolve
+/// `locator`.
+fn own_endpoint(addr: SocketAddr) -> crate::proto::locator::Endpoint {
+    let addr = loopback_if_unspecified(addr);
+    crate::proto::locator::Endpoint {
+        host: addr.ip().to_string(),
+        port: addr.port(),
     }
 }
 

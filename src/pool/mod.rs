@@ -618,6 +618,11 @@ impl Pools {
         pools
     }
 
+    /// The locator the pools resolve through.
+    pub fn locator(&self) -> &Arc<dyn Locator> {
+        &self.locator
+    }
+
     /// The pool of `service`, created (and started) on first use.
     pub fn get(self: &Arc<Self>, service: &str) -> Arc<Pool> {
         self.get_or_start(service, false)
