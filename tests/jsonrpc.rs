@@ -18,6 +18,7 @@ use rpcgate::proto::locator::{Endpoint, PublishRequest, method};
 use rpcgate::proto::msgpack;
 use rpcgate::proto::{Args, ErrorCode, Graph, Message, Protocol, RawArgs, RemoteError};
 use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
 
 /// The test service's graph: `stream` (streaming reply), `sum` and
 /// `fail` (primitive replies).
@@ -32,17 +33,40 @@ fn calc_graph() -> Graph {
             (0, method("stream", Node::streaming())),
             (1, method("sum", Node::primitive())),
             (2, method("fail", Node::primitive())),
+            (3, method("wait", Node::primitive())),
+            (4, method("release", Node::primitive())),
         ]),
     }
 }
 
 /// Serves the `calc` protocol: `stream [n]` writes `n` chunks then
-/// closes; `sum [a, b]` answers `a + b`; `fail` answers `error [[43, 7]]`.
+/// closes; `sum [a, b]` answers `a + b`; `fail` answers `error [[43, 7]]`;
+/// `wait` answers only when a `release` arrives (both answer `released`).
 async fn serve_calc(peer: support::Peer) {
+    // `wait` calls, from any connection: each one's channel and the way
+    // back to its connection's task.
+    type Waiting = Vec<(u64, tokio::sync::mpsc::UnboundedSender<u64>)>;
+    let waiting: Arc<Mutex<Waiting>> = Arc::default();
     loop {
         let mut conn = peer.accept().await;
+        let waiting = Arc::clone(&waiting);
         tokio::spawn(async move {
-            while let Some(frame) = conn.next_frame().await {
+            let (released_tx, mut released) = tokio::sync::mpsc::unbounded_channel();
+            let reply = |text: &'static [u8]| {
+                Message::new(
+                    0,
+                    Args::Raw(RawArgs::build(1, |b| msgpack::put_str(b, text)).unwrap()),
+                )
+            };
+            loop {
+                let frame = tokio::select! {
+                    frame = conn.next_frame() => frame,
+                    Some(channel) = released.recv() => {
+                        conn.send(channel, reply(b"released")).await;
+                        continue;
+                    }
+                };
+                let Some(frame) = frame else { break };
                 let mut r = frame.args_reader();
                 let _ = r.read_array_len();
                 match frame.ty {
@@ -70,6 +94,17 @@ async fn serve_calc(peer: support::Peer) {
                             Message::error(1, RemoteError::new(code, "nope")),
                         )
                         .await;
+                    }
+                    3 => waiting
+                        .lock()
+                        .unwrap()
+                        .push((frame.channel, released_tx.clone())),
+                    4 => {
+                        let held: Waiting = std::mem::take(&mut *waiting.lock().unwrap());
+                        for (channel, to) in held {
+                            let _ = to.send(channel);
+                        }
+                        conn.send(frame.channel, reply(b"released")).await;
                     }
                     _ => {}
                 }
@@ -323,4 +358,38 @@ async fn locator_resolve_of_a_published_app() {
     let error = &got.json()["error"];
     assert_eq!(error["code"], -32000);
     assert_eq!(error["data"], json!({"category": 10, "code": 1}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_runs_its_calls_at_once_under_one_deadline() {
+    let (c, _published) = start(Config::default()).await;
+    // `wait` answers only once `release` has arrived: run one after the
+    // other, the batch could never finish.
+    let body = json!([
+        {"jsonrpc": "2.0", "id": 1, "method": "calc.wait", "params": []},
+        {"jsonrpc": "2.0", "id": 2, "method": "calc.release", "params": []},
+    ]);
+    let got = rpc(c.gateway.addr, &body.to_string()).await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    let answers = got.json();
+    assert_eq!(answers[0]["id"], 1, "{answers}");
+    assert_eq!(answers[0]["result"], json!(["released"]), "{answers}");
+    assert_eq!(answers[1]["result"], json!(["released"]), "{answers}");
+    // A batch whose call never answers ends at the request's deadline,
+    // with the batch answered (its calls as errors), not hung.
+    let body = json!([{"jsonrpc": "2.0", "id": 7, "method": "calc.wait", "params": []}]);
+    let got = support::send(
+        c.gateway.addr,
+        "POST",
+        "/",
+        &[("x-cocaine-json-rpc", "1"), ("x-request-timeout", "300")],
+        &body.to_string(),
+    )
+    .await;
+    let text = String::from_utf8_lossy(&got.body).into_owned();
+    assert!(
+        got.status == 504 || text.contains("\"error\""),
+        "the deadline ends the batch: {} {text}",
+        got.status
+    );
 }
