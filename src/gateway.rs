@@ -266,8 +266,13 @@ impl RunningGateway {
     }
 
     /// Starts a gateway that resolves through the config's locators.
+    ///
+    /// It waits for the locators' first `routing` dump (at most the
+    /// resolve timeout), so requests for a routing group pick members by
+    /// weight from the first one on.
     pub async fn start_remote(config: Config) -> std::io::Result<(Self, RemoteLocator)> {
         let locator = RemoteLocator::new(remote_locator_config(&config));
+        let _ = tokio::time::timeout(config.resolve_timeout, locator.routing_ready()).await;
         let gateway = Self::start(config, Arc::new(locator.clone())).await?;
         Ok((gateway, locator))
     }

@@ -12,7 +12,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -24,8 +23,7 @@ use rpcgate::locator::{Continuum, Locator, RemoteLocator, RunningLocator};
 use rpcgate::pool::Pools;
 use support::child::bounded;
 use support::etcd::Etcd;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::time::Instant;
 
 async fn locator(etcd: &Etcd) -> RunningLocator {
@@ -50,34 +48,7 @@ async fn gateway(locators: Vec<SocketAddr>) -> (RunningGateway, RemoteLocator) {
 
 /// A demo echo app as a child process, publishing through `locators`.
 async fn app_process(version: &str, locators: &[SocketAddr]) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_rpcgate"));
-    command.args([
-        "--log-level",
-        "error",
-        "demo-app",
-        "echo",
-        "--app-version",
-        version,
-    ]);
-    for locator in locators {
-        command.args(["--locator", &locator.to_string()]);
-    }
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    bounded("the app's listening line", async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.starts_with("app ") {
-                return;
-            }
-        }
-        panic!("the app exited");
-    })
-    .await;
+    let (child, _) = support::child::demo_app("echo", Some(version), "127.0.0.1:0", locators).await;
     child
 }
 

@@ -12,9 +12,7 @@ use std::path::Path;
 
 use rpcgate::app::demo;
 use rpcgate::config::Config;
-use rpcgate::mux::Invocation;
-use rpcgate::proto::locator::{Endpoint, PublishRequest, method};
-use rpcgate::proto::{Graph, Message, Protocol};
+use rpcgate::proto::Graph;
 
 fn shipped_config() -> Config {
     Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rpcgate.toml")).unwrap()
@@ -97,25 +95,7 @@ async fn a_service_that_is_not_an_app_is_never_sent_a_request() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (handle, _task) =
-        support::connect(c.locator.addr, rpcgate::mux::MuxConfig::default()).await;
-    let request = PublishRequest {
-        name: "notapp".into(),
-        endpoints: vec![Endpoint {
-            host: "127.0.0.1".into(),
-            port,
-        }],
-        meta: Some((3, Graph::locator())),
-    };
-    let mut channel = handle
-        .open(Invocation::new(
-            Message::new(method::PUBLISH, request.to_args()),
-            Protocol::Discard,
-            Protocol::Primitive,
-        ))
-        .await
-        .unwrap();
-    channel.receiver.recv().await.unwrap().unwrap();
+    let _published = support::publish_graph(c.locator.addr, "notapp", port, Graph::locator()).await;
     for _ in 0..3 {
         let got = support::send(c.gateway.addr, "GET", "/notapp/http/", &[], "").await;
         assert_eq!(got.status, 404, "{:?}", got.body);

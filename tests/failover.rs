@@ -9,45 +9,18 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rpcgate::config::Config;
 use rpcgate::gateway::RunningGateway;
 use rpcgate::locator::{RemoteLocator, RemoteLocatorConfig, RunningLocator};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
 async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), f)
         .await
         .unwrap_or_else(|_| panic!("{what} within 60 s"))
-}
-
-/// `rpcgate demo-app NAME` as a child process, published to `locator`;
-/// returns once it listens.
-async fn demo_app(name: &str, locator: SocketAddr) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rpcgate"))
-        .args(["demo-app", name, "--listen", "127.0.0.1:0"])
-        .args(["--locator", &locator.to_string(), "--log-level", "error"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the rpcgate binary runs as a demo app");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = bounded("the app's listening line", async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("a listening line");
-            if let Some((_, addr)) = line.split_once(" listening on ") {
-                break addr.trim().parse().unwrap();
-            }
-        }
-    })
-    .await;
-    (child, addr)
 }
 
 /// A gateway on `locator` with `config` (addresses made loopback).
@@ -91,8 +64,10 @@ async fn published(locator: &RunningLocator, name: &str, count: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_the_pool_and_a_kill_stalls_nothing() {
     let locator = support::start_locator(support::locator_config("")).await;
-    let (mut first, first_addr) = demo_app("hello", locator.addr).await;
-    let (_second, second_addr) = demo_app("hello", locator.addr).await;
+    let (mut first, first_addr) =
+        support::child::demo_app("hello", None, "127.0.0.1:0", &[locator.addr]).await;
+    let (_second, second_addr) =
+        support::child::demo_app("hello", None, "127.0.0.1:0", &[locator.addr]).await;
     published(&locator, "hello", 2).await;
     let mut config = Config::default();
     config.pool.size = 8;

@@ -11,15 +11,12 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rpcgate::app::demo;
 use rpcgate::config::Config;
 use rpcgate::pool::Pools;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(60), f)
@@ -354,31 +351,6 @@ async fn slow_start_ramps_a_new_member_up() {
     assert!((shares[2] - 0.5).abs() <= 0.05, "{shares:?}");
 }
 
-/// `rpcgate demo-app echo --app-version VERSION` as a child process on
-/// `listen`, published to `locator`; returns once it listens.
-async fn demo_app(version: &str, listen: &str, locator: SocketAddr) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rpcgate"))
-        .args(["demo-app", "echo", "--app-version", version])
-        .args(["--listen", listen, "--locator", &locator.to_string()])
-        .args(["--log-level", "error"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("the rpcgate binary runs as a demo app");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = bounded("the app's listening line", async {
-        loop {
-            let line = lines.next_line().await.unwrap().expect("a listening line");
-            if let Some((_, addr)) = line.split_once(" listening on ") {
-                break addr.trim().parse().unwrap();
-            }
-        }
-    })
-    .await;
-    (child, addr)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_member_is_ejected_and_returns() {
     let mut config = Config::default();
@@ -391,8 +363,10 @@ async fn a_killed_member_is_ejected_and_returns() {
         "[groups.g]\necho-v1 = 1\necho-v2 = 1\n",
     ))
     .await;
-    let (_v1, _) = demo_app("v1", "127.0.0.1:0", locator.addr).await;
-    let (mut v2, v2_addr) = demo_app("v2", "127.0.0.1:0", locator.addr).await;
+    let (_v1, _) =
+        support::child::demo_app("echo", Some("v1"), "127.0.0.1:0", &[locator.addr]).await;
+    let (mut v2, v2_addr) =
+        support::child::demo_app("echo", Some("v2"), "127.0.0.1:0", &[locator.addr]).await;
     let (locator_handle, _task) =
         support::connect(locator.addr, rpcgate::mux::MuxConfig::default()).await;
     for name in ["echo-v1", "echo-v2"] {
@@ -457,7 +431,8 @@ async fn a_killed_member_is_ejected_and_returns() {
     assert_eq!(out.share("v1"), 1.0, "{:?}", out.versions);
     // It comes back on the same address; once its ejection ends it
     // serves again.
-    let (_v2, again) = demo_app("v2", &v2_addr.to_string(), locator.addr).await;
+    let (_v2, again) =
+        support::child::demo_app("echo", Some("v2"), &v2_addr.to_string(), &[locator.addr]).await;
     assert_eq!(again, v2_addr);
     wait_connected(&pools, &["echo-v2"]).await;
     members_active(&pools, "g", &["echo-v1", "echo-v2"]).await;

@@ -12,11 +12,10 @@ use std::net::SocketAddr;
 
 use rpcgate::app::demo;
 use rpcgate::config::Config;
-use rpcgate::mux::{Channel, Invocation, MuxConfig, MuxHandle};
+use rpcgate::mux::{Channel, MuxHandle};
 use rpcgate::proto::graph::{Method, Node, Transition};
-use rpcgate::proto::locator::{Endpoint, PublishRequest, method};
 use rpcgate::proto::msgpack;
-use rpcgate::proto::{Args, ErrorCode, Graph, Message, Protocol, RawArgs, RemoteError};
+use rpcgate::proto::{Args, ErrorCode, Graph, Message, RawArgs, RemoteError};
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 
@@ -113,37 +112,13 @@ async fn serve_calc(peer: support::Peer) {
     }
 }
 
-/// Publishes `name` at `port` with `graph`; published while the channel
-/// lives.
-async fn publish(locator: SocketAddr, name: &str, port: u16, graph: Graph) -> (MuxHandle, Channel) {
-    let (handle, _task) = support::connect(locator, MuxConfig::default()).await;
-    let request = PublishRequest {
-        name: name.into(),
-        endpoints: vec![Endpoint {
-            host: "127.0.0.1".into(),
-            port,
-        }],
-        meta: Some((1, graph)),
-    };
-    let mut channel = handle
-        .open(Invocation::new(
-            Message::new(method::PUBLISH, request.to_args()),
-            Protocol::Discard,
-            Protocol::Primitive,
-        ))
-        .await
-        .unwrap();
-    channel.receiver.recv().await.unwrap().unwrap();
-    (handle, channel)
-}
-
 /// A cluster with the `echo` demo app and the `calc` test service.
 async fn start(config: Config) -> (support::Cluster, (MuxHandle, Channel)) {
     let c = support::cluster("", vec![demo::build("echo", None).unwrap()], config).await;
     let peer = support::Peer::bind().await;
     let port = peer.addr.port();
     tokio::spawn(serve_calc(peer));
-    let published = publish(c.locator.addr, "calc", port, calc_graph()).await;
+    let published = support::publish_graph(c.locator.addr, "calc", port, calc_graph()).await;
     (c, published)
 }
 

@@ -609,9 +609,13 @@ impl Pools {
             tracker: TaskTracker::new(),
             shutdown: CancellationToken::new(),
         });
+        // The rings known now apply before the first request can come.
+        let routing = pools.locator.routing();
+        let known = Arc::clone(&routing.borrow());
+        pools.apply_rings(&known);
         pools.tracker.spawn(maintain::follow_groups(
             Arc::downgrade(&pools),
-            pools.locator.routing(),
+            routing,
             pools.shutdown.clone(),
             Arc::clone(&pools.groups_wake),
         ));

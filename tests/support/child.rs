@@ -116,3 +116,40 @@ impl GatewayChild {
             .unwrap()
     }
 }
+
+/// `rpcgate demo-app NAME [--app-version VERSION]` as a child process on
+/// `listen`, publishing through `locators` (tried in order); returns once
+/// it prints its address (it publishes right after). Killed when dropped.
+pub async fn demo_app(
+    name: &str,
+    version: Option<&str>,
+    listen: &str,
+    locators: &[SocketAddr],
+) -> (Child, SocketAddr) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_rpcgate"));
+    command.args(["demo-app", name, "--listen", listen]);
+    if let Some(version) = version {
+        command.args(["--app-version", version]);
+    }
+    for locator in locators {
+        command.args(["--locator", &locator.to_string()]);
+    }
+    let mut child = command
+        .args(["--log-level", "error"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the rpcgate binary runs as a demo app");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = bounded("the app's listening line", async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("a listening line");
+            if let Some((_, addr)) = line.split_once(" listening on ") {
+                break addr.trim().parse().unwrap();
+            }
+        }
+    })
+    .await;
+    (child, addr)
+}

@@ -502,3 +502,32 @@ fn dechunk(mut bytes: &[u8]) -> Option<(Vec<u8>, usize)> {
         }
     }
 }
+
+/// Publishes `name` at `port` with `graph`; published while the channel
+/// lives.
+pub async fn publish_graph(
+    locator: SocketAddr,
+    name: &str,
+    port: u16,
+    graph: rpcgate::proto::Graph,
+) -> (MuxHandle, Channel) {
+    let (handle, _task) = connect(locator, rpcgate::mux::MuxConfig::default()).await;
+    let request = rpcgate::proto::locator::PublishRequest {
+        name: name.into(),
+        endpoints: vec![rpcgate::proto::locator::Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+        }],
+        meta: Some((1, graph)),
+    };
+    let mut channel = handle
+        .open(Invocation::new(
+            Message::new(method::PUBLISH, request.to_args()),
+            Protocol::Discard,
+            Protocol::Primitive,
+        ))
+        .await
+        .unwrap();
+    channel.receiver.recv().await.unwrap().unwrap();
+    (handle, channel)
+}
