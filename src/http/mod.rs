@@ -156,17 +156,8 @@ impl Handler {
                 .dispatcher
                 .admit(&settings.policy, "", &parts.headers, started)?;
             let limit = config.request.body_limit;
-            let body = match Limited::new(body, limit).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e)
-                    if e.downcast_ref::<http_body_util::LengthLimitError>()
-                        .is_some() =>
-                {
-                    return Err(GatewayError::BodyTooLarge(limit));
-                }
-                Err(e) => return Err(GatewayError::Body(e)),
-            };
-            Ok(self.dispatcher.jsonrpc(config, &body, &ticket).await)
+            let body = collect_body(body, limit).await?;
+            Ok::<_, GatewayError>(self.dispatcher.jsonrpc(config, &body, &ticket).await)
         }
         .await;
         let response = match answered {
@@ -455,16 +446,7 @@ impl Handler {
                 let limit = settings.config.request.body_limit;
                 // Boxed: most requests have no body to wait for, and their
                 // futures need not carry room for this one.
-                let body = match Box::pin(Limited::new(body, limit).collect()).await {
-                    Ok(collected) => collected.to_bytes(),
-                    Err(e)
-                        if e.downcast_ref::<http_body_util::LengthLimitError>()
-                            .is_some() =>
-                    {
-                        return Err(GatewayError::BodyTooLarge(limit));
-                    }
-                    Err(e) => return Err(GatewayError::Body(e)),
-                };
+                let body = Box::pin(collect_body(body, limit)).await?;
                 let remaining = ticket.deadline().saturating_duration_since(Instant::now());
                 self.pack(settings, &parts, &target, body, decision, remaining)
             }
@@ -511,6 +493,24 @@ impl Handler {
         }
         response::set_request_id(headers, request_id);
         Ok(response)
+    }
+}
+
+/// A request body collected whole, up to `limit` bytes (413 past it).
+async fn collect_body<B>(body: B, limit: usize) -> Result<Bytes, GatewayError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(GatewayError::BodyTooLarge(limit))
+        }
+        Err(e) => Err(GatewayError::Body(e)),
     }
 }
 
