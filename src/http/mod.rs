@@ -9,6 +9,7 @@ mod connection;
 mod connection_limit;
 mod log_limit;
 pub mod response;
+pub mod streams;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -62,6 +63,8 @@ pub struct Handler {
     pub(crate) open_connections: AtomicUsize,
     /// Requests in flight now, bodies included.
     pub(crate) busy: Arc<AtomicUsize>,
+    /// Long-lived streams open now (SSE, WebSocket).
+    pub streams: streams::Streams,
 }
 
 /// One config's worth of request settings. A request reads one snapshot
@@ -98,6 +101,7 @@ impl Handler {
             cut: CancellationToken::new(),
             open_connections: AtomicUsize::new(0),
             busy: Arc::new(AtomicUsize::new(0)),
+            streams: streams::Streams::default(),
         }
     }
 
