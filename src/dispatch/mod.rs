@@ -14,6 +14,7 @@ mod admission;
 mod body;
 pub mod jsonrpc;
 mod pack;
+mod push;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +27,7 @@ use tokio::time::Instant;
 pub use self::admission::{Policy, Ticket};
 pub use self::body::{BodyAborted, ReplyBody};
 pub use self::pack::{BadRequestId, PackedRequest, TraceDecision, pack_request};
+pub use self::push::{PushBody, PushLimits};
 use crate::mux::{ChannelError, Invocation};
 use crate::pool::{Choice, PoolError, Pools};
 use crate::proto::http::ResponseMeta;
@@ -344,7 +346,14 @@ async fn attempts(
         *member = Some(Arc::clone(pool.label()));
         // A retry tells the app what is left of the deadline, not the
         // whole timeout the first attempt carried.
-        let remaining = (attempt > 1).then(|| deadline.saturating_duration_since(Instant::now()));
+        // (A push service's stream lifetime, longer than the deadline,
+        // stays as it was.)
+        let remaining = (attempt > 1
+            && request
+                .headers
+                .request_timeout()
+                .is_none_or(|sent| sent <= total))
+        .then(|| deadline.saturating_duration_since(Instant::now()));
         let outcome =
             tokio::time::timeout_at(deadline, attempt_once(&handle, request, remaining)).await;
         let retriable = match outcome {

@@ -27,6 +27,8 @@ pub enum StreamKind {
     Sse,
     /// A WebSocket (RFC 6455) after an HTTP/1.1 upgrade.
     WebSocket,
+    /// Another reply of a `push` service (`[services.X] push = true`).
+    Push,
 }
 
 impl StreamKind {
@@ -35,6 +37,7 @@ impl StreamKind {
         match self {
             Self::Sse => "sse",
             Self::WebSocket => "websocket",
+            Self::Push => "push",
         }
     }
 }
