@@ -184,6 +184,11 @@ impl RunningGateway {
         &self.admin.pools
     }
 
+    /// Long-lived streams (SSE, WebSocket) open now.
+    pub fn streams_open(&self) -> usize {
+        self.handler.streams.len()
+    }
+
     /// The config the gateway serves with now.
     pub fn config(&self) -> Arc<Config> {
         self.handler.config()
