@@ -158,6 +158,11 @@ impl HttpResponse {
         }
     }
 
+    /// The channel's reply side and whether the head went.
+    pub(super) fn into_parts(self) -> (Response, bool) {
+        (self.response, self.head_sent)
+    }
+
     /// Sends the meta `[status, headers]`. Only once, before any body.
     pub async fn head(&mut self, status: u16, headers: Vec<HeaderPair>) -> Result<(), ReplyError> {
         if self.head_sent {

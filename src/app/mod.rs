@@ -30,6 +30,7 @@
 pub mod demo;
 mod handler;
 mod http;
+mod websocket;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -47,6 +48,7 @@ use tokio_util::task::TaskTracker;
 use self::handler::{Handler, Isolated, report_failure};
 pub use self::handler::{HandlerResult, Request, RequestError, Response};
 pub use self::http::{HttpRequest, HttpResponse};
+pub use self::websocket::{WebSocket, WebSocketMessage, WebSocketRequest, WebSocketSender};
 use crate::locator::client::publish;
 use crate::proto::app::{Enqueue, InfoReply, method};
 use crate::proto::graph::{GOAWAY, PING, REVOKE};
@@ -136,6 +138,22 @@ impl AppBuilder {
                     .map_err(|e| http::bad_request(&e))?;
                 handler(request, HttpResponse::new(response)).await
             }
+        })
+    }
+
+    /// Registers a WebSocket handler for `event`: it gets each request to
+    /// the event as a [`WebSocketRequest`], which it accepts (101) or
+    /// answers with any HTTP response (a refusal, or a plain request's
+    /// answer). See [`WebSocket`] for the messages after.
+    pub fn on_websocket<F, Fut>(self, event: impl Into<Bytes>, handler: F) -> Self
+    where
+        F: Fn(WebSocketRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        self.on_http(event, move |request, response| {
+            let handler = Arc::clone(&handler);
+            async move { handler(WebSocketRequest::new(request, response)).await }
         })
     }
 

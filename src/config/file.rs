@@ -79,6 +79,9 @@ struct LimitsFile {
     stream_max_lifetime_ms: Option<i64>,
     stream_queue: Option<i64>,
     sse_keepalive_ms: Option<i64>,
+    websocket_max_message_bytes: Option<i64>,
+    websocket_max_frames_per_sec: Option<i64>,
+    websocket_ping_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -487,6 +490,17 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         if let Some(v) = l.sse_keepalive_ms {
             limits.sse_keepalive = c.ms("limits.sse_keepalive_ms", v, 1, MAX_MS)?;
+        }
+        if let Some(v) = l.websocket_max_message_bytes {
+            limits.websocket_max_message =
+                c.int("limits.websocket_max_message_bytes", v, 1, 1 << 30)?;
+        }
+        if let Some(v) = l.websocket_max_frames_per_sec {
+            limits.websocket_max_rate =
+                c.int("limits.websocket_max_frames_per_sec", v, 1, 1_000_000)? as u32;
+        }
+        if let Some(v) = l.websocket_ping_ms {
+            limits.websocket_ping = c.ms("limits.websocket_ping_ms", v, 1, MAX_MS)?;
         }
     }
     if let Some(t) = raw.tls {

@@ -139,6 +139,16 @@ pub struct LimitsConfig {
     /// An SSE stream whose app is quiet this long gets a `: keepalive`
     /// comment (and again after as long).
     pub sse_keepalive: Duration,
+    /// The largest WebSocket message a client may send, in bytes (a
+    /// fragmented one counts whole); past it the stream gets close 1009.
+    pub websocket_max_message: usize,
+    /// WebSocket messages a client may send per second, pings and pongs
+    /// included (a token bucket as deep as one second's worth); past it
+    /// the stream gets close 1008.
+    pub websocket_max_rate: u32,
+    /// The gateway pings a WebSocket client this often (the pong is not
+    /// waited for: a dead peer shows as a failed write).
+    pub websocket_ping: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -160,6 +170,9 @@ impl Default for LimitsConfig {
             stream_max_lifetime: Duration::from_secs(24 * 3600),
             stream_queue: 64,
             sse_keepalive: Duration::from_secs(15),
+            websocket_max_message: 1 << 20,
+            websocket_max_rate: 200,
+            websocket_ping: Duration::from_secs(30),
         }
     }
 }

@@ -97,6 +97,9 @@ pub fn view(config: &Config) -> Value {
             "stream_max_lifetime_ms": ms(c.limits.stream_max_lifetime),
             "stream_queue": c.limits.stream_queue,
             "sse_keepalive_ms": ms(c.limits.sse_keepalive),
+            "websocket_max_message_bytes": c.limits.websocket_max_message,
+            "websocket_max_frames_per_sec": c.limits.websocket_max_rate,
+            "websocket_ping_ms": ms(c.limits.websocket_ping),
         },
         "tls": c.tls.as_ref().map(|t| json!({
             "listen": t.listen.to_string(),

@@ -65,6 +65,19 @@ impl ReplyBody {
         self.finish();
     }
 
+    /// The channel's two halves, for a reply that becomes a two-way stream
+    /// (a WebSocket after its 101); the body back if the reply is complete
+    /// already.
+    pub fn into_channel(mut self) -> Result<(ChannelSender, ChannelReceiver), Self> {
+        if self.done {
+            return Err(self);
+        }
+        match self.sender.take() {
+            Some(sender) => Ok((sender, self.receiver)),
+            None => Err(self),
+        }
+    }
+
     /// Streams the rest of the reply as a long-lived push stream (see
     /// [`super::push`]); the body back if the reply is complete already.
     pub fn into_push(

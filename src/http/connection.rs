@@ -303,6 +303,13 @@ where
         // Even empty, hyper's read buffer holds its allocation: let go.
         let mut unread = !parts.read_buf.is_empty();
         drop(parts.read_buf);
+        if let Some(session) = w.activity.take_upgrade() {
+            // hyper wrote the 101 and gave the socket back (an upgrade under
+            // `poll_without_shutdown`), with what it read ahead in front:
+            // the socket is the WebSocket's now.
+            session.run(io).await;
+            return Ok(());
+        }
         if !parked && !rescued && w.shutdown.is_cancelled() {
             // Closed while idle on shutdown: a request the client sent
             // before it could learn so may be in hyper's buffer, or
@@ -796,7 +803,15 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
                 // reading too slowly loses the connection.
                 push.close_connection_on_cut(Arc::clone(&busy.0.stream_cut));
             }
-            if h1 && busy.0.is_closing() {
+            if let Some(pending) = response.extensions_mut().remove::<super::websocket::Pending>()
+                && h1
+            {
+                // A WebSocket: its session runs on this connection's socket
+                // once hyper has written the 101 (see `serve_h1`).
+                busy.0.upgrade(pending);
+            }
+            let switching = response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
+            if h1 && busy.0.is_closing() && !switching {
                 // The gateway is stopping: the client learns it here, and
                 // hyper ends the connection after this response.
                 response
@@ -836,6 +851,9 @@ struct Activity {
     /// Notified when a push stream on this HTTP/1.1 connection cut its
     /// client for reading too slowly: the connection is closed at once.
     stream_cut: Arc<tokio::sync::Notify>,
+    /// A WebSocket accepted on this HTTP/1.1 connection, to run once its
+    /// 101 is written.
+    upgrade: std::sync::Mutex<Option<super::websocket::Pending>>,
 }
 
 impl Activity {
@@ -851,10 +869,28 @@ impl Activity {
             abused: tokio::sync::Notify::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
             stream_cut: Arc::new(tokio::sync::Notify::new()),
+            upgrade: std::sync::Mutex::new(None),
         }
     }
 
     /// The gateway is stopping (see [`Self::is_closing`]).
+    /// Keeps `pending` for the connection to run after its 101.
+    fn upgrade(&self, pending: super::websocket::Pending) {
+        *self
+            .upgrade
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pending);
+    }
+
+    /// The WebSocket accepted on this connection, once.
+    fn take_upgrade(&self) -> Option<super::websocket::Session> {
+        self.upgrade
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()?
+            .take()
+    }
+
     fn closing(&self) {
         self.closing.store(true, Ordering::Release);
     }

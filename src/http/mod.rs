@@ -10,6 +10,7 @@ mod connection_limit;
 mod log_limit;
 pub mod response;
 pub mod streams;
+mod websocket;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -292,9 +293,12 @@ impl Handler {
         let ticket =
             self.dispatcher
                 .admit(&settings.policy, &target.service, &parts.headers, started)?;
-        // A push service's app is told how long the gateway keeps its
-        // stream, not the deadline for the response head.
-        let timeout = if settings.is_push(&target.service) {
+        // A WebSocket upgrade: packed with every header (`Upgrade` and
+        // `Sec-WebSocket-*` included) for the app to authorise.
+        let websocket = websocket::upgrade_key(&parts.method, parts.version, &parts.headers);
+        // A push service's app (or a WebSocket's) is told how long the
+        // gateway keeps its stream, not the deadline for the response head.
+        let timeout = if websocket.is_some() || settings.is_push(&target.service) {
             config.limits.stream_max_lifetime
         } else {
             ticket.timeout()
@@ -323,6 +327,7 @@ impl Handler {
             target,
             ticket,
             head_request,
+            websocket,
             request,
         })
     }
@@ -449,6 +454,7 @@ impl Handler {
             target,
             ticket,
             head_request,
+            websocket,
             request,
         } = admitted;
         let packed = match request {
@@ -480,6 +486,11 @@ impl Handler {
         let status = StatusCode::from_u16(reply.meta.status).map_err(|_| {
             GatewayError::Dispatch(dispatch::DispatchError::BadStatus(reply.meta.status))
         })?;
+        if let Some(key) = websocket
+            && status == StatusCode::SWITCHING_PROTOCOLS
+        {
+            return self.upgrade(settings, reply, &key, request_id);
+        }
         let no_body = head_request
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
@@ -548,6 +559,50 @@ impl Handler {
     }
 }
 
+impl Handler {
+    /// The 101 for a WebSocket the app accepted: the app's headers (its
+    /// `Sec-WebSocket-Protocol`...), the handshake's own, and the session
+    /// to run once the 101 is written (see [`websocket`]).
+    fn upgrade(
+        &self,
+        settings: &Settings,
+        reply: dispatch::Reply,
+        key: &HeaderValue,
+        request_id: u64,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        let (sender, receiver) = reply.body.into_channel().map_err(|_| {
+            GatewayError::Dispatch(dispatch::DispatchError::Protocol(
+                "the app ended the stream with its 101",
+            ))
+        })?;
+        let limits = websocket::Limits::new(&settings.config.limits);
+        let guard = self.streams.open(streams::StreamKind::WebSocket);
+        let session = websocket::Session::new(sender, receiver, guard, limits);
+        let mut response = Response::new(GatewayBody::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = response.headers_mut();
+        for (name, value) in reply.meta.headers {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(&name),
+                HeaderValue::from_maybe_shared(value),
+            ) else {
+                tracing::debug!("dropping an invalid response header from the app");
+                continue;
+            };
+            if HOP_BY_HOP.contains(&name.as_str()) || websocket::is_own_header(&name) {
+                continue;
+            }
+            headers.append(name, value);
+        }
+        websocket::accept(headers, key);
+        response::set_request_id(headers, request_id);
+        response
+            .extensions_mut()
+            .insert(websocket::Pending::new(session));
+        Ok(response)
+    }
+}
+
 /// Tells nginx not to buffer a push stream.
 const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
@@ -601,6 +656,8 @@ struct Admitted<B> {
     /// Counted in flight until the request ends; its deadline.
     ticket: Ticket,
     head_request: bool,
+    /// A WebSocket upgrade request's `Sec-WebSocket-Key`.
+    websocket: Option<HeaderValue>,
     request: Packing<B>,
 }
 

@@ -15,6 +15,7 @@ pub mod http;
 pub mod locator;
 pub mod msgpack;
 pub mod protocol;
+pub mod websocket;
 
 pub use self::error::{ErrorCode, RemoteError, category};
 pub use self::frame::{
