@@ -539,6 +539,10 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
     println!(
         "  curl -N 'http://{http}/ticker/http/?interval_ms=500'   # server-sent events, the app's clock"
     );
+    println!(
+        "  websocat ws://{http}/chat/http/rooms/lobby   # WebSocket chat: every message to everyone in the room"
+    );
+    println!("  open http://{http}/chat/http/ in two tabs   # the chat room and the SSE ticker");
     println!("  curl -i 'http://{http}/fail/http/?category=43&code=7&message=boom'");
     println!(
         "  curl -si http://{http}/canary/http/ | grep -i x-app-version   # v1 exactly 3 in 4 times"

@@ -129,7 +129,13 @@ impl WebSocketRequest {
         self.request
             .headers()
             .filter(|(n, _)| n.eq_ignore_ascii_case(b"sec-websocket-protocol"))
-            .flat_map(|(_, v)| String::from_utf8_lossy(v).into_owned().split(',').map(|p| p.trim().to_owned()).collect::<Vec<_>>())
+            .flat_map(|(_, v)| {
+                String::from_utf8_lossy(v)
+                    .into_owned()
+                    .split(',')
+                    .map(|p| p.trim().to_owned())
+                    .collect::<Vec<_>>()
+            })
             .filter(|p| !p.is_empty())
             .collect()
     }

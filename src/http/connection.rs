@@ -803,7 +803,9 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
                 // reading too slowly loses the connection.
                 push.close_connection_on_cut(Arc::clone(&busy.0.stream_cut));
             }
-            if let Some(pending) = response.extensions_mut().remove::<super::websocket::Pending>()
+            if let Some(pending) = response
+                .extensions_mut()
+                .remove::<super::websocket::Pending>()
                 && h1
             {
                 // A WebSocket: its session runs on this connection's socket

@@ -72,10 +72,8 @@ pub(crate) fn upgrade_key(
     }
     let lists = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
-            v.to_str().is_ok_and(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case(token))
-            })
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
         })
     };
     if !lists(header::UPGRADE, "websocket") || !lists(header::CONNECTION, "upgrade") {
@@ -243,7 +241,10 @@ impl Session {
         }
         // The client's close answer, then the end of its stream.
         if !ending.client_gone {
-            within(deadline, &guard, async { while let Some(Ok(_)) = stream.next().await {} }).await;
+            within(deadline, &guard, async {
+                while let Some(Ok(_)) = stream.next().await {}
+            })
+            .await;
         }
         // Dropped here: the app's channel is cancelled unless it ended, and
         // the connection closes.
@@ -539,7 +540,9 @@ impl Pump<'_> {
                         Kind::Binary => Message::Binary(payload),
                         Kind::Text => match Utf8Bytes::try_from(payload) {
                             Ok(text) => Message::Text(text),
-                            Err(_) => return Step::End(self.bad_chunk(&mapping::BadChunk::NotUtf8)),
+                            Err(_) => {
+                                return Step::End(self.bad_chunk(&mapping::BadChunk::NotUtf8));
+                            }
                         },
                     };
                     self.guard.message(Direction::Out);

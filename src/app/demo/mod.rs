@@ -1,4 +1,4 @@
-//! The demo apps: owns `echo`, `hello`, `stream`, `slow`, `fail` and `ticker`, built on
+//! The demo apps: owns `echo`, `hello`, `stream`, `slow`, `fail`, `ticker` and `chat`, built on
 //! the SDK. They are the standalone mode's backends and load-test targets.
 //! Parameters come from the query string.
 //!
@@ -10,10 +10,12 @@
 //! | `slow` | 200 after `delay_ms` (default 1000); stops early if the client cancels |
 //! | `fail` | `error [[category, code], message]` (defaults 43, 1, "demo failure") |
 //! | `ticker` | server-sent events: the app's clock every `interval_ms` (default 1000); see [`ticker`] |
+//! | `chat` | WebSocket rooms at `/rooms/NAME` (every message to every member) and a page at `/`; see [`chat`] |
 //!
 //! Every app can be given a version tag (`echo` as `echo-v1`, say): it then
 //! answers with an `X-App-Version` header, so traffic shifting is visible.
 
+pub mod chat;
 pub mod ticker;
 
 use std::str::FromStr;
@@ -26,7 +28,7 @@ use crate::proto::http::HeaderPair;
 use crate::proto::{ErrorCode, RemoteError};
 
 /// The demo app names.
-pub const NAMES: [&str; 6] = ["echo", "hello", "stream", "slow", "fail", "ticker"];
+pub const NAMES: [&str; 7] = ["echo", "hello", "stream", "slow", "fail", "ticker", "chat"];
 
 /// The body of `hello`.
 pub const HELLO: &[u8] = b"Hello, World!";
@@ -61,6 +63,12 @@ pub fn build(name: &str, version: Option<&str>) -> Option<AppBuilder> {
         "ticker" => app.on_http("http", move |req, res| {
             ticker::ticker(req, res, tag.clone())
         }),
+        "chat" => {
+            let rooms = std::sync::Arc::new(chat::Rooms::default());
+            app.on_websocket("http", move |req| {
+                chat::chat(req, std::sync::Arc::clone(&rooms), tag.clone())
+            })
+        }
         _ => return None,
     };
     Some(app)
