@@ -8,6 +8,7 @@ mod client_addr;
 mod connection;
 mod connection_limit;
 mod log_limit;
+mod push_h1;
 pub mod response;
 pub mod streams;
 
