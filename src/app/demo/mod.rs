@@ -9,9 +9,12 @@
 //! | `stream` | `chunks` chunks (default 5) of `size` bytes (default: a short line), `delay_ms` apart (default 100), without Content-Length |
 //! | `slow` | 200 after `delay_ms` (default 1000); stops early if the client cancels |
 //! | `fail` | `error [[category, code], message]` (defaults 43, 1, "demo failure") |
+//! | `upload` | the body's `bytes`, `chunks` and SipHash `sip13` as JSON, reading a streamed body (`stream_request_body`) to its end |
 //!
 //! Every app can be given a version tag (`echo` as `echo-v1`, say): it then
 //! answers with an `X-App-Version` header, so traffic shifting is visible.
+
+mod upload;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -23,7 +26,7 @@ use crate::proto::http::HeaderPair;
 use crate::proto::{ErrorCode, RemoteError};
 
 /// The demo app names.
-pub const NAMES: [&str; 5] = ["echo", "hello", "stream", "slow", "fail"];
+pub const NAMES: [&str; 6] = ["echo", "hello", "stream", "slow", "fail", "upload"];
 
 /// The body of `hello`.
 pub const HELLO: &[u8] = b"Hello, World!";
@@ -55,6 +58,9 @@ pub fn build(name: &str, version: Option<&str>) -> Option<AppBuilder> {
         "stream" => app.on_http("http", move |req, res| stream(req, res, tag.clone())),
         "slow" => app.on_http("http", move |req, res| slow(req, res, tag.clone())),
         "fail" => app.on_http("http", fail),
+        "upload" => app.on_http("http", move |req, res| {
+            upload::upload(req, res, tag.clone())
+        }),
         _ => return None,
     };
     Some(app)
