@@ -98,8 +98,10 @@ impl HttpRequest {
     /// end, further calls read on as for a body that is not streamed.
     ///
     /// Otherwise every further chunk the client writes is returned as it
-    /// comes, and `None` comes with its `close` (a gateway sends none: the
-    /// body was in the 5-tuple, and it closes once the reply has ended).
+    /// comes, and `None` comes with its `close`. A gateway sends none (the
+    /// body was in the 5-tuple) and closes only once the reply has ended,
+    /// so a handler must not wait for the end of a body that is not
+    /// streamed before it answers.
     ///
     /// # Cancel safety
     ///

@@ -21,7 +21,9 @@ pub(super) async fn upload(
     let mut summary = Summary::default();
     summary.add(&req.body);
     let streamed = req.is_body_streamed();
-    while let Some(chunk) = req.next_body_chunk().await {
+    // A body that is not streamed is all in the 5-tuple: a gateway sends
+    // no more chunks, and closes only once the reply has ended.
+    while let Some(chunk) = next_chunk(&mut req, streamed).await {
         match chunk {
             Ok(chunk) => summary.add(&chunk),
             // Cut short (the client went away or passed a limit): nobody
@@ -53,6 +55,19 @@ pub(super) async fn upload(
     );
     res.respond(200, headers, body).await.ok();
     Ok(())
+}
+
+/// The next streamed body chunk; `None` at the end, or at once for a body
+/// that is not streamed.
+async fn next_chunk(
+    req: &mut HttpRequest,
+    streamed: bool,
+) -> Option<Result<Bytes, super::super::RequestError>> {
+    if streamed {
+        req.next_body_chunk().await
+    } else {
+        None
+    }
 }
 
 /// What arrived so far.
