@@ -184,6 +184,11 @@ impl RunningGateway {
         &self.admin.pools
     }
 
+    /// Long-lived streams (SSE, WebSocket) open now.
+    pub fn streams_open(&self) -> usize {
+        self.handler.streams.len()
+    }
+
     /// The config the gateway serves with now.
     pub fn config(&self) -> Arc<Config> {
         self.handler.config()
@@ -298,11 +303,13 @@ impl RunningGateway {
         let mut report = ShutdownReport::default();
         self.admin.ready.store(false, Ordering::Release);
         self.shutdown.cancel();
+        // Streams end cleanly now (SSE bodies end, WebSockets get 1001).
+        self.handler.streams.stop();
         self.tracker.close();
-        if tokio::time::timeout_at(until, self.tracker.wait())
-            .await
-            .is_err()
-        {
+        let drained = async {
+            tokio::join!(self.tracker.wait(), self.handler.streams.wait());
+        };
+        if tokio::time::timeout_at(until, drained).await.is_err() {
             report.cut_connections = self.handler.open_connections.load(Ordering::Acquire);
             report.cut_requests = self.handler.busy.load(Ordering::Acquire);
             tracing::warn!(
@@ -312,7 +319,9 @@ impl RunningGateway {
                 "shutdown deadline passed; cutting the connections still open"
             );
             self.handler.cut.cancel();
+            self.handler.streams.cut();
             self.tracker.wait().await;
+            self.handler.streams.wait().await;
         }
         // Backends drain what is left (nothing, once clients are gone);
         // a backend that will not finish is abandoned at the deadline,

@@ -536,6 +536,9 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
     println!("  curl -s http://{http}/echo/http/some/path?x=1 -d 'hello'");
     println!("  curl -N http://{http}/stream/http/?chunks=5&delay_ms=300");
     println!("  curl -i http://{http}/slow/http/?delay_ms=2000");
+    println!(
+        "  curl -N 'http://{http}/ticker/http/?interval_ms=500'   # server-sent events, the app's clock"
+    );
     println!("  curl -i 'http://{http}/fail/http/?category=43&code=7&message=boom'");
     println!(
         "  curl -si http://{http}/canary/http/ | grep -i x-app-version   # v1 exactly 3 in 4 times"

@@ -51,8 +51,23 @@ pub const LOCATOR_STORE_CONNECTED: &str = "rpcgate_locator_store_connected";
 /// Counter: a locator's sessions with the cluster store that failed.
 pub const LOCATOR_STORE_FAILURES: &str = "rpcgate_locator_store_failures_total";
 
+/// Gauge: long-lived streams open now (server-sent events, WebSocket), by
+/// `kind`.
+pub const STREAMS_OPEN: &str = "rpcgate_streams_open";
+/// Stream messages, by `kind` and `direction` (`in`: from the client,
+/// `out`: to it); an SSE stream counts the app's chunks out.
+pub const STREAM_MESSAGES: &str = "rpcgate_stream_messages_total";
+/// Streams ended, by `kind` and `reason` (see `http::streams`).
+pub const STREAM_DISCONNECTS: &str = "rpcgate_stream_disconnects_total";
+
 /// Label: which limit.
 pub const LIMIT: &str = "limit";
+/// Label: a stream's kind (`sse`, `websocket`).
+pub const STREAM_KIND: &str = "kind";
+/// Label: a message's direction (`in`, `out`).
+pub const DIRECTION: &str = "direction";
+/// Label: why a stream ended.
+pub const REASON: &str = "reason";
 
 /// Counts one hit of `limit`.
 pub fn limit_hit(limit: &'static str) {
@@ -110,6 +125,15 @@ pub fn describe() {
     );
     describe_counter!(ERRORS, "Error responses by kind and app error category.");
     describe_counter!(LIMIT_HITS, "Client limits that fired, by limit.");
+    describe_gauge!(
+        STREAMS_OPEN,
+        "Long-lived streams open now (SSE, WebSocket), by kind."
+    );
+    describe_counter!(
+        STREAM_MESSAGES,
+        "Stream messages by kind and direction (in: from the client, out: to it)."
+    );
+    describe_counter!(STREAM_DISCONNECTS, "Streams ended, by kind and reason.");
     describe_counter!(
         MEMBER_PICKS,
         "Routing-group member picks (retries included), by group and member."

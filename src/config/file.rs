@@ -76,6 +76,10 @@ struct LimitsFile {
     h2_max_header_list_size: Option<i64>,
     h2_max_pending_resets: Option<i64>,
     max_premature_resets: Option<i64>,
+    stream_idle_timeout_ms: Option<i64>,
+    stream_max_lifetime_ms: Option<i64>,
+    stream_queue: Option<i64>,
+    sse_keepalive_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +143,7 @@ struct ServiceFile {
     pool_size: Option<i64>,
     lifespan_ms: Option<i64>,
     max_in_flight: Option<i64>,
+    push: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -410,6 +415,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 .max_in_flight
                 .map(|v| c.int(&key("max_in_flight"), v, 1, 10_000_000))
                 .transpose()?,
+            push: s.push.unwrap_or(false),
         };
         config.services.insert(name, service);
     }
@@ -481,6 +487,18 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         if let Some(v) = l.max_premature_resets {
             limits.max_premature_resets = c.int("limits.max_premature_resets", v, 1, 1 << 30)?;
+        }
+        if let Some(v) = l.stream_idle_timeout_ms {
+            limits.stream_idle_timeout = c.ms("limits.stream_idle_timeout_ms", v, 1, MAX_MS)?;
+        }
+        if let Some(v) = l.stream_max_lifetime_ms {
+            limits.stream_max_lifetime = c.ms("limits.stream_max_lifetime_ms", v, 1, MAX_MS)?;
+        }
+        if let Some(v) = l.stream_queue {
+            limits.stream_queue = c.int("limits.stream_queue", v, 1, 1 << 20)?;
+        }
+        if let Some(v) = l.sse_keepalive_ms {
+            limits.sse_keepalive = c.ms("limits.sse_keepalive_ms", v, 1, MAX_MS)?;
         }
     }
     if let Some(t) = raw.tls {

@@ -131,6 +131,18 @@ pub struct LimitsConfig {
     /// many on one connection, while they are more than half of its
     /// requests, the connection is closed (paced rapid reset).
     pub max_premature_resets: usize,
+    /// A long-lived stream (server-sent events, WebSocket) with nothing
+    /// moving either way for this long is ended.
+    pub stream_idle_timeout: Duration,
+    /// A long-lived stream is ended at this age; a `push` service's app is
+    /// told it as `request_timeout`.
+    pub stream_max_lifetime: Duration,
+    /// Frames a stream may have queued for a client that reads slowly;
+    /// past it the client is cut (the backend connection never waits).
+    pub stream_queue: usize,
+    /// An SSE stream whose app is quiet this long gets a `: keepalive`
+    /// comment (and again after as long).
+    pub sse_keepalive: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -149,6 +161,10 @@ impl Default for LimitsConfig {
             h2_max_header_list_size: 64 << 10,
             h2_max_pending_resets: 20,
             max_premature_resets: 100,
+            stream_idle_timeout: Duration::from_secs(300),
+            stream_max_lifetime: Duration::from_secs(24 * 3600),
+            stream_queue: 64,
+            sse_keepalive: Duration::from_secs(15),
         }
     }
 }
@@ -278,6 +294,11 @@ pub struct ServiceConfig {
     pub max_in_flight: Option<usize>,
     /// Its connection lifespan.
     pub lifespan: Option<Duration>,
+    /// A push service: its replies are long-lived streams, so the app is
+    /// told the stream's lifetime (`limits.stream_max_lifetime`) as
+    /// `request_timeout` instead of the request deadline, and its reply
+    /// queue cuts a slow client from the start.
+    pub push: bool,
 }
 
 /// The convention rules (PROTOCOL.md §5.1) and what they may reach.

@@ -79,6 +79,7 @@ pub fn view(config: &Config) -> Value {
             "pool_size": s.pool_size,
             "lifespan_ms": s.lifespan.map(ms),
             "max_in_flight": s.max_in_flight,
+            "push": s.push,
         }))).collect::<serde_json::Map<_, _>>(),
         "limits": {
             "max_header_bytes": c.limits.max_header_bytes,
@@ -94,6 +95,10 @@ pub fn view(config: &Config) -> Value {
             "h2_max_header_list_size": c.limits.h2_max_header_list_size,
             "h2_max_pending_resets": c.limits.h2_max_pending_resets,
             "max_premature_resets": c.limits.max_premature_resets,
+            "stream_idle_timeout_ms": ms(c.limits.stream_idle_timeout),
+            "stream_max_lifetime_ms": ms(c.limits.stream_max_lifetime),
+            "stream_queue": c.limits.stream_queue,
+            "sse_keepalive_ms": ms(c.limits.sse_keepalive),
         },
         "tls": c.tls.as_ref().map(|t| json!({
             "listen": t.listen.to_string(),

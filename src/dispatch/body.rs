@@ -94,6 +94,28 @@ impl ReplyBody {
     pub fn discard(mut self) {
         self.finish();
     }
+
+    /// Streams the rest of the reply as a long-lived push stream (see
+    /// [`super::push`]); the body back if the reply is complete already.
+    pub fn into_push(
+        mut self,
+        limits: super::push::PushLimits,
+        guard: crate::http::streams::StreamGuard,
+    ) -> Result<super::push::PushBody, Self> {
+        if self.done {
+            return Err(self);
+        }
+        match self.sender.take() {
+            Some(sender) => Ok(super::push::PushBody::start(
+                sender,
+                self.receiver,
+                self.proto11,
+                limits,
+                guard,
+            )),
+            None => Err(self),
+        }
+    }
 }
 
 impl Body for ReplyBody {

@@ -16,6 +16,7 @@ mod admission;
 mod body;
 pub mod jsonrpc;
 mod pack;
+mod push;
 pub mod upload;
 
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use tokio::time::Instant;
 pub use self::admission::{Policy, Ticket};
 pub use self::body::{BodyAborted, ReplyBody};
 pub use self::pack::{BadRequestId, PackedRequest, TraceDecision, pack_request};
+pub use self::push::{PushBody, PushLimits};
 pub use self::upload::{Upload, UploadError};
 use crate::mux::{ChannelError, Invocation};
 use crate::pool::{Choice, PoolError, Pools};
@@ -298,6 +300,9 @@ impl Dispatcher {
 
 /// One way of sending a request on a fresh channel, once per attempt.
 trait Exchange {
+    /// The `enqueue` and 5-tuple.
+    fn packed(&self) -> &PackedRequest;
+
     /// Sends the request on a channel of `handle` and waits for the reply
     /// head; `remaining` is what is left of the deadline, for a retry.
     async fn attempt(
@@ -311,6 +316,10 @@ trait Exchange {
 struct Whole<'a>(&'a PackedRequest);
 
 impl Exchange for Whole<'_> {
+    fn packed(&self) -> &PackedRequest {
+        self.0
+    }
+
     async fn attempt(
         &mut self,
         handle: &crate::mux::MuxHandle,
@@ -328,6 +337,10 @@ struct Streamed<'a> {
 }
 
 impl Exchange for Streamed<'_> {
+    fn packed(&self) -> &PackedRequest {
+        self.request
+    }
+
     async fn attempt(
         &mut self,
         handle: &crate::mux::MuxHandle,
@@ -428,7 +441,15 @@ async fn attempts(
         *member = Some(Arc::clone(pool.label()));
         // A retry tells the app what is left of the deadline, not the
         // whole timeout the first attempt carried.
-        let remaining = (attempt > 1).then(|| deadline.saturating_duration_since(Instant::now()));
+        // (A push service's stream lifetime, longer than the deadline,
+        // stays as it was.)
+        let remaining = (attempt > 1
+            && request
+                .packed()
+                .headers
+                .request_timeout()
+                .is_none_or(|sent| sent <= total))
+        .then(|| deadline.saturating_duration_since(Instant::now()));
         let outcome = tokio::time::timeout_at(deadline, request.attempt(&handle, remaining)).await;
         let retriable = match outcome {
             Err(_) => return Err(DispatchError::Deadline(total)),

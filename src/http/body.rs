@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::dispatch::{BodyAborted, ReplyBody};
+use crate::dispatch::{BodyAborted, PushBody, ReplyBody};
 
 /// The body of a gateway response.
 #[derive(Debug)]
@@ -16,6 +16,8 @@ pub enum GatewayBody {
     Full(Option<Bytes>),
     /// The app's chunks as they arrive.
     Stream(ReplyBody),
+    /// A long-lived push stream (server-sent events).
+    Push(PushBody),
 }
 
 impl GatewayBody {
@@ -41,6 +43,7 @@ impl Body for GatewayBody {
         match self.get_mut() {
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Stream(stream) => Pin::new(stream).poll_frame(cx),
+            Self::Push(push) => Pin::new(push).poll_frame(cx),
         }
     }
 
@@ -48,6 +51,7 @@ impl Body for GatewayBody {
         match self {
             Self::Full(bytes) => bytes.is_none(),
             Self::Stream(stream) => stream.is_end_stream(),
+            Self::Push(push) => push.is_end_stream(),
         }
     }
 
@@ -56,6 +60,7 @@ impl Body for GatewayBody {
             Self::Full(Some(bytes)) => SizeHint::with_exact(bytes.len() as u64),
             Self::Full(None) => SizeHint::with_exact(0),
             Self::Stream(stream) => stream.size_hint(),
+            Self::Push(push) => push.size_hint(),
         }
     }
 }

@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::body::Guarded;
+use super::body::{GatewayBody, Guarded};
 use super::log_limit::LogLimit;
 use super::{ClientAddr, ConnectionLimit, GatewayError, Handler, X_REAL_IP, client_addr};
 use crate::config::LimitsConfig;
@@ -511,8 +511,9 @@ async fn drive<C: Serving>(
     // Watched only once stopping: the deadline comes after the shutdown.
     let cut = w.cut.cancelled();
     let abused = w.activity.abused.notified();
+    let stream_cut = w.activity.stream_cut.notified();
     let check = tokio::time::sleep(next_check(stopping));
-    tokio::pin!(shutdown, cut, abused, check);
+    tokio::pin!(shutdown, cut, abused, stream_cut, check);
     let mut watchers = WatcherGate::default();
     loop {
         // hyper's connection on every wake-up; the watchers only
@@ -535,6 +536,9 @@ async fn drive<C: Serving>(
             }
             if abused.as_mut().poll(&mut cx).is_ready() {
                 return Poll::Ready(Event::Abused);
+            }
+            if stream_cut.as_mut().poll(&mut cx).is_ready() {
+                return Poll::Ready(Event::Cut);
             }
             if check.as_mut().poll(&mut cx).is_ready() {
                 return Poll::Ready(Event::Check);
@@ -787,6 +791,11 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             let unanswered = unanswered;
             let mut response = finishing.await;
             unanswered.answered();
+            if h1 && let GatewayBody::Push(push) = response.body() {
+                // One stream per HTTP/1.1 connection: a client cut for
+                // reading too slowly loses the connection.
+                push.close_connection_on_cut(Arc::clone(&busy.0.stream_cut));
+            }
             if h1 && busy.0.is_closing() {
                 // The gateway is stopping: the client learns it here, and
                 // hyper ends the connection after this response.
@@ -824,6 +833,9 @@ struct Activity {
     /// not the shutdown token, which every connection shares (and whose
     /// reads take its lock).
     closing: std::sync::atomic::AtomicBool,
+    /// Notified when a push stream on this HTTP/1.1 connection cut its
+    /// client for reading too slowly: the connection is closed at once.
+    stream_cut: Arc<tokio::sync::Notify>,
 }
 
 impl Activity {
@@ -838,6 +850,7 @@ impl Activity {
             abusive: std::sync::atomic::AtomicBool::new(false),
             abused: tokio::sync::Notify::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
+            stream_cut: Arc::new(tokio::sync::Notify::new()),
         }
     }
 

@@ -9,6 +9,7 @@ mod connection;
 mod connection_limit;
 mod log_limit;
 pub mod response;
+pub mod streams;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -62,6 +63,8 @@ pub struct Handler {
     pub(crate) open_connections: AtomicUsize,
     /// Requests in flight now, bodies included.
     pub(crate) busy: Arc<AtomicUsize>,
+    /// Long-lived streams open now (SSE, WebSocket).
+    pub streams: streams::Streams,
 }
 
 /// One config's worth of request settings. A request reads one snapshot
@@ -74,6 +77,12 @@ struct Settings {
 }
 
 impl Settings {
+    /// Whether `service` is a push service (`[services.X] push = true`).
+    fn is_push(&self, service: &str) -> bool {
+        !self.config.services.is_empty()
+            && self.config.services.get(service).is_some_and(|s| s.push)
+    }
+
     /// Settings for `config`, keeping `previous`' counters where they still
     /// apply (see [`Policy::new`]).
     fn new(config: Arc<Config>, previous: Option<&Self>) -> Self {
@@ -98,6 +107,7 @@ impl Handler {
             cut: CancellationToken::new(),
             open_connections: AtomicUsize::new(0),
             busy: Arc::new(AtomicUsize::new(0)),
+            streams: streams::Streams::default(),
         }
     }
 
@@ -285,7 +295,13 @@ impl Handler {
         let ticket =
             self.dispatcher
                 .admit(&settings.policy, &target.service, &parts.headers, started)?;
-        let timeout = ticket.timeout();
+        // A push service's app is told how long the gateway keeps its
+        // stream, not the deadline for the response head.
+        let timeout = if settings.is_push(&target.service) {
+            config.limits.stream_max_lifetime
+        } else {
+            ticket.timeout()
+        };
         let limit = config.request.body_limit;
         if parts
             .headers
@@ -459,10 +475,18 @@ impl Handler {
                 } = *collecting;
                 let config = &settings.config;
                 let (limit, body_timeout) = (config.request.body_limit, config.limits.body_timeout);
+                // What the app is told as `request_timeout`.
+                let remaining = || {
+                    if settings.is_push(&target.service) {
+                        config.limits.stream_max_lifetime
+                    } else {
+                        ticket.deadline().saturating_duration_since(Instant::now())
+                    }
+                };
                 if stream {
                     // The 5-tuple goes with an empty body; the body follows
                     // as it arrives (see `dispatch::upload`).
-                    let remaining = ticket.deadline().saturating_duration_since(Instant::now());
+                    let remaining = remaining();
                     let mut packed =
                         self.pack(settings, &parts, &target, Bytes::new(), decision, remaining);
                     drop(parts);
@@ -491,7 +515,7 @@ impl Handler {
                     // Boxed: most requests have no body to wait for, and
                     // their futures need not carry room for this one.
                     let body = Box::pin(collect_body(body, limit, body_timeout)).await?;
-                    let remaining = ticket.deadline().saturating_duration_since(Instant::now());
+                    let remaining = remaining();
                     let packed = self.pack(settings, &parts, &target, body, decision, remaining);
                     self.dispatcher
                         .send(&settings.policy, &target.service, &ticket, &packed)
@@ -508,9 +532,30 @@ impl Handler {
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
             || status.is_informational();
+        // A long-lived stream: server-sent events, or any reply of a push
+        // service. No deadline from here on; its own limits instead.
+        let event_stream = !no_body && is_event_stream(&reply.meta.headers);
+        let push = event_stream || (!no_body && settings.is_push(&target.service));
         let body = if no_body {
             reply.body.discard();
             GatewayBody::empty()
+        } else if push {
+            let limits = &settings.config.limits;
+            let push_limits = dispatch::PushLimits {
+                queue: limits.stream_queue,
+                keepalive: event_stream.then_some(limits.sse_keepalive),
+                idle: limits.stream_idle_timeout,
+                lifetime: limits.stream_max_lifetime,
+            };
+            let kind = if event_stream {
+                streams::StreamKind::Sse
+            } else {
+                streams::StreamKind::Push
+            };
+            match reply.body.into_push(push_limits, self.streams.open(kind)) {
+                Ok(push) => GatewayBody::Push(push),
+                Err(complete) => GatewayBody::Stream(complete),
+            }
         } else {
             GatewayBody::Stream(reply.body)
         };
@@ -535,9 +580,36 @@ impl Handler {
         if no_body {
             headers.remove(hyper::header::CONTENT_LENGTH);
         }
+        if push {
+            // nginx in front must pass each chunk on at once.
+            headers.remove(hyper::header::CONTENT_LENGTH);
+            headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+            if event_stream && !headers.contains_key(hyper::header::CACHE_CONTROL) {
+                headers.insert(
+                    hyper::header::CACHE_CONTROL,
+                    HeaderValue::from_static("no-cache"),
+                );
+            }
+        }
         response::set_request_id(headers, request_id);
         Ok(response)
     }
+}
+
+/// Tells nginx not to buffer a push stream.
+const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+/// Whether the app's response headers say `Content-Type:
+/// text/event-stream` (parameters allowed).
+fn is_event_stream(headers: &[crate::proto::http::HeaderPair]) -> bool {
+    headers.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case(b"content-type")
+            && value.split(|&b| b == b';').next().is_some_and(|media| {
+                media
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(b"text/event-stream")
+            })
+    })
 }
 
 /// A request body collected whole, up to `limit` bytes (413 past it), from

@@ -190,6 +190,9 @@ impl Drop for ChannelSender {
 pub struct ChannelReceiver {
     id: u64,
     state: Protocol,
+    /// The queue length past which the channel is cut (see
+    /// [`ChannelReceiver::cut_when_full`]).
+    cut_at: Option<usize>,
     replies: FrameReceiver,
     shared: Arc<Shared>,
     channel: Arc<ChannelState>,
@@ -206,6 +209,7 @@ impl ChannelReceiver {
         Self {
             id,
             state,
+            cut_at: None,
             replies,
             shared,
             channel,
@@ -248,9 +252,30 @@ impl ChannelReceiver {
             },
             None => {
                 self.state = Protocol::Terminal;
-                Err(self.channel.error(&self.shared))
+                match self.cut_at {
+                    Some(capacity) if self.replies.overflowed() => {
+                        Err(ChannelError::Overflow(capacity))
+                    }
+                    _ => Err(self.channel.error(&self.shared)),
+                }
             }
         }
+    }
+
+    /// Makes this channel a stream whose slow reader is cut rather than
+    /// waited for: once `capacity` frames are queued unread, the next
+    /// frame from the peer cuts it. The queued frames are dropped, the
+    /// connection stops delivering to this channel (its other channels go
+    /// on unhindered), and the receiver yields [`ChannelError::Overflow`].
+    /// The owner then drops its sender, which cancels the channel (`error
+    /// [[7, 3]]`).
+    ///
+    /// Without it (the default), a full queue holds the connection's reads
+    /// until the owner catches up: right for a reply a client reads as
+    /// fast as it can, wrong for a push stream to a client that may stall.
+    pub fn cut_when_full(&mut self, capacity: usize) {
+        self.cut_at = Some(capacity.max(1));
+        self.replies.cut_when_full(capacity);
     }
 
     /// The next frame from the peer, with headers decoded; `None` after the

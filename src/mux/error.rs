@@ -90,6 +90,12 @@ pub enum ChannelError {
         /// The unexpected message id.
         ty: u64,
     },
+    /// The owner read too slowly: its queue filled while it was set to be
+    /// cut rather than hold up the connection's other channels (see
+    /// [`crate::mux::ChannelReceiver::cut_when_full`]). Later frames are
+    /// dropped; the connection stays up.
+    #[error("the stream's reader fell {0} frames behind the backend and was cut")]
+    Overflow(usize),
 }
 
 impl ChannelError {
@@ -111,7 +117,7 @@ impl ChannelError {
         match self {
             Self::ConnectionLost { delivery, .. } => Some(*delivery),
             Self::Refused | Self::NotAllowed { .. } | Self::Encode(_) => Some(Delivery::NotSent),
-            Self::UnexpectedMessage { .. } => None,
+            Self::UnexpectedMessage { .. } | Self::Overflow(_) => None,
         }
     }
 }

@@ -19,7 +19,9 @@ use crate::proto::Frame;
 pub(crate) enum TrySendError {
     /// The queue holds its capacity: wait with [`FrameSender::ready`].
     Full(Frame),
-    /// The receiver is gone (the frame is dropped).
+    /// The receiver is gone, or the queue was full and its receiver asked
+    /// to be cut rather than waited for ([`FrameReceiver::cut_when_full`]):
+    /// the frame is dropped, and the producer stops delivering.
     Closed,
 }
 
@@ -29,6 +31,11 @@ struct State {
     capacity: usize,
     senders: usize,
     receiver_alive: bool,
+    /// A full queue cuts the receiver instead of making the producer wait.
+    cut_when_full: bool,
+    /// The queue was cut that way: its frames are gone, and the receiver
+    /// learns it at the end.
+    overflowed: bool,
     /// The receiver, waiting for a frame or the end.
     receiver: Option<Waker>,
     /// A sender waiting for room.
@@ -54,6 +61,8 @@ pub(crate) fn channel(capacity: usize) -> (FrameSender, FrameReceiver) {
             capacity: capacity.max(1),
             senders: 1,
             receiver_alive: true,
+            cut_when_full: false,
+            overflowed: false,
             receiver: None,
             sender: None,
         }),
@@ -78,11 +87,25 @@ impl FrameSender {
     pub(crate) fn try_send(&self, frame: Frame) -> Result<(), TrySendError> {
         let waker = {
             let mut state = self.shared.lock();
-            if !state.receiver_alive {
+            if !state.receiver_alive || state.overflowed {
                 return Err(TrySendError::Closed);
             }
             if state.frames.len() >= state.capacity {
-                return Err(TrySendError::Full(frame));
+                if !state.cut_when_full {
+                    return Err(TrySendError::Full(frame));
+                }
+                // Cut: what is queued goes (outside the lock), and the
+                // receiver wakes to learn it.
+                state.overflowed = true;
+                let frames = std::mem::take(&mut state.frames);
+                let waker = state.receiver.take();
+                drop(state);
+                drop(frames);
+                drop(frame);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+                return Err(TrySendError::Closed);
             }
             state.frames.push_back(frame);
             state.receiver.take()
@@ -97,10 +120,11 @@ impl FrameSender {
     /// gone. One waiting sender at a time is woken.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<bool> {
         let mut state = self.shared.lock();
-        if !state.receiver_alive {
+        if !state.receiver_alive || state.overflowed {
             return Poll::Ready(false);
         }
-        if state.frames.len() < state.capacity {
+        // A queue that cuts when full never makes its producer wait.
+        if state.frames.len() < state.capacity || state.cut_when_full {
             return Poll::Ready(true);
         }
         state.sender = Some(cx.waker().clone());
@@ -162,7 +186,7 @@ impl FrameReceiver {
             }
             return Poll::Ready(Some(frame));
         }
-        if state.senders == 0 {
+        if state.senders == 0 || state.overflowed {
             return Poll::Ready(None);
         }
         if !state
@@ -173,6 +197,30 @@ impl FrameReceiver {
             state.receiver = Some(cx.waker().clone());
         }
         Poll::Pending
+    }
+
+    /// From now on, a frame that finds the queue holding `capacity` frames
+    /// cuts the queue instead of waiting for room: the frames queued are
+    /// dropped, the producer stops delivering, and the queue ends
+    /// ([`FrameReceiver::overflowed`] then says why). For a stream whose
+    /// slow consumer must not hold up the producer's other queues.
+    pub(crate) fn cut_when_full(&mut self, capacity: usize) {
+        let waker = {
+            let mut state = self.shared.lock();
+            state.cut_when_full = true;
+            state.capacity = capacity.max(1);
+            state.sender.take()
+        };
+        // A producer waiting for room re-checks, and cuts if still full.
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether the queue was cut because it was full (see
+    /// [`FrameReceiver::cut_when_full`]).
+    pub(crate) fn overflowed(&self) -> bool {
+        self.shared.lock().overflowed
     }
 
     /// See [`FrameReceiver::poll_recv`].
@@ -279,5 +327,41 @@ mod tests {
         clone.try_send(frame(7)).unwrap();
         drop(clone);
         assert_eq!(receiver.await.unwrap(), (Some(7), true));
+    }
+
+    #[tokio::test]
+    async fn a_queue_set_to_cut_drops_its_frames_and_ends_instead_of_waiting() {
+        let (tx, mut rx) = channel(8);
+        tx.try_send(frame(1)).unwrap();
+        tx.try_send(frame(2)).unwrap();
+        // Below the new capacity: still queued as usual.
+        rx.cut_when_full(3);
+        tx.try_send(frame(3)).unwrap();
+        assert!(
+            tx.ready().await,
+            "a cutting queue never makes its producer wait"
+        );
+        assert!(matches!(tx.try_send(frame(4)), Err(TrySendError::Closed)));
+        assert!(rx.overflowed());
+        // What was queued is gone; the queue ends though a sender lives.
+        assert!(rx.recv().await.is_none());
+        assert!(matches!(tx.try_send(frame(5)), Err(TrySendError::Closed)));
+        assert!(!tx.ready().await);
+    }
+
+    #[tokio::test]
+    async fn a_producer_waiting_for_room_is_released_when_the_queue_turns_to_cutting() {
+        let (tx, mut rx) = channel(1);
+        tx.try_send(frame(1)).unwrap();
+        let waiting = tx.clone();
+        let waiter = tokio::spawn(async move {
+            let room = waiting.ready().await;
+            (room, waiting.try_send(frame(2)).is_err())
+        });
+        tokio::task::yield_now().await;
+        rx.cut_when_full(1);
+        assert_eq!(waiter.await.unwrap(), (true, true));
+        assert!(rx.overflowed());
+        assert!(rx.recv().await.is_none());
     }
 }

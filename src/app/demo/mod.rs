@@ -1,4 +1,4 @@
-//! The demo apps: owns `echo`, `hello`, `stream`, `slow` and `fail`, built on
+//! The demo apps: owns `echo`, `hello`, `stream`, `slow`, `fail` and `ticker`, built on
 //! the SDK. They are the standalone mode's backends and load-test targets.
 //! Parameters come from the query string.
 //!
@@ -9,11 +9,13 @@
 //! | `stream` | `chunks` chunks (default 5) of `size` bytes (default: a short line), `delay_ms` apart (default 100), without Content-Length |
 //! | `slow` | 200 after `delay_ms` (default 1000); stops early if the client cancels |
 //! | `fail` | `error [[category, code], message]` (defaults 43, 1, "demo failure") |
+//! | `ticker` | server-sent events: the app's clock every `interval_ms` (default 1000); see [`ticker`] |
 //! | `upload` | the body's `bytes`, `chunks` and SipHash `sip13` as JSON, reading a streamed body (`stream_request_body`) to its end |
 //!
 //! Every app can be given a version tag (`echo` as `echo-v1`, say): it then
 //! answers with an `X-App-Version` header, so traffic shifting is visible.
 
+pub mod ticker;
 mod upload;
 
 use std::str::FromStr;
@@ -26,7 +28,9 @@ use crate::proto::http::HeaderPair;
 use crate::proto::{ErrorCode, RemoteError};
 
 /// The demo app names.
-pub const NAMES: [&str; 6] = ["echo", "hello", "stream", "slow", "fail", "upload"];
+pub const NAMES: [&str; 7] = [
+    "echo", "hello", "stream", "slow", "fail", "ticker", "upload",
+];
 
 /// The body of `hello`.
 pub const HELLO: &[u8] = b"Hello, World!";
@@ -58,6 +62,9 @@ pub fn build(name: &str, version: Option<&str>) -> Option<AppBuilder> {
         "stream" => app.on_http("http", move |req, res| stream(req, res, tag.clone())),
         "slow" => app.on_http("http", move |req, res| slow(req, res, tag.clone())),
         "fail" => app.on_http("http", fail),
+        "ticker" => app.on_http("http", move |req, res| {
+            ticker::ticker(req, res, tag.clone())
+        }),
         "upload" => app.on_http("http", move |req, res| {
             upload::upload(req, res, tag.clone())
         }),
