@@ -10,11 +10,13 @@
 //! | `slow` | 200 after `delay_ms` (default 1000); stops early if the client cancels |
 //! | `fail` | `error [[category, code], message]` (defaults 43, 1, "demo failure") |
 //! | `ticker` | server-sent events: the app's clock every `interval_ms` (default 1000); see [`ticker`] |
+//! | `upload` | the body's `bytes`, `chunks` and SipHash `sip13` as JSON, reading a streamed body (`stream_request_body`) to its end |
 //!
 //! Every app can be given a version tag (`echo` as `echo-v1`, say): it then
 //! answers with an `X-App-Version` header, so traffic shifting is visible.
 
 pub mod ticker;
+mod upload;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -26,7 +28,9 @@ use crate::proto::http::HeaderPair;
 use crate::proto::{ErrorCode, RemoteError};
 
 /// The demo app names.
-pub const NAMES: [&str; 6] = ["echo", "hello", "stream", "slow", "fail", "ticker"];
+pub const NAMES: [&str; 7] = [
+    "echo", "hello", "stream", "slow", "fail", "ticker", "upload",
+];
 
 /// The body of `hello`.
 pub const HELLO: &[u8] = b"Hello, World!";
@@ -60,6 +64,9 @@ pub fn build(name: &str, version: Option<&str>) -> Option<AppBuilder> {
         "fail" => app.on_http("http", fail),
         "ticker" => app.on_http("http", move |req, res| {
             ticker::ticker(req, res, tag.clone())
+        }),
+        "upload" => app.on_http("http", move |req, res| {
+            upload::upload(req, res, tag.clone())
         }),
         _ => return None,
     };
