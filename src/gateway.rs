@@ -512,6 +512,12 @@ impl Standalone {
             apps.push(app);
         }
         config.locators = vec![locator.addr];
+        // The `upload` demo reads its body as it streams in.
+        config
+            .services
+            .entry("upload".to_owned())
+            .or_default()
+            .stream_request_body = true;
         let (gateway, client) = RunningGateway::start_remote(config).await?;
         Ok(Self {
             gateway,

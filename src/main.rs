@@ -55,7 +55,7 @@ enum Command {
     /// Run a Cocaine locator (PROTOCOL.md §3): resolve, publish, routing
     /// groups. SIGHUP reloads the config file; SIGTERM or SIGINT stops it.
     Locator(LocatorArgs),
-    /// Run one of the demo apps (echo, hello, stream, slow, fail) and publish
+    /// Run one of the demo apps (echo, hello, stream, slow, fail, ticker) and publish
     /// it to a locator. SIGTERM or SIGINT stops it gracefully.
     DemoApp(DemoAppArgs),
     /// Ask a locator where a service or routing group resolves; with
@@ -109,7 +109,7 @@ struct LocatorArgs {
 
 #[derive(Debug, clap::Args)]
 struct DemoAppArgs {
-    /// Which app: echo, hello, stream, slow or fail.
+    /// Which app: echo, hello, stream, slow, fail or ticker.
     #[arg(value_parser = demo::NAMES)]
     name: String,
     /// Address to serve the app protocol on (port 0 picks a free one).

@@ -43,8 +43,14 @@ fn calc_graph() -> Graph {
 /// `wait` answers only when a `release` arrives (both answer `released`).
 async fn serve_calc(peer: support::Peer) {
     // `wait` calls, from any connection: each one's channel and the way
-    // back to its connection's task.
-    type Waiting = Vec<(u64, tokio::sync::mpsc::UnboundedSender<u64>)>;
+    // back to its connection's task; and releases that came first (the
+    // calls of a batch run at once, so either may arrive first), each
+    // kept for the next `wait`.
+    #[derive(Default)]
+    struct Waiting {
+        waiters: Vec<(u64, tokio::sync::mpsc::UnboundedSender<u64>)>,
+        early_releases: usize,
+    }
     let waiting: Arc<Mutex<Waiting>> = Arc::default();
     loop {
         let mut conn = peer.accept().await;
@@ -94,12 +100,24 @@ async fn serve_calc(peer: support::Peer) {
                         )
                         .await;
                     }
-                    3 => waiting
-                        .lock()
-                        .unwrap()
-                        .push((frame.channel, released_tx.clone())),
+                    3 => {
+                        let mut waiting = waiting.lock().unwrap();
+                        if waiting.early_releases > 0 {
+                            waiting.early_releases -= 1;
+                            let _ = released_tx.send(frame.channel);
+                        } else {
+                            waiting.waiters.push((frame.channel, released_tx.clone()));
+                        }
+                    }
                     4 => {
-                        let held: Waiting = std::mem::take(&mut *waiting.lock().unwrap());
+                        let held = {
+                            let mut waiting = waiting.lock().unwrap();
+                            let held = std::mem::take(&mut waiting.waiters);
+                            if held.is_empty() {
+                                waiting.early_releases += 1;
+                            }
+                            held
+                        };
                         for (channel, to) in held {
                             let _ = to.send(channel);
                         }

@@ -4,6 +4,8 @@
 //! on, the app cancelled when the client goes, and a client that stalls cut
 //! without holding up the backend connection it shares.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
+
 mod support;
 
 use std::time::Duration;

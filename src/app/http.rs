@@ -2,6 +2,13 @@
 //! request 5-tuple from the first chunk (body included), hands any further
 //! chunks to the handler as a body stream, and writes the meta
 //! `[code, headers]`, raw body chunks and `close`.
+//!
+//! A streamed upload (a gateway service with `stream_request_body`; see
+//! `rpcgate::dispatch::upload`) comes as a 5-tuple with an empty body and
+//! the `enqueue` header `request_body = "stream"`, then the body as
+//! `write` chunks, ended by an empty chunk. [`HttpRequest::next_body_chunk`]
+//! returns those chunks and then `None` at the empty one;
+//! [`HttpRequest::is_body_streamed`] tells the two kinds apart.
 
 use std::borrow::Cow;
 
@@ -9,6 +16,7 @@ use bytes::Bytes;
 
 use super::handler::{Request, RequestError, Response};
 use crate::proto::http::{EncodedHeaders, HeaderPair, LazyHttpRequest, ResponseMeta};
+use crate::proto::http::{REQUEST_BODY, REQUEST_BODY_STREAM};
 use crate::proto::{ErrorCode, Headers, Message, RemoteError};
 use crate::session::ReplyError;
 
@@ -27,6 +35,10 @@ pub struct HttpRequest {
     pub body: Bytes,
     /// The `enqueue` frame's headers (trace ids, timeout, ...).
     pub frame_headers: Headers,
+    /// The body follows as chunks ended by an empty one.
+    streamed: bool,
+    /// The streamed body's end was read.
+    body_ended: bool,
     rest: Request,
 }
 
@@ -45,15 +57,29 @@ impl HttpRequest {
         // Header lines are checked here and read when the handler looks.
         let tuple = LazyHttpRequest::decode(&first)
             .map_err(|e| RequestError::Malformed(format!("request 5-tuple: {e}")))?;
+        let frame_headers = std::mem::take(&mut request.headers);
+        let streamed = frame_headers
+            .get(REQUEST_BODY)
+            .is_some_and(|v| &v[..] == REQUEST_BODY_STREAM);
         Ok(Self {
             method: tuple.method,
             uri: tuple.uri,
             version: tuple.version,
             headers: tuple.headers,
             body: tuple.body,
-            frame_headers: std::mem::take(&mut request.headers),
+            frame_headers,
+            streamed,
+            body_ended: false,
             rest: request,
         })
+    }
+
+    /// Whether the body is streamed: it follows the 5-tuple (whose body
+    /// field is then empty) as chunks, read with
+    /// [`HttpRequest::next_body_chunk`] until it returns `None`. Otherwise
+    /// [`HttpRequest::body`] is the whole body.
+    pub fn is_body_streamed(&self) -> bool {
+        self.streamed
     }
 
     /// Every header line in received order, repeated names included.
@@ -61,12 +87,39 @@ impl HttpRequest {
         self.headers.iter()
     }
 
-    /// The next streamed body chunk after the first one; `None` at the end.
+    /// The next body chunk after the 5-tuple; `None` at the end.
+    ///
+    /// For a streamed body ([`HttpRequest::is_body_streamed`]), the end is
+    /// the empty chunk that marks it (or the client's `close`, if it comes
+    /// first); the chunks read are the whole body, in order. A gateway
+    /// that stops forwarding the body (the client went away, passed a
+    /// limit or stalled, or the reply ended first) cancels the channel:
+    /// that reads as `Some(Err(RequestError::Cancelled(_)))`. After the
+    /// end, further calls read on as for a body that is not streamed.
+    ///
+    /// Otherwise every further chunk the client writes is returned as it
+    /// comes, and `None` comes with its `close`. A gateway sends none (the
+    /// body was in the 5-tuple) and closes only once the reply has ended,
+    /// so a handler must not wait for the end of a body that is not
+    /// streamed before it answers.
     ///
     /// # Cancel safety
     ///
     /// Cancel safe.
     pub async fn next_body_chunk(&mut self) -> Option<Result<Bytes, RequestError>> {
+        if self.streamed && !self.body_ended {
+            return match self.rest.next_chunk().await {
+                Some(Ok(chunk)) if chunk.is_empty() => {
+                    self.body_ended = true;
+                    None
+                }
+                None => {
+                    self.body_ended = true;
+                    None
+                }
+                other => other,
+            };
+        }
         self.rest.next_chunk().await
     }
 

@@ -66,6 +66,7 @@ struct LimitsFile {
     max_header_bytes: Option<i64>,
     max_headers: Option<i64>,
     header_timeout_ms: Option<i64>,
+    body_timeout_ms: Option<i64>,
     idle_timeout_ms: Option<i64>,
     idle_release_ms: Option<i64>,
     max_connections: Option<i64>,
@@ -140,6 +141,7 @@ struct RetryFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ServiceFile {
+    stream_request_body: Option<bool>,
     timeout_ms: Option<i64>,
     pool_size: Option<i64>,
     lifespan_ms: Option<i64>,
@@ -270,6 +272,12 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 if hyper::header::HeaderName::from_bytes(http.as_bytes()).is_err() {
                     return Err(c.err(&key, format!("`{http}` is not a valid HTTP header name")));
                 }
+                if cocaine.as_bytes() == crate::proto::http::REQUEST_BODY {
+                    return Err(c.err(
+                        &key,
+                        format!("`{cocaine}` is reserved: it marks a streamed request body"),
+                    ));
+                }
                 let mut probe = crate::proto::Headers::new();
                 if probe.insert(cocaine.clone(), vec![0u8; 3]).is_err() {
                     return Err(c.err(
@@ -393,6 +401,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     for (name, s) in raw.services {
         let key = |k: &str| format!("services.{name}.{k}");
         let service = ServiceConfig {
+            stream_request_body: s.stream_request_body.unwrap_or(false),
             timeout: s
                 .timeout_ms
                 .map(|v| c.ms(&key("timeout_ms"), v, 1, MAX_MS))
@@ -448,6 +457,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         if let Some(v) = l.header_timeout_ms {
             limits.header_timeout = c.ms("limits.header_timeout_ms", v, 1, MAX_MS)?;
+        }
+        if let Some(v) = l.body_timeout_ms {
+            limits.body_timeout = c.ms("limits.body_timeout_ms", v, 1, MAX_MS)?;
         }
         if let Some(v) = l.idle_timeout_ms {
             limits.idle_timeout = c.ms("limits.idle_timeout_ms", v, 1, MAX_MS)?;

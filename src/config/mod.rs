@@ -100,6 +100,10 @@ pub struct LimitsConfig {
     /// checks it with the connection's idle check: up to `idle_release`
     /// late.
     pub header_timeout: Duration,
+    /// A client that sends no request-body bytes for this long, mid-body
+    /// (buffered or streamed), is cut: 408 if no response was sent yet,
+    /// the app's channel cancelled if it was opened.
+    pub body_timeout: Duration,
     /// A connection with no request in flight for this long is closed.
     pub idle_timeout: Duration,
     /// An HTTP/1.1 connection with no request in flight for this long
@@ -157,6 +161,7 @@ impl Default for LimitsConfig {
             max_header_bytes: 64 << 10,
             max_headers: 100,
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             idle_release: Duration::from_millis(100),
             max_connections: 10_000,
@@ -289,6 +294,11 @@ pub struct RetryConfig {
 /// Overrides for one virtual service.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ServiceConfig {
+    /// Streamed uploads: a request body goes to the app as `write` chunks
+    /// as it arrives, after a 5-tuple with an empty body, instead of
+    /// inside the 5-tuple (see `dispatch::upload`). Off by default:
+    /// existing workers expect the whole body in the 5-tuple.
+    pub stream_request_body: bool,
     /// The deadline for this service's requests.
     pub timeout: Option<Duration>,
     /// Its pool size.

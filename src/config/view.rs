@@ -74,6 +74,7 @@ pub fn view(config: &Config) -> Value {
             "strip_prefix": r.strip_prefix,
         })).collect::<Vec<_>>(),
         "services": c.services.iter().map(|(name, s)| (name.clone(), json!({
+            "stream_request_body": s.stream_request_body,
             "timeout_ms": s.timeout.map(ms),
             "pool_size": s.pool_size,
             "lifespan_ms": s.lifespan.map(ms),
@@ -84,6 +85,7 @@ pub fn view(config: &Config) -> Value {
             "max_header_bytes": c.limits.max_header_bytes,
             "max_headers": c.limits.max_headers,
             "header_timeout_ms": ms(c.limits.header_timeout),
+            "body_timeout_ms": ms(c.limits.body_timeout),
             "idle_timeout_ms": ms(c.limits.idle_timeout),
             "idle_release_ms": ms(c.limits.idle_release),
             "max_connections": c.limits.max_connections,

@@ -30,6 +30,9 @@ pub struct ReplyBody {
     /// channel must end with `close` without waiting for the app's.
     remaining: Option<u64>,
     done: bool,
+    /// A streamed upload still sending after the response head (it holds
+    /// our sender until the body's end is queued); polled with the reply.
+    upload: Option<super::upload::UploadTail>,
 }
 
 impl ReplyBody {
@@ -45,6 +48,30 @@ impl ReplyBody {
             proto11,
             remaining: content_length,
             done: false,
+            upload: None,
+        };
+        if content_length == Some(0) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The reply of a streamed upload whose app answered before the body
+    /// was all sent: `upload` goes on sending it as the reply is read, and
+    /// gives our sender back at the body's end.
+    pub(crate) fn uploading(
+        upload: super::upload::UploadTail,
+        receiver: ChannelReceiver,
+        proto11: bool,
+        content_length: Option<u64>,
+    ) -> Self {
+        let mut body = Self {
+            sender: None,
+            receiver,
+            proto11,
+            remaining: content_length,
+            done: false,
+            upload: Some(upload),
         };
         if content_length == Some(0) {
             body.finish();
@@ -55,6 +82,9 @@ impl ReplyBody {
     /// The reply is complete: end our side with `close`.
     fn finish(&mut self) {
         self.done = true;
+        // The reply ended before the upload did: the rest of the body is
+        // not sent, and dropping the upload (with our sender) cancels.
+        self.upload = None;
         if let Some(mut sender) = self.sender.take() {
             sender.close_on_drop();
         }
@@ -80,6 +110,7 @@ impl ReplyBody {
 
     /// Streams the rest of the reply as a long-lived push stream (see
     /// [`super::push`]); the body back if the reply is complete already.
+    #[allow(clippy::result_large_err)] // `Err` is the body handed back, once per request; boxing it would allocate for nothing
     pub fn into_push(
         mut self,
         limits: super::push::PushLimits,
@@ -110,6 +141,20 @@ impl Body for ReplyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<HttpFrame<Bytes>, BodyAborted>>> {
         let this = &mut *self;
+        if let Some(upload) = &mut this.upload {
+            match upload.poll(cx) {
+                Poll::Pending => {}
+                Poll::Ready(Ok(sender)) => {
+                    this.upload = None;
+                    this.sender = Some(sender);
+                }
+                Poll::Ready(Err(e)) => {
+                    this.upload = None;
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+        }
         loop {
             if this.done {
                 return Poll::Ready(None);

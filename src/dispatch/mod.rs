@@ -8,13 +8,16 @@
 //!
 //! Our side of the channel stays open until the reply ends, so that a
 //! cancel is still possible; the app gets `close` once its reply is
-//! complete (see [`crate::mux::ChannelSender::close_on_drop`]).
+//! complete (see [`crate::mux::ChannelSender::close_on_drop`]). A streamed
+//! upload ([`upload`]) marks the end of its body with an empty `write`
+//! chunk for the same reason.
 
 mod admission;
 mod body;
 pub mod jsonrpc;
 mod pack;
 mod push;
+pub mod upload;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +31,7 @@ pub use self::admission::{Policy, Ticket};
 pub use self::body::{BodyAborted, ReplyBody};
 pub use self::pack::{BadRequestId, PackedRequest, TraceDecision, pack_request};
 pub use self::push::{PushBody, PushLimits};
+pub use self::upload::{Upload, UploadError};
 use crate::mux::{ChannelError, Invocation};
 use crate::pool::{Choice, PoolError, Pools};
 use crate::proto::http::ResponseMeta;
@@ -82,6 +86,10 @@ pub enum DispatchError {
     /// The app answered with an error (500).
     #[error("app error {0}")]
     App(RemoteError),
+    /// A streamed upload stopped on the client's side before the response
+    /// head (413, 408 or 400); the app's channel was cancelled.
+    #[error("{0}")]
+    Upload(#[source] UploadError),
     /// Too many requests in flight (at the gateway or for the service):
     /// refused at once (503 + `Retry-After`).
     #[error("too many requests in flight {0}; try again shortly")]
@@ -247,11 +255,98 @@ impl Dispatcher {
             policy.retry(),
             service,
             ticket,
-            request,
+            Whole(request),
             &mut member,
         )
         .await;
         Outcome { result, member }
+    }
+
+    /// As [`Dispatcher::send`], for a streamed upload: `request` is the
+    /// `enqueue` and a 5-tuple with an empty body, and `upload` the body,
+    /// sent as `write` chunks as it arrives (see [`upload`]). The reply may
+    /// come before the body has all been sent; its body then goes on
+    /// sending it. Retried only while the upload
+    /// [is replayable](Upload::is_replayable).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropping the future drops the channel, which sends
+    /// `error [[7, 3]]` to the app if the request was sent.
+    pub async fn send_streamed(
+        &self,
+        policy: &Policy,
+        service: &str,
+        ticket: &Ticket,
+        request: &PackedRequest,
+        upload: Upload,
+    ) -> Outcome {
+        let mut member = None;
+        let result = attempts(
+            &self.pools,
+            policy.retry(),
+            service,
+            ticket,
+            Streamed {
+                request,
+                upload: Some(upload),
+            },
+            &mut member,
+        )
+        .await;
+        Outcome { result, member }
+    }
+}
+
+/// One way of sending a request on a fresh channel, once per attempt.
+trait Exchange {
+    /// The `enqueue` and 5-tuple.
+    fn packed(&self) -> &PackedRequest;
+
+    /// Sends the request on a channel of `handle` and waits for the reply
+    /// head; `remaining` is what is left of the deadline, for a retry.
+    async fn attempt(
+        &mut self,
+        handle: &crate::mux::MuxHandle,
+        remaining: Option<Duration>,
+    ) -> Result<Reply, Attempt>;
+}
+
+/// A request packed whole: the 5-tuple carries the body.
+struct Whole<'a>(&'a PackedRequest);
+
+impl Exchange for Whole<'_> {
+    fn packed(&self) -> &PackedRequest {
+        self.0
+    }
+
+    async fn attempt(
+        &mut self,
+        handle: &crate::mux::MuxHandle,
+        remaining: Option<Duration>,
+    ) -> Result<Reply, Attempt> {
+        attempt_once(handle, self.0, remaining).await
+    }
+}
+
+/// A streamed upload: the 5-tuple (empty body), then the body's chunks.
+struct Streamed<'a> {
+    request: &'a PackedRequest,
+    /// Taken by the reply when the head comes before the body's end.
+    upload: Option<Upload>,
+}
+
+impl Exchange for Streamed<'_> {
+    fn packed(&self) -> &PackedRequest {
+        self.request
+    }
+
+    async fn attempt(
+        &mut self,
+        handle: &crate::mux::MuxHandle,
+        remaining: Option<Duration>,
+    ) -> Result<Reply, Attempt> {
+        attempt_streamed(handle, self.request, remaining, &mut self.upload).await
     }
 }
 
@@ -292,7 +387,7 @@ async fn attempts(
     retry: &Retry,
     service: &str,
     ticket: &Ticket,
-    request: &PackedRequest,
+    mut request: impl Exchange,
     member: &mut Option<Arc<str>>,
 ) -> Result<Reply, DispatchError> {
     let _in_flight = InFlight::new(retry);
@@ -350,12 +445,12 @@ async fn attempts(
         // stays as it was.)
         let remaining = (attempt > 1
             && request
+                .packed()
                 .headers
                 .request_timeout()
                 .is_none_or(|sent| sent <= total))
         .then(|| deadline.saturating_duration_since(Instant::now()));
-        let outcome =
-            tokio::time::timeout_at(deadline, attempt_once(&handle, request, remaining)).await;
+        let outcome = tokio::time::timeout_at(deadline, request.attempt(&handle, remaining)).await;
         let retriable = match outcome {
             Err(_) => return Err(DispatchError::Deadline(total)),
             Ok(Ok(reply)) => {
@@ -458,14 +553,7 @@ async fn attempt_once(
         Ok(StreamEvent::Write(chunk)) => {
             let meta = ResponseMeta::decode(&chunk)
                 .map_err(|e| Attempt::Failed(DispatchError::BadMeta(e)))?;
-            let proto11 = meta.headers.iter().any(|(n, v)| {
-                n.eq_ignore_ascii_case(b"x-cocaine-http-proto-version") && &v[..] == b"1.1"
-            });
-            let content_length = meta
-                .headers
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(b"content-length"))
-                .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok());
+            let (proto11, content_length) = reply_framing(&meta);
             Ok(Reply {
                 meta,
                 body: ReplyBody::new(sender, receiver, proto11, content_length),
@@ -489,6 +577,121 @@ async fn attempt_once(
         }
         Err(e) => Err(Attempt::Failed(DispatchError::BadFrame(e))),
     }
+}
+
+/// One attempt of a streamed upload: the `enqueue` and the 5-tuple, then
+/// the body's chunks while waiting for the reply head. Retriable only
+/// when not delivered and the upload is still replayable.
+async fn attempt_streamed(
+    handle: &crate::mux::MuxHandle,
+    request: &PackedRequest,
+    remaining: Option<Duration>,
+    slot: &mut Option<Upload>,
+) -> Result<Reply, Attempt> {
+    let Some(upload) = slot.as_mut() else {
+        // Taken by a reply, which ends the attempts: never here.
+        return Err(Attempt::Failed(DispatchError::Protocol(
+            "the upload was already sent",
+        )));
+    };
+    upload.rewind();
+    let lost = |e: ChannelError, upload: &Upload| {
+        if e.is_retry_safe() && upload.is_replayable() {
+            Attempt::Retriable(DispatchError::Channel(e))
+        } else {
+            Attempt::Failed(DispatchError::Channel(e))
+        }
+    };
+    let mut headers = request.headers.clone();
+    if let Some(remaining) = remaining {
+        headers.set_request_timeout(remaining);
+    }
+    let enqueue = Message::new(0, Args::Bytes(request.event.clone())).with_headers(headers);
+    let invocation = Invocation::enqueue(enqueue).then(Message::write(request.tuple.clone()));
+    let channel = handle.open(invocation).await.map_err(|e| lost(e, upload))?;
+    let (mut sender, mut receiver) = channel.split();
+    // The body flows until the app's first frame (or the body's end).
+    let first = loop {
+        if upload.is_ended() {
+            break receiver.recv().await;
+        }
+        tokio::select! {
+            biased;
+            frame = receiver.recv() => break frame,
+            step = upload.step(&mut sender) => match step {
+                Ok(_) => {}
+                // Dropping the sender cancels the app's channel.
+                Err(upload::StepError::Upload(e)) => {
+                    return Err(Attempt::Failed(DispatchError::Upload(e)));
+                }
+                Err(upload::StepError::Channel(e)) => return Err(lost(e, upload)),
+            },
+        }
+    };
+    let frame = match first {
+        Some(Ok(frame)) => frame,
+        Some(Err(e)) => return Err(lost(e, upload)),
+        None => {
+            return Err(Attempt::Failed(DispatchError::Protocol(
+                "the request's channel ended without a reply",
+            )));
+        }
+    };
+    match frame.stream_event() {
+        Ok(StreamEvent::Write(chunk)) => {
+            let meta = ResponseMeta::decode(&chunk)
+                .map_err(|e| Attempt::Failed(DispatchError::BadMeta(e)))?;
+            let (proto11, content_length) = reply_framing(&meta);
+            let body = if upload.is_ended() {
+                ReplyBody::new(sender, receiver, proto11, content_length)
+            } else {
+                match slot.take() {
+                    Some(upload) => ReplyBody::uploading(
+                        upload.into_tail(sender),
+                        receiver,
+                        proto11,
+                        content_length,
+                    ),
+                    None => ReplyBody::new(sender, receiver, proto11, content_length),
+                }
+            };
+            Ok(Reply {
+                meta,
+                body,
+                attempts: 1,
+            })
+        }
+        Ok(StreamEvent::Error(error)) => {
+            sender.close_on_drop();
+            if error.code.is_never_delivered() && upload.is_replayable() {
+                Err(Attempt::Retriable(DispatchError::App(error)))
+            } else {
+                Err(Attempt::Failed(DispatchError::App(error)))
+            }
+        }
+        Ok(StreamEvent::Close) => {
+            sender.close_on_drop();
+            Err(Attempt::Failed(DispatchError::Protocol(
+                "the app closed the stream before sending the response meta",
+            )))
+        }
+        Err(e) => Err(Attempt::Failed(DispatchError::BadFrame(e))),
+    }
+}
+
+/// Whether a reply's body ends at an empty chunk
+/// (`X-Cocaine-HTTP-Proto-Version: 1.1`), and its `Content-Length`.
+fn reply_framing(meta: &ResponseMeta) -> (bool, Option<u64>) {
+    let proto11 = meta
+        .headers
+        .iter()
+        .any(|(n, v)| n.eq_ignore_ascii_case(b"x-cocaine-http-proto-version") && &v[..] == b"1.1");
+    let content_length = meta
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(b"content-length"))
+        .and_then(|(_, v)| std::str::from_utf8(v).ok()?.trim().parse().ok());
+    (proto11, content_length)
 }
 
 /// Bytes of the `enqueue` event, for callers building a [`PackedRequest`].

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::body::{GatewayBody, Guarded};
 use super::log_limit::LogLimit;
+use super::push_h1;
 use super::{ClientAddr, ConnectionLimit, GatewayError, Handler, X_REAL_IP, client_addr};
 use crate::config::LimitsConfig;
 use crate::prefixed::Prefixed;
@@ -127,6 +128,9 @@ pub(crate) async fn serve_prefixed<I>(
         Sniffed::H1(io) => serve_h1(io, service, &watch).await,
         Sniffed::Gone => Ok(()),
     };
+    // A push stream handed over as the connection ended (it refers to the
+    // connection: kept, it would keep it alive).
+    drop(activity.handoff.take());
     if let Err(e) = result {
         if e.is_parse_too_large() {
             crate::metrics::limit_hit("header_size");
@@ -249,7 +253,7 @@ where
     let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service));
     match drive(connection.as_mut(), w, None, None).await {
         Ended::Done(result) => result,
-        Ended::Parked | Ended::Cut => Ok(()),
+        Ended::Parked | Ended::Cut | Ended::HandedOff => Ok(()),
     }
 }
 
@@ -283,7 +287,9 @@ where
             w.activity.closing();
         }
         // Boxed: its buffers and state live only while it serves.
-        let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service.clone()));
+        let watched = push_h1::FlushWatch::new(io, Arc::clone(&w.activity.unflushed));
+        let mut connection =
+            Box::pin(builder.serve_connection(TokioIo::new(watched), service.clone()));
         let ended = drive(
             connection.as_mut(),
             w,
@@ -296,9 +302,19 @@ where
             Ended::Done(Err(e)) => return Err(e),
             Ended::Done(Ok(())) => false,
             Ended::Parked => true,
+            Ended::HandedOff => {
+                // hyper wrote all it had (the push stream's head last),
+                // and holds nothing the stream needs: its buffers go.
+                let io = Pin::into_inner(connection).into_parts().io.into_inner();
+                if let Some((push, busy)) = w.activity.handoff.take() {
+                    push_h1::serve(io.into_inner(), push, &w.activity.stream_cut, w.cut).await;
+                    drop(busy);
+                }
+                return Ok(());
+            }
         };
         let parts = Pin::into_inner(connection).into_parts();
-        io = parts.io.into_inner();
+        io = parts.io.into_inner().into_inner();
         io.unread(&parts.read_buf);
         // Even empty, hyper's read buffer holds its allocation: let go.
         let mut unread = !parts.read_buf.is_empty();
@@ -410,6 +426,9 @@ enum Ended {
     Parked,
     /// The shutdown deadline passed.
     Cut,
+    /// HTTP/1.1: hyper wrote a push stream's head and everything before
+    /// it; the stream is in the connection's handoff slot.
+    HandedOff,
 }
 
 /// A hyper server connection, HTTP/1.1 or HTTP/2.
@@ -519,9 +538,13 @@ async fn drive<C: Serving>(
     let cut = w.cut.cancelled();
     let abused = w.activity.abused.notified();
     let stream_cut = w.activity.stream_cut.notified();
+    let handoff = w.activity.handoff.ready.notified();
     let check = tokio::time::sleep(next_check(stopping));
-    tokio::pin!(shutdown, cut, abused, stream_cut, check);
+    tokio::pin!(shutdown, cut, abused, stream_cut, handoff, check);
     let mut watchers = WatcherGate::default();
+    // A push stream was handed over: hyper is served on until its bytes
+    // are out.
+    let mut handing_off = false;
     loop {
         // hyper's connection on every wake-up; the watchers only
         // when one of them woke the task (each poll of a `Notify` waiter
@@ -530,6 +553,9 @@ async fn drive<C: Serving>(
         let event = std::future::poll_fn(|cx| {
             if let Poll::Ready(result) = connection.as_mut().poll_serve(cx) {
                 return Poll::Ready(Event::Served(result));
+            }
+            if handing_off && !w.activity.unflushed.load(Ordering::Relaxed) {
+                return Poll::Ready(Event::HandedOff);
             }
             let Some(waker) = watchers.due(cx) else {
                 return Poll::Pending;
@@ -547,6 +573,9 @@ async fn drive<C: Serving>(
             if stream_cut.as_mut().poll(&mut cx).is_ready() {
                 return Poll::Ready(Event::Cut);
             }
+            if !handing_off && handoff.as_mut().poll(&mut cx).is_ready() {
+                return Poll::Ready(Event::Handoff);
+            }
             if check.as_mut().poll(&mut cx).is_ready() {
                 return Poll::Ready(Event::Check);
             }
@@ -556,6 +585,8 @@ async fn drive<C: Serving>(
         match event {
             Event::Served(result) => return Ended::Done(result),
             Event::Cut => return Ended::Cut,
+            Event::HandedOff => return Ended::HandedOff,
+            Event::Handoff => handing_off = true,
             Event::Shutdown if park_after.is_some() => {
                 // HTTP/1.1: served on, closed once idle for the grace.
                 w.activity.closing();
@@ -648,6 +679,10 @@ enum Event {
     Cut,
     Abused,
     Check,
+    /// A push stream was put in the handoff slot.
+    Handoff,
+    /// ...and hyper's bytes are out.
+    HandedOff,
 }
 
 /// Lets a connection's watcher futures (shutdown, the cut, abuse, the idle check) be
@@ -728,8 +763,47 @@ struct RequestService {
     activity: Arc<Activity>,
 }
 
-/// A response body, holding its request's [`Busy`] until sent.
-type ConnBody = Guarded<Busy>;
+/// A response body as hyper sends it: holding its request's [`Busy`]
+/// until sent; or, for an HTTP/1.1 push stream, handed to the connection
+/// to serve without hyper once hyper wrote its head (see [`push_h1`]).
+enum ConnBody {
+    Sent(Guarded<Busy>),
+    HandedOff(push_h1::Handoff<Busy>),
+}
+
+impl hyper::body::Body for ConnBody {
+    type Data = bytes::Bytes;
+    type Error = crate::dispatch::BodyAborted;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Sent(body) => Pin::new(body).poll_frame(cx),
+            // Never woken: the connection stops polling hyper once hyper's
+            // bytes are out.
+            Self::HandedOff(handoff) => {
+                handoff.poll_handoff();
+                Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Sent(body) => body.is_end_stream(),
+            Self::HandedOff(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Self::Sent(body) => body.size_hint(),
+            Self::HandedOff(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
 
 type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<hyper::Response<ConnBody>, Infallible>> + Send>>;
@@ -748,7 +822,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             let busy = Busy::new(&self.activity, &handler.busy);
             let response = GatewayError::ConnectionClosing.into_response(rand::random());
             return Box::pin(std::future::ready(Ok(
-                response.map(|body| body.with_guard(busy))
+                response.map(|body| ConnBody::Sent(body.with_guard(busy)))
             )));
         }
         // One settings snapshot for the whole request, this step included.
@@ -786,6 +860,9 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         let unanswered = Unanswered(Some(Arc::clone(&self.activity)));
         // HTTP/2 has GOAWAY instead (and no `Connection` header).
         let h1 = request.version() < hyper::Version::HTTP_2;
+        // A push stream is taken from hyper only under HTTP/1.1's chunked
+        // encoding (HTTP/1.0 has no chunks: hyper keeps it).
+        let chunked = request.version() == hyper::Version::HTTP_11;
         // The synchronous step now, before hyper reads ahead (see `begin`).
         let begun = handler.begin(&settings, request);
         Box::pin(async move {
@@ -812,6 +889,23 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
                 // once hyper has written the 101 (see `serve_h1`).
                 busy.0.upgrade(pending);
             }
+            if chunked && matches!(response.body(), GatewayBody::Push(_)) {
+                // Served without hyper once hyper wrote the head; the
+                // connection closes when the stream ends.
+                let headers = response.headers_mut();
+                headers.insert(
+                    hyper::header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
+                headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+                let slot = Arc::clone(&busy.0.handoff);
+                return Ok(response.map(|body| match body {
+                    GatewayBody::Push(push) => {
+                        ConnBody::HandedOff(push_h1::Handoff::new(push, busy, slot))
+                    }
+                    other => ConnBody::Sent(other.with_guard(busy)),
+                }));
+            }
             let switching = response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
             if h1 && busy.0.is_closing() && !switching {
                 // The gateway is stopping: the client learns it here, and
@@ -821,7 +915,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
                     .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
             }
             // Busy until the body is sent too.
-            Ok::<_, Infallible>(response.map(|body| body.with_guard(busy)))
+            Ok::<_, Infallible>(response.map(|body| ConnBody::Sent(body.with_guard(busy))))
         })
     }
 }
@@ -856,6 +950,12 @@ struct Activity {
     /// A WebSocket accepted on this HTTP/1.1 connection, to run once its
     /// 101 is written.
     upgrade: std::sync::Mutex<Option<super::websocket::Pending>>,
+    /// HTTP/1.1: whether hyper may hold bytes not yet written (see
+    /// [`push_h1::FlushWatch`]).
+    unflushed: Arc<AtomicBool>,
+    /// HTTP/1.1: a push stream handed over by hyper, to be served without
+    /// it (see [`push_h1`]).
+    handoff: Arc<push_h1::HandoffSlot<Busy>>,
 }
 
 impl Activity {
@@ -872,10 +972,11 @@ impl Activity {
             closing: std::sync::atomic::AtomicBool::new(false),
             stream_cut: Arc::new(tokio::sync::Notify::new()),
             upgrade: std::sync::Mutex::new(None),
+            unflushed: Arc::new(AtomicBool::new(false)),
+            handoff: Arc::default(),
         }
     }
 
-    /// The gateway is stopping (see [`Self::is_closing`]).
     /// Keeps `pending` for the connection to run after its 101.
     fn upgrade(&self, pending: super::websocket::Pending) {
         *self
@@ -893,6 +994,7 @@ impl Activity {
             .take()
     }
 
+    /// The gateway is stopping (see [`Self::is_closing`]).
     fn closing(&self) {
         self.closing.store(true, Ordering::Release);
     }

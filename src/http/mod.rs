@@ -8,6 +8,7 @@ mod client_addr;
 mod connection;
 mod connection_limit;
 mod log_limit;
+mod push_h1;
 pub mod response;
 pub mod streams;
 mod websocket;
@@ -141,7 +142,7 @@ impl Handler {
     /// Answers one request. Never fails: errors become responses.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<GatewayBody>
     where
-        B: Body<Data = Bytes> + Send,
+        B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let settings = self.settings();
@@ -154,7 +155,7 @@ impl Handler {
     /// answered by the dispatcher's JSON-RPC module.
     async fn jsonrpc<B>(&self, settings: &Settings, request: Request<B>) -> Response<GatewayBody>
     where
-        B: Body<Data = Bytes> + Send,
+        B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let _in_flight = self.metrics.in_flight();
@@ -167,13 +168,16 @@ impl Handler {
                 .dispatcher
                 .admit(&settings.policy, "", &parts.headers, started)?;
             let limit = config.request.body_limit;
-            let body = collect_body(body, limit).await?;
+            let body = collect_body(body, limit, config.limits.body_timeout).await?;
             Ok::<_, GatewayError>(self.dispatcher.jsonrpc(config, &body, &ticket).await)
         }
         .await;
         let response = match answered {
             Ok(answer) => response::jsonrpc(answer, request_id),
             Err(e) => {
+                if let Some(limit) = e.body_limit_hit() {
+                    crate::metrics::limit_hit(limit);
+                }
                 let (_, kind) = e.status();
                 metrics::counter!(crate::metrics::ERRORS, crate::metrics::KIND => kind, crate::metrics::CATEGORY => "none")
                     .increment(1);
@@ -317,10 +321,16 @@ impl Handler {
         let request = if body.is_end_stream() {
             Packing::Packed(self.pack(settings, &parts, &target, Bytes::new(), decision, timeout))
         } else {
+            // Only a request with a body to come looks up its service.
+            let stream = config
+                .services
+                .get(&target.service)
+                .is_some_and(|s| s.stream_request_body);
             Packing::Collect(Box::new(Collecting {
                 parts,
                 body,
                 decision,
+                stream,
             }))
         };
         Ok(Admitted {
@@ -360,7 +370,7 @@ impl Handler {
     /// log.
     async fn finish<B>(&self, settings: &Settings, begun: Begun<B>) -> Response<GatewayBody>
     where
-        B: Body<Data = Bytes> + Send,
+        B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         if let Some(request) = begun.jsonrpc {
@@ -387,8 +397,8 @@ impl Handler {
         let response = match result {
             Ok(response) => response,
             Err(e) => {
-                if matches!(e, GatewayError::BodyTooLarge(_)) {
-                    crate::metrics::limit_hit("body_size");
+                if let Some(limit) = e.body_limit_hit() {
+                    crate::metrics::limit_hit(limit);
                 }
                 let (_, kind) = e.status();
                 if matches!(
@@ -447,7 +457,7 @@ impl Handler {
         member: &mut Option<Arc<str>>,
     ) -> Result<Response<GatewayBody>, GatewayError>
     where
-        B: Body<Data = Bytes> + Send,
+        B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let Admitted {
@@ -457,30 +467,69 @@ impl Handler {
             websocket,
             request,
         } = admitted;
-        let packed = match request {
-            Packing::Packed(packed) => packed,
+        let outcome = match request {
+            Packing::Packed(packed) => {
+                self.dispatcher
+                    .send(&settings.policy, &target.service, &ticket, &packed)
+                    .await
+            }
             Packing::Collect(collecting) => {
                 let Collecting {
                     parts,
                     body,
                     decision,
+                    stream,
                 } = *collecting;
-                let limit = settings.config.request.body_limit;
-                // Boxed: most requests have no body to wait for, and their
-                // futures need not carry room for this one.
-                let body = Box::pin(collect_body(body, limit)).await?;
-                let remaining = if settings.is_push(&target.service) {
-                    settings.config.limits.stream_max_lifetime
-                } else {
-                    ticket.deadline().saturating_duration_since(Instant::now())
+                let config = &settings.config;
+                let (limit, body_timeout) = (config.request.body_limit, config.limits.body_timeout);
+                // What the app is told as `request_timeout`.
+                let remaining = || {
+                    if settings.is_push(&target.service) {
+                        config.limits.stream_max_lifetime
+                    } else {
+                        ticket.deadline().saturating_duration_since(Instant::now())
+                    }
                 };
-                self.pack(settings, &parts, &target, body, decision, remaining)
+                if stream {
+                    // The 5-tuple goes with an empty body; the body follows
+                    // as it arrives (see `dispatch::upload`).
+                    let remaining = remaining();
+                    let mut packed =
+                        self.pack(settings, &parts, &target, Bytes::new(), decision, remaining);
+                    drop(parts);
+                    packed
+                        .headers
+                        .insert(
+                            dispatch::upload::REQUEST_BODY,
+                            dispatch::upload::REQUEST_BODY_STREAM,
+                        )
+                        .map_err(|_| {
+                            GatewayError::Dispatch(dispatch::DispatchError::Protocol(
+                                "the streamed-body header was refused",
+                            ))
+                        })?;
+                    let upload = dispatch::Upload::new(body, limit, body_timeout);
+                    // Boxed: kept out of every other request's future.
+                    Box::pin(self.dispatcher.send_streamed(
+                        &settings.policy,
+                        &target.service,
+                        &ticket,
+                        &packed,
+                        upload,
+                    ))
+                    .await
+                } else {
+                    // Boxed: most requests have no body to wait for, and
+                    // their futures need not carry room for this one.
+                    let body = Box::pin(collect_body(body, limit, body_timeout)).await?;
+                    let remaining = remaining();
+                    let packed = self.pack(settings, &parts, &target, body, decision, remaining);
+                    self.dispatcher
+                        .send(&settings.policy, &target.service, &ticket, &packed)
+                        .await
+                }
             }
         };
-        let outcome = self
-            .dispatcher
-            .send(&settings.policy, &target.service, &ticket, &packed)
-            .await;
         *member = outcome.member;
         let reply = outcome.result?;
         let status = StatusCode::from_u16(reply.meta.status).map_err(|_| {
@@ -619,22 +668,45 @@ fn is_event_stream(headers: &[crate::proto::http::HeaderPair]) -> bool {
     })
 }
 
-/// A request body collected whole, up to `limit` bytes (413 past it).
-async fn collect_body<B>(body: B, limit: usize) -> Result<Bytes, GatewayError>
+/// A request body collected whole, up to `limit` bytes (413 past it), from
+/// a client that never pauses for `timeout` or longer mid-body (408).
+async fn collect_body<B>(body: B, limit: usize, timeout: Duration) -> Result<Bytes, GatewayError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(GatewayError::BodyTooLarge(limit))
+    let mut body = std::pin::pin!(Limited::new(body, limit));
+    // One frame is kept as it came; more are copied into one buffer.
+    let mut first = Bytes::new();
+    let mut more: Option<bytes::BytesMut> = None;
+    loop {
+        let frame = match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => return Err(GatewayError::BodyTimeout(timeout)),
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e)))
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return Err(GatewayError::BodyTooLarge(limit));
+            }
+            Ok(Some(Err(e))) => return Err(GatewayError::Body(e)),
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match &mut more {
+            Some(buf) => buf.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => {
+                let mut buf = bytes::BytesMut::with_capacity(first.len() + data.len());
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&data);
+                more = Some(buf);
+            }
         }
-        Err(e) => Err(GatewayError::Body(e)),
     }
+    Ok(more.map_or(first, bytes::BytesMut::freeze))
 }
 
 /// A request after [`Handler::begin`].
@@ -675,6 +747,8 @@ struct Collecting<B> {
     parts: hyper::http::request::Parts,
     body: B,
     decision: TraceDecision,
+    /// The service takes streamed uploads (`stream_request_body`).
+    stream: bool,
 }
 
 /// Accepts HTTP connections on `listener` (TCP or a unix socket) until

@@ -9,7 +9,7 @@ use hyper::{Response, StatusCode};
 
 use super::body::GatewayBody;
 use crate::dispatch::jsonrpc::Answer;
-use crate::dispatch::{BadRequestId, DispatchError};
+use crate::dispatch::{BadRequestId, DispatchError, UploadError};
 use crate::proto::category;
 use crate::route::RouteError;
 
@@ -25,6 +25,10 @@ pub enum GatewayError {
     /// The body is over the limit (client: 413).
     #[error("request body larger than the limit of {0} bytes")]
     BodyTooLarge(usize),
+    /// The client sent no body bytes for `limits.body_timeout` (client:
+    /// 408).
+    #[error("no request body bytes for {0:?}")]
+    BodyTimeout(std::time::Duration),
     /// The body could not be read (client: 400).
     #[error("reading the request body failed: {0}")]
     Body(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -50,6 +54,7 @@ impl GatewayError {
             Self::Route(_) => (StatusCode::NOT_FOUND, "no_route"),
             Self::RequestId(_) => (StatusCode::BAD_REQUEST, "bad_request_id"),
             Self::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Self::Body(_) => (StatusCode::BAD_REQUEST, "bad_body"),
             Self::ConnectionClosing => (StatusCode::SERVICE_UNAVAILABLE, "connection_closing"),
             Self::Dispatch(e) => match e {
@@ -73,7 +78,23 @@ impl GatewayError {
                 | DispatchError::Channel(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
                 DispatchError::Shed(_) => (StatusCode::SERVICE_UNAVAILABLE, "shed"),
                 DispatchError::App(_) => (StatusCode::INTERNAL_SERVER_ERROR, "app_error"),
+                DispatchError::Upload(e) => match e {
+                    UploadError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+                    UploadError::Stalled(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
+                    UploadError::Client(_) => (StatusCode::BAD_REQUEST, "bad_body"),
+                },
             },
+        }
+    }
+
+    /// The `rpcgate_limit_hits_total` label of the client limit this
+    /// error is, if it is one of the body's (size or timeout).
+    pub fn body_limit_hit(&self) -> Option<&'static str> {
+        match self {
+            Self::BodyTooLarge(_) => Some("body_size"),
+            Self::BodyTimeout(_) => Some("body_timeout"),
+            Self::Dispatch(DispatchError::Upload(e)) => e.limit(),
+            _ => None,
         }
     }
 

@@ -119,6 +119,49 @@ impl ChannelSender {
         self.send(Message::write(chunk)).await
     }
 
+    /// Streaming `write [chunk]`, holding `hold` until the connection task
+    /// has moved the frame from the connection's command queue into its
+    /// write queue (which `write_high_water` bounds). A caller that takes
+    /// its permits from a small semaphore of its own thus bounds how much
+    /// of its data waits in the shared command queue, however slow the
+    /// backend: a streamed upload uses it so that one request can neither
+    /// hold an unbounded amount of memory nor fill the queue every other
+    /// channel of the connection needs.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`ChannelSender::send`]: dropped while waiting for room, nothing
+    /// was queued and `hold` is released.
+    pub async fn write_held(
+        &mut self,
+        chunk: Bytes,
+        hold: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<(), ChannelError> {
+        let message = Message::write(chunk);
+        let next = self
+            .state
+            .next(message.ty)
+            .ok_or(ChannelError::NotAllowed {
+                ty: message.ty,
+                state: self.state,
+            })?;
+        message
+            .check(self.id, self.shared.config.max_frame_len)
+            .map_err(ChannelError::Encode)?;
+        let permit = self
+            .commands
+            .reserve()
+            .await
+            .map_err(|_| self.channel.error(&self.shared))?;
+        permit.send(Command::SendHeld {
+            id: self.id,
+            message,
+            hold,
+        });
+        self.state = next;
+        Ok(())
+    }
+
     /// Streaming `close []`: ends our side.
     pub async fn close(mut self) -> Result<(), ChannelError> {
         self.send(Message::close()).await

@@ -28,6 +28,13 @@ pub(crate) enum Command {
     },
     /// Write `message` on channel `id`.
     Send { id: u64, message: Message },
+    /// Write `message` on channel `id`, holding `hold` until the task has
+    /// taken it from this queue (see [`ChannelSender::write_held`]).
+    SendHeld {
+        id: u64,
+        message: Message,
+        hold: tokio::sync::OwnedSemaphorePermit,
+    },
     /// Open nothing more; close once every channel is finished.
     Drain,
 }

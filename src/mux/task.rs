@@ -261,6 +261,12 @@ where
                 }
             }
             Command::Send { id, message } => self.send(id, &message),
+            Command::SendHeld { id, message, hold } => {
+                self.send(id, &message);
+                // In the write queue now (bounded by `write_high_water`):
+                // the sender may queue another.
+                drop(hold);
+            }
             Command::Drain => self.draining = true,
         }
     }

@@ -12,6 +12,15 @@ use super::msgpack::{self, MsgpackError, Reader};
 /// One header line: name and value as bytes.
 pub type HeaderPair = (Bytes, Bytes);
 
+/// The `enqueue` frame header by which a gateway tells the app that the
+/// request body is streamed (value [`REQUEST_BODY_STREAM`]): the 5-tuple's
+/// body field is empty, the body follows as `write` chunks, and an empty
+/// `write` chunk ends it. Without it the 5-tuple holds the whole body.
+pub const REQUEST_BODY: &[u8] = b"request_body";
+
+/// The value of [`REQUEST_BODY`] for a streamed body.
+pub const REQUEST_BODY_STREAM: &[u8] = b"stream";
+
 /// An HTTP request as the app receives it in its first chunk:
 /// `[method, uri, version, [[name, value]...], body]`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -1,4 +1,4 @@
-//! The demo apps: owns `echo`, `hello`, `stream`, `slow`, `fail`, `ticker` and `chat`, built on
+//! The demo apps: owns `echo`, `hello`, `stream`, `slow`, `fail`, `ticker`, `upload` and `chat`, built on
 //! the SDK. They are the standalone mode's backends and load-test targets.
 //! Parameters come from the query string.
 //!
@@ -10,6 +10,7 @@
 //! | `slow` | 200 after `delay_ms` (default 1000); stops early if the client cancels |
 //! | `fail` | `error [[category, code], message]` (defaults 43, 1, "demo failure") |
 //! | `ticker` | server-sent events: the app's clock every `interval_ms` (default 1000); see [`ticker`] |
+//! | `upload` | the body's `bytes`, `chunks` and SipHash `sip13` as JSON, reading a streamed body (`stream_request_body`) to its end |
 //! | `chat` | WebSocket rooms at `/rooms/NAME` (every message to every member) and a page at `/`; see [`chat`] |
 //!
 //! Every app can be given a version tag (`echo` as `echo-v1`, say): it then
@@ -17,6 +18,7 @@
 
 pub mod chat;
 pub mod ticker;
+mod upload;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -28,7 +30,9 @@ use crate::proto::http::HeaderPair;
 use crate::proto::{ErrorCode, RemoteError};
 
 /// The demo app names.
-pub const NAMES: [&str; 7] = ["echo", "hello", "stream", "slow", "fail", "ticker", "chat"];
+pub const NAMES: [&str; 8] = [
+    "echo", "hello", "stream", "slow", "fail", "ticker", "upload", "chat",
+];
 
 /// The body of `hello`.
 pub const HELLO: &[u8] = b"Hello, World!";
@@ -62,6 +66,9 @@ pub fn build(name: &str, version: Option<&str>) -> Option<AppBuilder> {
         "fail" => app.on_http("http", fail),
         "ticker" => app.on_http("http", move |req, res| {
             ticker::ticker(req, res, tag.clone())
+        }),
+        "upload" => app.on_http("http", move |req, res| {
+            upload::upload(req, res, tag.clone())
         }),
         "chat" => {
             let rooms = std::sync::Arc::new(chat::Rooms::default());

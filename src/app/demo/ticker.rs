@@ -47,9 +47,7 @@ pub(super) async fn ticker(
             _ = ticks.tick() => {}
             e = req.cancelled() => return stopped(e),
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
+        let now = wall_clock_ms();
         if res
             .body(format!("id: {id}\ndata: {now}\n\n"))
             .await
@@ -60,4 +58,13 @@ pub(super) async fn ticker(
     }
     res.finish().await.ok();
     Ok(())
+}
+
+/// The app's clock in Unix milliseconds: the ticker's payload is the wall
+/// clock by definition, not a deadline.
+#[allow(clippy::disallowed_methods)]
+fn wall_clock_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
