@@ -109,7 +109,7 @@ struct LocatorArgs {
 
 #[derive(Debug, clap::Args)]
 struct DemoAppArgs {
-    /// Which app: echo, hello, stream, slow, fail or ticker.
+    /// Which app: echo, hello, stream, slow, fail, ticker, upload or chat.
     #[arg(value_parser = demo::NAMES)]
     name: String,
     /// Address to serve the app protocol on (port 0 picks a free one).
