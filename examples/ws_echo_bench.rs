@@ -31,7 +31,11 @@ async fn main() -> Result<(), Error> {
         Some("client") => {
             let url = args.get(1).ok_or("client needs a URL")?.clone();
             let number = |i: usize, default: u64| -> Result<u64, Error> {
-                Ok(args.get(i).map(|a| a.parse()).transpose()?.unwrap_or(default))
+                Ok(args
+                    .get(i)
+                    .map(|a| a.parse())
+                    .transpose()?
+                    .unwrap_or(default))
             };
             client(
                 url,
@@ -42,7 +46,10 @@ async fn main() -> Result<(), Error> {
             )
             .await
         }
-        _ => Err("usage: ws_echo_bench server ADDR | client URL [CONNECTIONS] [SECONDS] [SIZE] [WINDOW]".into()),
+        _ => Err(
+            "usage: ws_echo_bench server ADDR | client URL [CONNECTIONS] [SECONDS] [SIZE] [WINDOW]"
+                .into(),
+        ),
     }
 }
 

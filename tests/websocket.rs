@@ -4,6 +4,8 @@
 //! the size and rate limits, idle streams, a stalled client cut without
 //! holding up the backend connection it shares, and shutdown (1001).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
+
 mod support;
 
 use std::time::Duration;

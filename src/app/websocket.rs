@@ -131,7 +131,6 @@ impl WebSocketRequest {
             .filter(|(n, _)| n.eq_ignore_ascii_case(b"sec-websocket-protocol"))
             .flat_map(|(_, v)| {
                 String::from_utf8_lossy(v)
-                    .into_owned()
                     .split(',')
                     .map(|p| p.trim().to_owned())
                     .collect::<Vec<_>>()

@@ -96,16 +96,14 @@ impl ReplyBody {
     }
 
     /// The channel's two halves, for a reply that becomes a two-way stream
-    /// (a WebSocket after its 101); the body back if the reply is complete
-    /// already.
-    pub fn into_channel(mut self) -> Result<(ChannelSender, ChannelReceiver), Self> {
+    /// (a WebSocket after its 101); `None` if the reply is complete
+    /// already (our side then ends with `close`).
+    pub fn into_channel(mut self) -> Option<(ChannelSender, ChannelReceiver)> {
         if self.done {
-            return Err(self);
+            return None;
         }
-        match self.sender.take() {
-            Some(sender) => Ok((sender, self.receiver)),
-            None => Err(self),
-        }
+        let sender = self.sender.take()?;
+        Some((sender, self.receiver))
     }
 
     /// Streams the rest of the reply as a long-lived push stream (see

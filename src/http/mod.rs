@@ -619,7 +619,7 @@ impl Handler {
         key: &HeaderValue,
         request_id: u64,
     ) -> Result<Response<GatewayBody>, GatewayError> {
-        let (sender, receiver) = reply.body.into_channel().map_err(|_| {
+        let (sender, receiver) = reply.body.into_channel().ok_or_else(|| {
             GatewayError::Dispatch(dispatch::DispatchError::Protocol(
                 "the app ended the stream with its 101",
             ))

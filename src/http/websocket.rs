@@ -386,14 +386,14 @@ impl Pump<'_> {
             let idle_end = last_message + self.limits.idle;
             let step = tokio::select! {
                 message = stream.next() => {
-                    let step = self.from_client(message).await;
+                    let step = self.on_client(message).await;
                     if matches!(step, Step::Go) {
                         last_message = Instant::now();
                     }
                     step
                 }
                 frame = self.receiver.recv() => {
-                    let step = self.from_app(frame).await;
+                    let step = self.on_app(frame).await;
                     if matches!(step, Step::Go) {
                         last_message = Instant::now();
                     }
@@ -443,7 +443,7 @@ impl Pump<'_> {
         )
     }
 
-    async fn from_client(&mut self, message: Option<Result<Message, tungstenite::Error>>) -> Step {
+    async fn on_client(&mut self, message: Option<Result<Message, tungstenite::Error>>) -> Step {
         let message = match message {
             None => return Step::End(Ending::gone()),
             Some(Ok(message)) => message,
@@ -526,7 +526,7 @@ impl Pump<'_> {
         )
     }
 
-    async fn from_app(&mut self, frame: Option<Result<crate::proto::Frame, ChannelError>>) -> Step {
+    async fn on_app(&mut self, frame: Option<Result<crate::proto::Frame, ChannelError>>) -> Step {
         let frame = match frame {
             None => return Step::End(self.app_closed().await),
             Some(Err(ChannelError::Overflow(_))) => return Step::End(self.slow_client()),
@@ -630,13 +630,12 @@ mod tests {
         assert!(upgrade_key(&Method::POST, Version::HTTP_11, &headers).is_none());
         assert!(upgrade_key(&Method::GET, Version::HTTP_2, &headers).is_none());
         assert!(upgrade_key(&Method::GET, Version::HTTP_10, &headers).is_none());
-        for missing in 0..UPGRADE.len() {
+        for (missing, pair) in UPGRADE.iter().enumerate() {
             let mut pairs = UPGRADE.to_vec();
             pairs.remove(missing);
             assert!(
                 upgrade_key(&Method::GET, Version::HTTP_11, &request(&pairs)).is_none(),
-                "without {:?}",
-                UPGRADE[missing]
+                "without {pair:?}"
             );
         }
         let mut old = UPGRADE.to_vec();
