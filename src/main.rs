@@ -539,6 +539,9 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
     println!(
         "  curl -N 'http://{http}/ticker/http/?interval_ms=500'   # server-sent events, the app's clock"
     );
+    println!(
+        "  head -c 5000000 /dev/urandom | curl -T - -X POST http://{http}/upload/http/   # a streamed upload"
+    );
     println!("  curl -i 'http://{http}/fail/http/?category=43&code=7&message=boom'");
     println!(
         "  curl -si http://{http}/canary/http/ | grep -i x-app-version   # v1 exactly 3 in 4 times"
