@@ -14,11 +14,11 @@
 //! # Layout
 //!
 //! - [`http`]: listeners, HTTP/1.1 + h2c serving, the single error → status
-//!   mapping ([`http::response`]).
+//!   mapping ([`http::response`]), long-lived streams ([`http::streams`]).
 //! - [`route`]: request head → virtual service, event and uri. Pure.
 //! - [`dispatch`]: the [`dispatch::Dispatcher`]: admission, deadlines,
 //!   packing, the member choice of routing groups, safe retries,
-//!   cancellation, the streamed reply body.
+//!   cancellation, the streamed reply body, push streams, streamed uploads.
 //! - [`pool`]: per-service pools of multiplexed connections, refreshed on a
 //!   schedule; routing groups (a pool per member, weights, slow start,
 //!   outlier ejection).

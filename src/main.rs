@@ -540,6 +540,9 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
         "  curl -N 'http://{http}/ticker/http/?interval_ms=500'   # server-sent events, the app's clock"
     );
     println!(
+        "  head -c 5000000 /dev/urandom | curl -T - -X POST http://{http}/upload/http/   # a streamed upload"
+    );
+    println!(
         "  websocat ws://{http}/chat/http/rooms/lobby   # WebSocket chat: every message to everyone in the room"
     );
     println!("  open http://{http}/chat/http/ in two tabs   # the chat room and the SSE ticker");

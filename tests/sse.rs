@@ -139,6 +139,18 @@ async fn metric(c: &support::Cluster, line_start: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// Waits (at most [`WAIT`]) until the metric `line` reaches `at_least`.
+async fn metric_reaches(c: &support::Cluster, line: &str, at_least: f64, what: &str) {
+    let reached = async {
+        while metric(c, line).await < at_least {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::time::timeout(WAIT, reached)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: {line} never reached {at_least}"));
+}
+
 #[tokio::test]
 async fn keepalives_arrive_through_a_quiet_minute_and_the_stream_outlives_the_request_deadline() {
     let (seen_tx, mut seen) = mpsc::unbounded_channel();
@@ -308,20 +320,13 @@ async fn a_client_that_goes_away_cancels_the_apps_channel() {
         tokio::time::timeout(WAIT, seen.recv()).await,
         Ok(Some(Seen::Cancelled))
     ));
-    let counted = async {
-        while metric(
-            &c,
-            "rpcgate_stream_disconnects_total{kind=\"sse\",reason=\"client_closed\"}",
-        )
-        .await
-            < before + 1.0
-        {
-            tokio::task::yield_now().await;
-        }
-    };
-    tokio::time::timeout(WAIT, counted)
-        .await
-        .expect("the disconnect was never counted");
+    metric_reaches(
+        &c,
+        "rpcgate_stream_disconnects_total{kind=\"sse\",reason=\"client_closed\"}",
+        before + 1.0,
+        "the disconnect was never counted",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -421,20 +426,13 @@ async fn a_stalled_client_is_cut_and_a_fast_one_on_the_same_backend_connection_k
         .await
         .unwrap_or_else(|_| panic!("the fast client stalled after {got} bytes"));
     // The stalled one was cut: counted, and its connection closed.
-    let counted = async {
-        while metric(
-            &c,
-            "rpcgate_stream_disconnects_total{kind=\"sse\",reason=\"slow_client\"}",
-        )
-        .await
-            < slow_before + 1.0
-        {
-            tokio::task::yield_now().await;
-        }
-    };
-    tokio::time::timeout(WAIT, counted)
-        .await
-        .expect("the stalled client was never cut");
+    metric_reaches(
+        &c,
+        "rpcgate_stream_disconnects_total{kind=\"sse\",reason=\"slow_client\"}",
+        slow_before + 1.0,
+        "the stalled client was never cut",
+    )
+    .await;
     let mut tail = Vec::new();
     let closed = async {
         let mut chunk = vec![0u8; 1 << 16];

@@ -531,18 +531,45 @@ async fn attempt_once(
             Attempt::Failed(DispatchError::Channel(e))
         }
     };
+    // The request goes in one chunk, handed over with the `enqueue`.
+    let invocation = invocation(request, remaining);
+    let channel = handle.open(invocation).await.map_err(lost)?;
+    let (mut sender, mut receiver) = channel.split();
+    let first = match receiver.recv().await {
+        Some(Err(e)) => return Err(lost(e)),
+        other => other,
+    };
+    let meta = reply_head(first, &mut sender, true)?;
+    let (proto11, content_length) = reply_framing(&meta);
+    Ok(Reply {
+        meta,
+        body: ReplyBody::new(sender, receiver, proto11, content_length),
+        attempts: 1,
+    })
+}
+
+/// The `enqueue` and the 5-tuple of `request` (telling the app what is
+/// `remaining` of the deadline on a retry).
+fn invocation(request: &PackedRequest, remaining: Option<Duration>) -> Invocation {
     let mut headers = request.headers.clone();
     if let Some(remaining) = remaining {
         headers.set_request_timeout(remaining);
     }
     let enqueue = Message::new(0, Args::Bytes(request.event.clone())).with_headers(headers);
-    // The request goes in one chunk, handed over with the `enqueue`.
-    let invocation = Invocation::enqueue(enqueue).then(Message::write(request.tuple.clone()));
-    let channel = handle.open(invocation).await.map_err(lost)?;
-    let (mut sender, mut receiver) = channel.split();
-    let frame = match receiver.recv().await {
+    Invocation::enqueue(enqueue).then(Message::write(request.tuple.clone()))
+}
+
+/// The response meta from the app's first frame on a request's channel
+/// (`None`: the channel ended). An `error` the app sent before reading is
+/// retriable when it proves non-delivery and the request is `replayable`.
+fn reply_head(
+    first: Option<Result<crate::proto::Frame, ChannelError>>,
+    sender: &mut crate::mux::ChannelSender,
+    replayable: bool,
+) -> Result<ResponseMeta, Attempt> {
+    let frame = match first {
         Some(Ok(frame)) => frame,
-        Some(Err(e)) => return Err(lost(e)),
+        Some(Err(e)) => return Err(Attempt::Failed(DispatchError::Channel(e))),
         None => {
             return Err(Attempt::Failed(DispatchError::Protocol(
                 "the request's channel ended without a reply",
@@ -551,19 +578,12 @@ async fn attempt_once(
     };
     match frame.stream_event() {
         Ok(StreamEvent::Write(chunk)) => {
-            let meta = ResponseMeta::decode(&chunk)
-                .map_err(|e| Attempt::Failed(DispatchError::BadMeta(e)))?;
-            let (proto11, content_length) = reply_framing(&meta);
-            Ok(Reply {
-                meta,
-                body: ReplyBody::new(sender, receiver, proto11, content_length),
-                attempts: 1,
-            })
+            ResponseMeta::decode(&chunk).map_err(|e| Attempt::Failed(DispatchError::BadMeta(e)))
         }
         Ok(StreamEvent::Error(error)) => {
             // The app refused before reading: our side ends with `close`.
             sender.close_on_drop();
-            if error.code.is_never_delivered() {
+            if error.code.is_never_delivered() && replayable {
                 Err(Attempt::Retriable(DispatchError::App(error)))
             } else {
                 Err(Attempt::Failed(DispatchError::App(error)))
@@ -602,12 +622,7 @@ async fn attempt_streamed(
             Attempt::Failed(DispatchError::Channel(e))
         }
     };
-    let mut headers = request.headers.clone();
-    if let Some(remaining) = remaining {
-        headers.set_request_timeout(remaining);
-    }
-    let enqueue = Message::new(0, Args::Bytes(request.event.clone())).with_headers(headers);
-    let invocation = Invocation::enqueue(enqueue).then(Message::write(request.tuple.clone()));
+    let invocation = invocation(request, remaining);
     let channel = handle.open(invocation).await.map_err(|e| lost(e, upload))?;
     let (mut sender, mut receiver) = channel.split();
     // The body flows until the app's first frame (or the body's end).
@@ -628,55 +643,27 @@ async fn attempt_streamed(
             },
         }
     };
-    let frame = match first {
-        Some(Ok(frame)) => frame,
+    let first = match first {
         Some(Err(e)) => return Err(lost(e, upload)),
-        None => {
-            return Err(Attempt::Failed(DispatchError::Protocol(
-                "the request's channel ended without a reply",
-            )));
+        other => other,
+    };
+    let meta = reply_head(first, &mut sender, upload.is_replayable())?;
+    let (proto11, content_length) = reply_framing(&meta);
+    let body = if upload.is_ended() {
+        ReplyBody::new(sender, receiver, proto11, content_length)
+    } else {
+        match slot.take() {
+            Some(upload) => {
+                ReplyBody::uploading(upload.into_tail(sender), receiver, proto11, content_length)
+            }
+            None => ReplyBody::new(sender, receiver, proto11, content_length),
         }
     };
-    match frame.stream_event() {
-        Ok(StreamEvent::Write(chunk)) => {
-            let meta = ResponseMeta::decode(&chunk)
-                .map_err(|e| Attempt::Failed(DispatchError::BadMeta(e)))?;
-            let (proto11, content_length) = reply_framing(&meta);
-            let body = if upload.is_ended() {
-                ReplyBody::new(sender, receiver, proto11, content_length)
-            } else {
-                match slot.take() {
-                    Some(upload) => ReplyBody::uploading(
-                        upload.into_tail(sender),
-                        receiver,
-                        proto11,
-                        content_length,
-                    ),
-                    None => ReplyBody::new(sender, receiver, proto11, content_length),
-                }
-            };
-            Ok(Reply {
-                meta,
-                body,
-                attempts: 1,
-            })
-        }
-        Ok(StreamEvent::Error(error)) => {
-            sender.close_on_drop();
-            if error.code.is_never_delivered() && upload.is_replayable() {
-                Err(Attempt::Retriable(DispatchError::App(error)))
-            } else {
-                Err(Attempt::Failed(DispatchError::App(error)))
-            }
-        }
-        Ok(StreamEvent::Close) => {
-            sender.close_on_drop();
-            Err(Attempt::Failed(DispatchError::Protocol(
-                "the app closed the stream before sending the response meta",
-            )))
-        }
-        Err(e) => Err(Attempt::Failed(DispatchError::BadFrame(e))),
-    }
+    Ok(Reply {
+        meta,
+        body,
+        attempts: 1,
+    })
 }
 
 /// Whether a reply's body ends at an empty chunk

@@ -91,6 +91,18 @@ impl ChannelSender {
     /// Cancel safe. The only await is for room in the connection's bounded
     /// queue; dropped there, nothing was queued and the state is unchanged.
     pub async fn send(&mut self, message: Message) -> Result<(), ChannelError> {
+        self.queue(message, |id, message| Command::Send { id, message })
+            .await
+    }
+
+    /// Checks `message` against our protocol state and the frame limit,
+    /// waits for room in the connection's queue, and queues the command
+    /// `make` builds from it (see [`ChannelSender::send`]).
+    async fn queue(
+        &mut self,
+        message: Message,
+        make: impl FnOnce(u64, Message) -> Command,
+    ) -> Result<(), ChannelError> {
         let next = self
             .state
             .next(message.ty)
@@ -106,10 +118,7 @@ impl ChannelSender {
             .reserve()
             .await
             .map_err(|_| self.channel.error(&self.shared))?;
-        permit.send(Command::Send {
-            id: self.id,
-            message,
-        });
+        permit.send(make(self.id, message));
         self.state = next;
         Ok(())
     }
@@ -137,29 +146,12 @@ impl ChannelSender {
         chunk: Bytes,
         hold: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<(), ChannelError> {
-        let message = Message::write(chunk);
-        let next = self
-            .state
-            .next(message.ty)
-            .ok_or(ChannelError::NotAllowed {
-                ty: message.ty,
-                state: self.state,
-            })?;
-        message
-            .check(self.id, self.shared.config.max_frame_len)
-            .map_err(ChannelError::Encode)?;
-        let permit = self
-            .commands
-            .reserve()
-            .await
-            .map_err(|_| self.channel.error(&self.shared))?;
-        permit.send(Command::SendHeld {
-            id: self.id,
+        self.queue(Message::write(chunk), |id, message| Command::SendHeld {
+            id,
             message,
             hold,
-        });
-        self.state = next;
-        Ok(())
+        })
+        .await
     }
 
     /// Streaming `close []`: ends our side.
