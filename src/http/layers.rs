@@ -88,6 +88,9 @@ impl std::fmt::Debug for Layered {
 }
 
 /// The response of a [`Layered`] request.
+// Short-lived: a compressed body (its encoder's state inline) is boxed at
+// once by the connection.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum LayeredResponse {
     Plain(Response<GatewayBody>),
     Compressed(Response<CompressionBody<GatewayBody>>),
