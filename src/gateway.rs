@@ -194,6 +194,12 @@ impl RunningGateway {
         self.handler.config()
     }
 
+    /// JSON access-log lines dropped so far because the writer fell behind
+    /// (`rpcgate_access_log_dropped_total`).
+    pub fn access_log_dropped(&self) -> u64 {
+        self.handler.access_log_dropped()
+    }
+
     /// Applies `new` while serving (SIGHUP): routes, timeouts, request and
     /// retry settings, limits, pool settings (sizes, lifespans; pools for
     /// newly configured services start), the shutdown timeout, and the

@@ -10,6 +10,9 @@
 pub const REQUESTS: &str = "rpcgate_requests_total";
 /// Request latency in seconds, by `service` and `member`.
 pub const REQUEST_SECONDS: &str = "rpcgate_request_duration_seconds";
+/// JSON access-log lines dropped because the writer fell behind (its
+/// queue, `access_log_queue`, was full).
+pub const ACCESS_LOG_DROPPED: &str = "rpcgate_access_log_dropped_total";
 /// Requests being handled now.
 pub const IN_FLIGHT: &str = "rpcgate_requests_in_flight";
 /// Open HTTP connections.
@@ -125,6 +128,10 @@ pub fn describe() {
     );
     describe_counter!(ERRORS, "Error responses by kind and app error category.");
     describe_counter!(LIMIT_HITS, "Client limits that fired, by limit.");
+    describe_counter!(
+        ACCESS_LOG_DROPPED,
+        "JSON access-log lines dropped: the writer fell behind and its queue was full."
+    );
     describe_gauge!(
         STREAMS_OPEN,
         "Long-lived streams open now (SSE, WebSocket), by kind."

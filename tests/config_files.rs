@@ -208,3 +208,71 @@ fn check_config_exits_non_zero_with_one_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn access_log_cors_and_compression_keys_parse_and_bad_combinations_name_their_key() {
+    use rpcgate::config::{AccessLogFormat, Config};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/rpcgate.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config = Config::load(&path).unwrap();
+    let defaults = Config::default();
+    assert_eq!(config.cors, defaults.cors);
+    assert!(!config.cors.enabled());
+    assert_eq!(config.compression, defaults.compression);
+    assert!(!config.compression.enabled);
+    assert_eq!(config.access_log_queue, 4096);
+    // The commented-out keys are valid too.
+    let on = text
+        .replace("# max_age_secs = 600", "max_age_secs = 600")
+        .replace("# access_log_file = ", "access_log_file = ");
+    let on = Config::parse(&on, &path).unwrap();
+    assert_eq!(on.cors.max_age, Some(std::time::Duration::from_secs(600)));
+    assert_eq!(
+        on.access_log_file.as_deref(),
+        Some(Path::new("/var/log/rpcgate/access.log"))
+    );
+    // `access_log` takes a bool, as before, or a format.
+    let inline = Path::new("t.toml");
+    for (value, on, format) in [
+        ("false", false, AccessLogFormat::Text),
+        ("true", true, AccessLogFormat::Text),
+        ("\"text\"", true, AccessLogFormat::Text),
+        ("\"json\"", true, AccessLogFormat::Json),
+    ] {
+        let c = Config::parse(&format!("access_log = {value}\n"), inline).unwrap();
+        assert_eq!((c.access_log, c.access_log_format), (on, format), "{value}");
+    }
+    for (text, key) in [
+        ("access_log = \"xml\"\n", "access_log"),
+        ("access_log_queue = 0\n", "access_log_queue"),
+        (
+            "[cors]\nallow_origins = [\"*\"]\nallow_credentials = true\n",
+            "cors.allow_credentials",
+        ),
+        (
+            "[cors]\nallow_origins = [\"https://a.example\"]\nallow_headers = [\"*\"]\nallow_credentials = true\n",
+            "cors.allow_credentials",
+        ),
+        (
+            "[cors]\nallow_origins = [\"*\", \"https://a.example\"]\n",
+            "cors.allow_origins",
+        ),
+        (
+            "[cors]\nallow_origins = [\"a.example\"]\n",
+            "cors.allow_origins",
+        ),
+        ("[cors]\nallow_methods = [\"GE T\"]\n", "cors.allow_methods"),
+        ("[cors]\nmax_age_secs = -1\n", "cors.max_age_secs"),
+        (
+            "[compression]\nmin_bytes = 70000\n",
+            "compression.min_bytes",
+        ),
+        ("[compression]\nlevel = 3\n", "level"),
+    ] {
+        let err = Config::parse(text, inline).unwrap_err().to_string();
+        assert!(
+            err.contains(key) && err.contains("t.toml"),
+            "{text:?} → {err}"
+        );
+    }
+}

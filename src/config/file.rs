@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{CertificateConfig, Config, ConfigError, RouteConfig, ServiceConfig, TlsConfig};
+use super::{
+    AccessLogFormat, CertificateConfig, Config, ConfigError, RouteConfig, ServiceConfig, TlsConfig,
+};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,7 +21,11 @@ struct File {
     admin_allow_remote: Option<bool>,
     locators: Option<Vec<String>>,
     resolve_timeout_ms: Option<i64>,
-    access_log: Option<bool>,
+    access_log: Option<AccessLogFile>,
+    access_log_queue: Option<i64>,
+    access_log_file: Option<String>,
+    cors: Option<CorsFile>,
+    compression: Option<CompressionFile>,
     proxy_protocol: Option<bool>,
     shutdown_timeout_ms: Option<i64>,
     request: Option<RequestFile>,
@@ -34,6 +40,32 @@ struct File {
     outlier: Option<OutlierFile>,
     routing: Option<RoutingFile>,
     jsonrpc: Option<JsonRpcFile>,
+}
+
+/// `access_log`: a bool (as before: text or off) or a format name.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum AccessLogFile {
+    On(bool),
+    Format(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CorsFile {
+    allow_origins: Option<Vec<String>>,
+    allow_methods: Option<Vec<String>>,
+    allow_headers: Option<Vec<String>>,
+    expose_headers: Option<Vec<String>>,
+    allow_credentials: Option<bool>,
+    max_age_secs: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CompressionFile {
+    enabled: Option<bool>,
+    min_bytes: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,8 +269,65 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             return Err(c.err("locators", "needs at least one ip:port"));
         }
     }
-    if let Some(v) = raw.access_log {
-        config.access_log = v;
+    match raw.access_log {
+        None => {}
+        Some(AccessLogFile::On(on)) => config.access_log = on,
+        Some(AccessLogFile::Format(format)) => {
+            config.access_log = true;
+            config.access_log_format = match format.as_str() {
+                "text" => AccessLogFormat::Text,
+                "json" => AccessLogFormat::Json,
+                other => {
+                    return Err(c.err(
+                        "access_log",
+                        format!("`{other}` is not true, false, \"text\" or \"json\""),
+                    ));
+                }
+            };
+        }
+    }
+    if let Some(v) = raw.access_log_queue {
+        config.access_log_queue = c.int("access_log_queue", v, 1, 1 << 24)?;
+    }
+    if let Some(v) = &raw.access_log_file {
+        if v.is_empty() {
+            return Err(c.err("access_log_file", "must be a file path"));
+        }
+        let base = c.file.parent().unwrap_or(Path::new("."));
+        config.access_log_file = Some(base.join(v));
+    }
+    if let Some(cors) = raw.cors {
+        let config = &mut config.cors;
+        if let Some(v) = cors.allow_origins {
+            config.allow_origins = v;
+        }
+        if let Some(v) = cors.allow_methods {
+            config.allow_methods = v;
+        }
+        if let Some(v) = cors.allow_headers {
+            config.allow_headers = v;
+        }
+        if let Some(v) = cors.expose_headers {
+            config.expose_headers = v;
+        }
+        if let Some(v) = cors.allow_credentials {
+            config.allow_credentials = v;
+        }
+        if let Some(v) = cors.max_age_secs {
+            let secs = c.int("cors.max_age_secs", v, 0, 86_400)?;
+            config.max_age = Some(Duration::from_secs(secs as u64));
+        }
+        if let Some((key, reason)) = config.problem() {
+            return Err(c.err(key, reason));
+        }
+    }
+    if let Some(z) = raw.compression {
+        if let Some(v) = z.enabled {
+            config.compression.enabled = v;
+        }
+        if let Some(v) = z.min_bytes {
+            config.compression.min_bytes = c.int("compression.min_bytes", v, 0, 65_535)? as u16;
+        }
     }
     if let Some(v) = raw.proxy_protocol {
         config.proxy_protocol = v;

@@ -43,8 +43,20 @@ pub struct Config {
     pub routing: RoutingConfig,
     /// JSON-RPC 2.0 calls to any exposed service method.
     pub jsonrpc: JsonRpcConfig,
-    /// Whether each request is logged through `tracing` (target `access`).
+    /// Whether each request is logged: as a `tracing` event (target
+    /// `access`) or as a JSON line, by `access_log_format`.
     pub access_log: bool,
+    /// How the access log is written when `access_log` is on.
+    pub access_log_format: AccessLogFormat,
+    /// JSON lines waiting for the writer at most; past it a line is
+    /// dropped and counted (`rpcgate_access_log_dropped_total`).
+    pub access_log_queue: usize,
+    /// Where JSON lines go: this file (appended to), or standard error.
+    pub access_log_file: Option<PathBuf>,
+    /// Cross-origin resource sharing: answered by the gateway.
+    pub cors: CorsConfig,
+    /// Response compression (gzip, br).
+    pub compression: CompressionConfig,
     /// A unix-socket HTTP listener too (for `proxy_pass http://unix:...`).
     /// Its connections count as coming from 127.0.0.1.
     pub listen_unix: Option<PathBuf>,
@@ -61,6 +73,132 @@ pub struct Config {
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish;
     /// past it they are cut and the process exits non-zero.
     pub shutdown_timeout: Duration,
+}
+
+/// The access log's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    /// A `tracing` event per request (target `access`), in the process's
+    /// log format.
+    #[default]
+    Text,
+    /// One JSON object per line, written off the request path by a writer
+    /// of its own (see `README-operating-http.md` for the fields).
+    Json,
+}
+
+/// CORS, answered by the gateway with tower-http's `CorsLayer`: preflights
+/// (`OPTIONS` with `Access-Control-Request-Method`) never reach an app.
+/// Off while `allow_origins` is empty.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorsConfig {
+    /// Origins allowed, exactly as browsers send them
+    /// (`https://app.example.com`), or just `"*"` for any.
+    pub allow_origins: Vec<String>,
+    /// Methods a preflight allows (`"*"` for any).
+    pub allow_methods: Vec<String>,
+    /// Request headers a preflight allows (`"*"` for any).
+    pub allow_headers: Vec<String>,
+    /// Response headers scripts may read (`"*"` for any).
+    pub expose_headers: Vec<String>,
+    /// Whether credentials (cookies, HTTP auth) may be sent; never with a
+    /// `"*"` in any list.
+    pub allow_credentials: bool,
+    /// How long a browser may cache a preflight's answer; `None` sends no
+    /// `Access-Control-Max-Age`.
+    pub max_age: Option<Duration>,
+}
+
+impl Default for CorsConfig {
+    fn default() -> Self {
+        Self {
+            allow_origins: Vec::new(),
+            allow_methods: ["GET", "HEAD", "POST"].map(str::to_owned).to_vec(),
+            allow_headers: Vec::new(),
+            expose_headers: Vec::new(),
+            allow_credentials: false,
+            max_age: None,
+        }
+    }
+}
+
+impl CorsConfig {
+    /// Whether CORS is on (some origin is allowed).
+    pub fn enabled(&self) -> bool {
+        !self.allow_origins.is_empty()
+    }
+
+    /// Why this combination cannot be served, with the key (under `cors.`)
+    /// that is wrong; `None` when it is fine.
+    pub fn problem(&self) -> Option<(&'static str, String)> {
+        let lists = [
+            ("cors.allow_origins", &self.allow_origins),
+            ("cors.allow_methods", &self.allow_methods),
+            ("cors.allow_headers", &self.allow_headers),
+            ("cors.expose_headers", &self.expose_headers),
+        ];
+        for (key, list) in lists {
+            if list.len() > 1 && list.iter().any(|v| v == "*") {
+                return Some((key, "`*` must be the only entry when given".to_owned()));
+            }
+            if self.allow_credentials && list.iter().any(|v| v == "*") {
+                return Some((
+                    "cors.allow_credentials",
+                    format!("credentials cannot be allowed with `*` in {key} (browsers refuse it)"),
+                ));
+            }
+        }
+        for origin in &self.allow_origins {
+            if origin != "*"
+                && (hyper::header::HeaderValue::from_str(origin).is_err()
+                    || !(origin.starts_with("http://") || origin.starts_with("https://"))
+                    || origin.ends_with('/'))
+            {
+                return Some((
+                    "cors.allow_origins",
+                    format!("`{origin}` is not an origin (scheme://host[:port], no path)"),
+                ));
+            }
+        }
+        for method in &self.allow_methods {
+            if method != "*" && hyper::Method::from_bytes(method.as_bytes()).is_err() {
+                return Some(("cors.allow_methods", format!("`{method}` is not a method")));
+            }
+        }
+        for (key, list) in [
+            ("cors.allow_headers", &self.allow_headers),
+            ("cors.expose_headers", &self.expose_headers),
+        ] {
+            for name in list {
+                if name != "*" && hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    return Some((key, format!("`{name}` is not a header name")));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Response compression with tower-http's `CompressionLayer`: gzip or br
+/// by the request's `Accept-Encoding`, for compressible content types
+/// only, never for event streams, push streams, or a response the app
+/// encoded itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompressionConfig {
+    /// Whether responses are compressed at all.
+    pub enabled: bool,
+    /// Bodies known to be smaller than this are sent as they are (a body
+    /// of unknown length, streamed, is compressed).
+    pub min_bytes: u16,
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            min_bytes: 1024,
+        }
+    }
 }
 
 /// Outlier ejection: a routing group's member whose requests fail in the
@@ -433,6 +571,11 @@ impl Default for Config {
             routing: RoutingConfig::default(),
             jsonrpc: JsonRpcConfig::default(),
             access_log: false,
+            access_log_format: AccessLogFormat::Text,
+            access_log_queue: 4096,
+            access_log_file: None,
+            cors: CorsConfig::default(),
+            compression: CompressionConfig::default(),
         }
     }
 }
@@ -495,6 +638,15 @@ impl Config {
         );
         differs("listen_unix", self.listen_unix != new.listen_unix);
         differs("proxy_protocol", self.proxy_protocol != new.proxy_protocol);
+        // The JSON writer is made once, with its queue and file.
+        differs(
+            "access_log_queue",
+            self.access_log_queue != new.access_log_queue,
+        );
+        differs(
+            "access_log_file",
+            self.access_log_file != new.access_log_file,
+        );
         match (&self.tls, &new.tls) {
             (Some(old), Some(new)) => {
                 // Certificates reload live; the rest shapes the listener.

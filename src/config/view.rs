@@ -29,7 +29,25 @@ pub fn view(config: &Config) -> Value {
         "admin_allow_remote": c.admin_allow_remote,
         "locators": c.locators.iter().map(ToString::to_string).collect::<Vec<_>>(),
         "resolve_timeout_ms": ms(c.resolve_timeout),
-        "access_log": c.access_log,
+        "access_log": match (c.access_log, c.access_log_format) {
+            (false, _) => json!(false),
+            (true, super::AccessLogFormat::Text) => json!("text"),
+            (true, super::AccessLogFormat::Json) => json!("json"),
+        },
+        "access_log_queue": c.access_log_queue,
+        "access_log_file": c.access_log_file.as_ref().map(|p| p.display().to_string()),
+        "cors": {
+            "allow_origins": c.cors.allow_origins,
+            "allow_methods": c.cors.allow_methods,
+            "allow_headers": c.cors.allow_headers,
+            "expose_headers": c.cors.expose_headers,
+            "allow_credentials": c.cors.allow_credentials,
+            "max_age_secs": c.cors.max_age.map(|d| d.as_secs()),
+        },
+        "compression": {
+            "enabled": c.compression.enabled,
+            "min_bytes": c.compression.min_bytes,
+        },
         "proxy_protocol": c.proxy_protocol,
         "shutdown_timeout_ms": ms(c.shutdown_timeout),
         "request": {

@@ -178,6 +178,8 @@ pub struct Reply {
     pub body: ReplyBody,
     /// Attempts made (1 when not retried).
     pub attempts: u32,
+    /// The backend that answered (`host:port`), when known.
+    pub upstream: Option<std::net::SocketAddr>,
 }
 
 /// What [`Dispatcher::send`] came to, and which member served (or failed)
@@ -457,6 +459,7 @@ async fn attempts(
                 pools.report_success(&pool);
                 return Ok(Reply {
                     attempts: attempt,
+                    upstream: handle.peer(),
                     ..reply
                 });
             }
@@ -545,6 +548,7 @@ async fn attempt_once(
         meta,
         body: ReplyBody::new(sender, receiver, proto11, content_length),
         attempts: 1,
+        upstream: None,
     })
 }
 
@@ -663,6 +667,7 @@ async fn attempt_streamed(
         meta,
         body,
         attempts: 1,
+        upstream: None,
     })
 }
 

@@ -18,6 +18,16 @@ pub enum GatewayBody {
     Stream(ReplyBody),
     /// A long-lived push stream (server-sent events).
     Push(PushBody),
+    /// Another body, counted for the JSON access log, whose line it writes
+    /// when dropped (`access_log = "json"`; never a push stream).
+    Logged(Box<super::access_log::Logged>),
+}
+
+impl Default for GatewayBody {
+    /// No body (a CORS preflight's answer).
+    fn default() -> Self {
+        Self::empty()
+    }
 }
 
 impl GatewayBody {
@@ -44,6 +54,7 @@ impl Body for GatewayBody {
             Self::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Self::Stream(stream) => Pin::new(stream).poll_frame(cx),
             Self::Push(push) => Pin::new(push).poll_frame(cx),
+            Self::Logged(logged) => Pin::new(&mut **logged).poll_frame(cx),
         }
     }
 
@@ -52,6 +63,7 @@ impl Body for GatewayBody {
             Self::Full(bytes) => bytes.is_none(),
             Self::Stream(stream) => stream.is_end_stream(),
             Self::Push(push) => push.is_end_stream(),
+            Self::Logged(logged) => logged.is_end_stream(),
         }
     }
 
@@ -61,6 +73,7 @@ impl Body for GatewayBody {
             Self::Full(None) => SizeHint::with_exact(0),
             Self::Stream(stream) => stream.size_hint(),
             Self::Push(push) => push.size_hint(),
+            Self::Logged(logged) => logged.size_hint(),
         }
     }
 }

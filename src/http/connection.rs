@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::body::{GatewayBody, Guarded};
+use super::layers::LayeredResponse;
 use super::log_limit::LogLimit;
 use super::push_h1;
 use super::{ClientAddr, ConnectionLimit, GatewayError, Handler, X_REAL_IP, client_addr};
@@ -769,6 +770,17 @@ struct RequestService {
 enum ConnBody {
     Sent(Guarded<Busy>),
     HandedOff(push_h1::Handoff<Busy>),
+    /// Through tower-http's compression (`[compression]` on); boxed, so
+    /// the other kinds stay as small as without it.
+    Compressed(Box<Compressed>),
+}
+
+/// A response body through tower-http's compression (compressed, or not
+/// when the response was not compressible), holding its request's
+/// [`Busy`] until sent.
+struct Compressed {
+    body: tower_http::compression::CompressionBody<GatewayBody>,
+    _busy: Busy,
 }
 
 impl hyper::body::Body for ConnBody {
@@ -781,6 +793,9 @@ impl hyper::body::Body for ConnBody {
     ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
         match self.get_mut() {
             Self::Sent(body) => Pin::new(body).poll_frame(cx),
+            Self::Compressed(compressed) => Pin::new(&mut compressed.body)
+                .poll_frame(cx)
+                .map_err(|e| crate::dispatch::BodyAborted(e.to_string())),
             // Never woken: the connection stops polling hyper once hyper's
             // bytes are out.
             Self::HandedOff(handoff) => {
@@ -793,6 +808,7 @@ impl hyper::body::Body for ConnBody {
     fn is_end_stream(&self) -> bool {
         match self {
             Self::Sent(body) => body.is_end_stream(),
+            Self::Compressed(compressed) => compressed.body.is_end_stream(),
             Self::HandedOff(_) => false,
         }
     }
@@ -800,6 +816,7 @@ impl hyper::body::Body for ConnBody {
     fn size_hint(&self) -> hyper::body::SizeHint {
         match self {
             Self::Sent(body) => body.size_hint(),
+            Self::Compressed(compressed) => compressed.body.size_hint(),
             Self::HandedOff(_) => hyper::body::SizeHint::default(),
         }
     }
@@ -863,6 +880,45 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         // A push stream is taken from hyper only under HTTP/1.1's chunked
         // encoding (HTTP/1.0 has no chunks: hyper keeps it).
         let chunked = request.version() == hyper::Version::HTTP_11;
+        if let Some(layers) = &settings.layers {
+            // CORS or compression on: through tower-http (see `layers`).
+            // The synchronous step happens in this call too.
+            let layered = layers.call(Arc::clone(&handler), Arc::clone(&settings), request);
+            return Box::pin(async move {
+                let layered = layered.response();
+                tokio::pin!(layered);
+                // After the request's future, as below.
+                let unanswered = unanswered;
+                let response = layered.await;
+                unanswered.answered();
+                Ok(match response {
+                    LayeredResponse::Plain(response) => for_hyper(response, busy, h1, chunked),
+                    // Never compressed (see `layers::Compressible`): the
+                    // connection may still take it over.
+                    LayeredResponse::Compressed(response)
+                        if matches!(response.body().get_ref(), GatewayBody::Push(_)) =>
+                    {
+                        for_hyper(
+                            response.map(tower_http::compression::CompressionBody::into_inner),
+                            busy,
+                            h1,
+                            chunked,
+                        )
+                    }
+                    LayeredResponse::Compressed(mut response) => {
+                        if h1 && busy.0.is_closing() {
+                            response.headers_mut().insert(
+                                hyper::header::CONNECTION,
+                                HeaderValue::from_static("close"),
+                            );
+                        }
+                        response.map(|body| {
+                            ConnBody::Compressed(Box::new(Compressed { body, _busy: busy }))
+                        })
+                    }
+                })
+            });
+        }
         // The synchronous step now, before hyper reads ahead (see `begin`).
         let begun = handler.begin(&settings, request);
         Box::pin(async move {
@@ -873,51 +929,62 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             // connection found abusive) before the backend channel is
             // cancelled, which the app may see at once.
             let unanswered = unanswered;
-            let mut response = finishing.await;
+            let response = finishing.await;
             unanswered.answered();
-            if h1 && let GatewayBody::Push(push) = response.body() {
-                // One stream per HTTP/1.1 connection: a client cut for
-                // reading too slowly loses the connection.
-                push.close_connection_on_cut(Arc::clone(&busy.0.stream_cut));
-            }
-            if let Some(pending) = response
-                .extensions_mut()
-                .remove::<super::websocket::Pending>()
-                && h1
-            {
-                // A WebSocket: its session runs on this connection's socket
-                // once hyper has written the 101 (see `serve_h1`).
-                busy.0.upgrade(pending);
-            }
-            if chunked && matches!(response.body(), GatewayBody::Push(_)) {
-                // Served without hyper once hyper wrote the head; the
-                // connection closes when the stream ends.
-                let headers = response.headers_mut();
-                headers.insert(
-                    hyper::header::TRANSFER_ENCODING,
-                    HeaderValue::from_static("chunked"),
-                );
-                headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-                let slot = Arc::clone(&busy.0.handoff);
-                return Ok(response.map(|body| match body {
-                    GatewayBody::Push(push) => {
-                        ConnBody::HandedOff(push_h1::Handoff::new(push, busy, slot))
-                    }
-                    other => ConnBody::Sent(other.with_guard(busy)),
-                }));
-            }
-            let switching = response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
-            if h1 && busy.0.is_closing() && !switching {
-                // The gateway is stopping: the client learns it here, and
-                // hyper ends the connection after this response.
-                response
-                    .headers_mut()
-                    .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            // Busy until the body is sent too.
-            Ok::<_, Infallible>(response.map(|body| ConnBody::Sent(body.with_guard(busy))))
+            Ok(for_hyper(response, busy, h1, chunked))
         })
     }
+}
+
+/// The handler's response as hyper sends it: holding `busy` until its
+/// body is sent; an HTTP/1.1 push stream set up to be taken from hyper
+/// once hyper wrote its head; `Connection: close` when the gateway is
+/// stopping (HTTP/1).
+fn for_hyper(
+    mut response: hyper::Response<GatewayBody>,
+    busy: Busy,
+    h1: bool,
+    chunked: bool,
+) -> hyper::Response<ConnBody> {
+    if h1 && let GatewayBody::Push(push) = response.body() {
+        // One stream per HTTP/1.1 connection: a client cut for
+        // reading too slowly loses the connection.
+        push.close_connection_on_cut(Arc::clone(&busy.0.stream_cut));
+    }
+    if let Some(pending) = response
+        .extensions_mut()
+        .remove::<super::websocket::Pending>()
+        && h1
+    {
+        // A WebSocket: its session runs on this connection's socket
+        // once hyper has written the 101 (see `serve_h1`).
+        busy.0.upgrade(pending);
+    }
+    if chunked && matches!(response.body(), GatewayBody::Push(_)) {
+        // Served without hyper once hyper wrote the head; the
+        // connection closes when the stream ends.
+        let headers = response.headers_mut();
+        headers.insert(
+            hyper::header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        headers.insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+        let slot = Arc::clone(&busy.0.handoff);
+        return response.map(|body| match body {
+            GatewayBody::Push(push) => ConnBody::HandedOff(push_h1::Handoff::new(push, busy, slot)),
+            other => ConnBody::Sent(other.with_guard(busy)),
+        });
+    }
+    let switching = response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
+    if h1 && busy.0.is_closing() && !switching {
+        // The gateway is stopping: the client learns it here, and
+        // hyper ends the connection after this response.
+        response
+            .headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    // Busy until the body is sent too.
+    response.map(|body| ConnBody::Sent(body.with_guard(busy)))
 }
 
 /// When a connection last had a request in flight.

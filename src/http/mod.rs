@@ -3,10 +3,12 @@
 //! each request into a dispatch, and writing the streamed reply. Errors
 //! become responses only in [`response`].
 
+mod access_log;
 mod body;
 mod client_addr;
 mod connection;
 mod connection_limit;
+mod layers;
 mod log_limit;
 mod push_h1;
 pub mod response;
@@ -26,6 +28,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::access_log::Logged as LoggedBody;
 pub use self::body::GatewayBody;
 pub use self::client_addr::client_addr;
 pub use self::connection::serve_connection;
@@ -33,7 +36,9 @@ pub use self::connection_limit::ConnectionLimit;
 pub use self::response::GatewayError;
 pub use crate::cidr::Cidr;
 use crate::config::Config;
-use crate::dispatch::{self, Dispatcher, Policy, Ticket, TraceDecision, pack_request};
+use crate::dispatch::{
+    self, DispatchError, Dispatcher, Policy, Ticket, TraceDecision, pack_request,
+};
 use crate::route;
 
 /// Headers that describe one hop and are never copied from the app.
@@ -67,6 +72,9 @@ pub struct Handler {
     pub(crate) busy: Arc<AtomicUsize>,
     /// Long-lived streams open now (SSE, WebSocket).
     pub streams: streams::Streams,
+    /// The JSON access log's writer, started by the first config that
+    /// asks for it (`access_log = "json"`).
+    json_log: std::sync::OnceLock<Arc<access_log::AccessLog>>,
 }
 
 /// One config's worth of request settings. A request reads one snapshot
@@ -76,6 +84,10 @@ struct Settings {
     config: Arc<Config>,
     /// Admission, deadlines and retries of this config.
     policy: Policy,
+    /// CORS and compression, when either is on.
+    layers: Option<layers::Layers>,
+    /// Where access-log lines go when they are JSON.
+    json_log: Option<Arc<access_log::AccessLog>>,
 }
 
 impl Settings {
@@ -87,9 +99,28 @@ impl Settings {
 
     /// Settings for `config`, keeping `previous`' counters where they still
     /// apply (see [`Policy::new`]).
-    fn new(config: Arc<Config>, previous: Option<&Self>) -> Self {
+    fn new(
+        config: Arc<Config>,
+        previous: Option<&Self>,
+        json_log: &std::sync::OnceLock<Arc<access_log::AccessLog>>,
+    ) -> Self {
         let policy = Policy::new(Arc::clone(&config), previous.map(|p| &p.policy));
-        Self { config, policy }
+        let json_log = (config.access_log
+            && config.access_log_format == crate::config::AccessLogFormat::Json)
+            .then(|| {
+                Arc::clone(json_log.get_or_init(|| {
+                    Arc::new(access_log::AccessLog::start(
+                        config.access_log_queue,
+                        config.access_log_file.clone(),
+                    ))
+                }))
+            });
+        Self {
+            layers: layers::Layers::new(&config),
+            config,
+            policy,
+            json_log,
+        }
     }
 }
 
@@ -97,20 +128,28 @@ impl Handler {
     /// A handler sending through `dispatcher`, with `config`'s request,
     /// limit and retry settings.
     pub fn new(config: Arc<Config>, dispatcher: Dispatcher) -> Self {
+        let json_log = std::sync::OnceLock::new();
         Self {
             subject_header: config
                 .tls
                 .as_ref()
                 .and_then(|t| HeaderName::from_bytes(t.client_subject_header.as_bytes()).ok())
                 .unwrap_or(X_CLIENT_SUBJECT),
-            settings: std::sync::RwLock::new(Arc::new(Settings::new(config, None))),
+            settings: std::sync::RwLock::new(Arc::new(Settings::new(config, None, &json_log))),
             dispatcher,
             metrics: crate::metrics::RequestMetrics::new(),
             cut: CancellationToken::new(),
             open_connections: AtomicUsize::new(0),
             busy: Arc::new(AtomicUsize::new(0)),
             streams: streams::Streams::default(),
+            json_log,
         }
+    }
+
+    /// JSON access-log lines dropped so far because the writer fell behind
+    /// (also counted in `rpcgate_access_log_dropped_total`).
+    pub fn access_log_dropped(&self) -> u64 {
+        self.json_log.get().map_or(0, |log| log.dropped())
     }
 
     fn settings(&self) -> Arc<Settings> {
@@ -136,7 +175,7 @@ impl Handler {
             .settings
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *settings = Arc::new(Settings::new(config, Some(&settings)));
+        *settings = Arc::new(Settings::new(config, Some(&settings), &self.json_log));
     }
 
     /// Answers one request. Never fails: errors become responses.
@@ -244,6 +283,8 @@ impl Handler {
                 .map_or_else(|| "-".to_owned(), |c| c.0.to_string()),
             method: parts.method.clone(),
             uri: parts.uri.to_string(),
+            time: settings.json_log.as_ref().map(|_| access_log::now()),
+            span_id: decision.trace.span_id,
         });
         let mut service = None;
         let step = self.admit(settings, parts, body, decision, started, &mut service);
@@ -386,17 +427,26 @@ impl Handler {
             step,
             jsonrpc: _,
         } = begun;
-        let mut member = None;
+        let mut served = Served::default();
+        if settings.json_log.is_some()
+            && let Ok(admitted) = &step
+        {
+            served.event = Some(admitted.target.event.clone());
+        }
         let result = match step {
             Ok(admitted) => {
-                self.answer(settings, admitted, request_id, &mut member)
+                self.answer(settings, admitted, request_id, &mut served)
                     .await
             }
             Err(e) => Err(e),
         };
+        let member = served.member.take();
         let response = match result {
             Ok(response) => response,
             Err(e) => {
+                if let GatewayError::Dispatch(DispatchError::Overloaded { attempts, .. }) = &e {
+                    served.attempts = Some(*attempts);
+                }
                 if let Some(limit) = e.body_limit_hit() {
                     crate::metrics::limit_hit(limit);
                 }
@@ -431,6 +481,29 @@ impl Handler {
             .member(label, member_label)
             .record(response.status().as_u16(), elapsed);
         if let Some(line) = logged {
+            if let Some(log) = &settings.json_log {
+                let record = access_log::Record {
+                    time: line.time.unwrap_or_else(access_log::now),
+                    request_id,
+                    trace_id: request_id,
+                    span_id: line.span_id,
+                    client: line.client,
+                    method: line.method,
+                    uri: line.uri,
+                    status: response.status().as_u16(),
+                    member: service.as_ref().and(member),
+                    service,
+                    event: served.event,
+                    upstream: served.upstream,
+                    attempts: served.attempts,
+                    bytes_in: served.bytes_in,
+                    bytes_out: None,
+                    complete: None,
+                    head: elapsed,
+                    duration: elapsed,
+                };
+                return log_json(response, record, log, started);
+            }
             tracing::info!(
                 target: "access",
                 request_id = %format!("{request_id:016x}"),
@@ -448,13 +521,14 @@ impl Handler {
     }
 
     /// Collects the body (if it was still coming), packs, dispatches, and
-    /// makes the response from the app's meta.
+    /// makes the response from the app's meta; `served` learns who served
+    /// it, as far as it got.
     async fn answer<B>(
         &self,
         settings: &Settings,
         admitted: Admitted<B>,
         request_id: u64,
-        member: &mut Option<Arc<str>>,
+        served: &mut Served,
     ) -> Result<Response<GatewayBody>, GatewayError>
     where
         B: Body<Data = Bytes> + Send + 'static,
@@ -469,6 +543,7 @@ impl Handler {
         } = admitted;
         let outcome = match request {
             Packing::Packed(packed) => {
+                served.bytes_in = Some(0);
                 self.dispatcher
                     .send(&settings.policy, &target.service, &ticket, &packed)
                     .await
@@ -522,6 +597,7 @@ impl Handler {
                     // Boxed: most requests have no body to wait for, and
                     // their futures need not carry room for this one.
                     let body = Box::pin(collect_body(body, limit, body_timeout)).await?;
+                    served.bytes_in = Some(body.len() as u64);
                     let remaining = remaining();
                     let packed = self.pack(settings, &parts, &target, body, decision, remaining);
                     self.dispatcher
@@ -530,7 +606,11 @@ impl Handler {
                 }
             }
         };
-        *member = outcome.member;
+        served.member = outcome.member;
+        if let Ok(reply) = &outcome.result {
+            served.attempts = Some(reply.attempts);
+            served.upstream = reply.upstream;
+        }
         let reply = outcome.result?;
         let status = StatusCode::from_u16(reply.meta.status).map_err(|_| {
             GatewayError::Dispatch(dispatch::DispatchError::BadStatus(reply.meta.status))
@@ -650,6 +730,44 @@ impl Handler {
             .insert(websocket::Pending::new(session));
         Ok(response)
     }
+}
+
+/// What [`Handler::answer`] learnt of who served a request, for metrics
+/// and the access log.
+#[derive(Default)]
+struct Served {
+    member: Option<Arc<str>>,
+    /// JSON access log only.
+    event: Option<String>,
+    attempts: Option<u32>,
+    upstream: Option<std::net::SocketAddr>,
+    /// The request body's bytes, when read whole (not for a streamed
+    /// upload).
+    bytes_in: Option<u64>,
+}
+
+/// `response` with its JSON access-log line: written now for a push
+/// stream (its body is never wrapped, so the HTTP/1.1 connection can still
+/// take it over; `bytes_out` unknown), else when its body is dropped (sent
+/// or abandoned), with the bytes it passed on.
+fn log_json(
+    response: Response<GatewayBody>,
+    record: access_log::Record,
+    log: &Arc<access_log::AccessLog>,
+    started: Instant,
+) -> Response<GatewayBody> {
+    if matches!(response.body(), GatewayBody::Push(_)) {
+        log.send(record);
+        return response;
+    }
+    response.map(|body| {
+        GatewayBody::Logged(Box::new(access_log::Logged::new(
+            body,
+            record,
+            Arc::clone(log),
+            started,
+        )))
+    })
 }
 
 /// Tells nginx not to buffer a push stream.
@@ -822,6 +940,9 @@ struct AccessLine {
     client: String,
     method: Method,
     uri: String,
+    /// When the head came (JSON lines only).
+    time: Option<std::time::SystemTime>,
+    span_id: u64,
 }
 
 /// The metrics label of JSON-RPC requests (their calls may name many

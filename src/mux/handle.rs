@@ -108,6 +108,8 @@ pub(crate) struct Shared {
     /// [`MuxHandle::is_gathering`]).
     pub(crate) gathering: AtomicBool,
     cause: OnceLock<Arc<ConnectionError>>,
+    /// The backend's address, for a connection over TCP.
+    pub(crate) peer: OnceLock<std::net::SocketAddr>,
 }
 
 impl Shared {
@@ -123,6 +125,7 @@ impl Shared {
             in_flight: AtomicUsize::new(0),
             gathering: AtomicBool::new(false),
             cause: OnceLock::new(),
+            peer: OnceLock::new(),
         }
     }
 
@@ -292,6 +295,16 @@ impl MuxHandle {
     /// Whether the connection task has stopped.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// Records the backend's address (once).
+    pub(crate) fn set_peer(&self, peer: std::net::SocketAddr) {
+        let _ = self.shared.peer.set(peer);
+    }
+
+    /// The backend's address (`None` for a connection not over TCP).
+    pub fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.shared.peer.get().copied()
     }
 
     /// Channels opened and not yet finished on both sides.

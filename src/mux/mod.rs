@@ -142,8 +142,13 @@ pub fn from_tcp(
     config: MuxConfig,
 ) -> std::io::Result<(MuxHandle, Connection<OwnedReadHalf, OwnedWriteHalf>)> {
     stream.set_nodelay(true)?;
+    let peer = stream.peer_addr().ok();
     let (reader, writer) = stream.into_split();
-    Ok(new(reader, writer, config))
+    let (handle, connection) = new(reader, writer, config);
+    if let Some(peer) = peer {
+        handle.set_peer(peer);
+    }
+    Ok((handle, connection))
 }
 
 /// Sets up a connection over one duplex stream (tests, benches, TLS).
