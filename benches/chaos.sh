@@ -16,8 +16,8 @@
 # (32 keep-alive connections, GET /hello/http/ at RATE); the hostile
 # clients are python3 (asyncio; `h2` for the flood, installed with apt if
 # missing). Each drill gets a fresh gateway (a fresh locator and apps
-# where it breaks them). Loopback only; every step is bounded and
-# everything stops by itself.
+# where it breaks them). CHAOS_LOGS=DIR keeps the logs. Loopback only;
+# every step is bounded and everything stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-10}"; rate="${2:-2000}"
@@ -29,7 +29,7 @@ if ! $PY -c 'import h2' 2>/dev/null; then
     echo "installing python3-h2 (apt)..." >&2
     apt-get update -qq >/dev/null && apt-get install -y -qq python3-h2 >/dev/null
 fi
-want=30000
+want=12000
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want" ]; then
     ulimit -n "$want" || { echo "chaos.sh: cannot raise the open-file limit to $want" >&2; exit 1; }
 fi
@@ -41,6 +41,8 @@ loc=; gw=; apps=(); extra=()
 cleanup() {
     kill -9 $loc $gw "${apps[@]}" "${extra[@]}" 2>/dev/null || true
     wait 2>/dev/null || true
+    # CHAOS_LOGS=DIR keeps the processes' logs and the load's tallies.
+    [ -z "${CHAOS_LOGS:-}" ] || { mkdir -p "$CHAOS_LOGS"; cp "$dir"/*.log "$dir"/*.json "$dir"/*.out "$CHAOS_LOGS"/ 2>/dev/null || true; }
     rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -109,10 +111,13 @@ field() { grep -o "\"$1\":[0-9]*" "$2" | cut -d: -f2; }
 table="$dir/table"
 : > "$table"
 row() { # DRILL JSON RSS_BEFORE RSS_AFTER NOTE
+    local codes note="$5"
+    codes=$(grep -o '"codes":{[^}]*}' "$2" | sed 's/"codes":{//; s/}//; s/"//g; s/:/ ×/g; s/,/, /g')
+    [ -z "$codes" ] || note="$note; statuses other than 200: $codes"
     printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$1" \
         "$(field sent "$2")" "$(field 2xx "$2")" "$(field 4xx "$2")" "$(field 5xx "$2")" \
         "$(field failed "$2")" "$(field refused "$2")" "$(field hung "$2")" \
-        "$(field max_ms "$2")" "$3" "$4" "$5" >> "$table"
+        "$(field max_ms "$2")" "$3" "$4" "$note" >> "$table"
     echo "chaos.sh: $1 done" >&2
 }
 

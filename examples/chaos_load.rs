@@ -3,7 +3,8 @@
 //! optional total rate, and the tally is printed as one JSON line: requests
 //! sent, answers by status class, requests that failed on an open
 //! connection (reset, closed mid-answer), connects refused, and requests
-//! that hung (no whole answer within the bound). Loopback only by intent;
+//! that hung (no whole answer within the bound), the slowest answer, and
+//! the answers by exact status other than 200. Loopback only by intent;
 //! it stops by itself.
 //!
 //! `chaos_load ADDR PATH [--conns N] [--secs S] [--rate PER_SEC]
@@ -31,6 +32,8 @@ struct Tally {
     refused: AtomicU64,
     hung: AtomicU64,
     max_ms: AtomicU64,
+    /// Answers by exact status, other than 200.
+    codes: std::sync::Mutex<std::collections::BTreeMap<u16, u64>>,
 }
 
 struct Args {
@@ -166,6 +169,9 @@ async fn worker(args: Arc<Args>, tally: Arc<Tally>, until: Instant) {
             Outcome::Status(status) => {
                 let class = usize::from(status / 100).clamp(1, 5) - 1;
                 tally.by_class[class].fetch_add(1, Ordering::Relaxed);
+                if status != 200 {
+                    *tally.codes.lock().unwrap().entry(status).or_default() += 1;
+                }
                 sender = Some(current);
             }
             Outcome::Failed => {
@@ -198,8 +204,15 @@ fn main() {
         }
     });
     let get = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    let codes: Vec<String> = tally
+        .codes
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(code, n)| format!("\"{code}\":{n}"))
+        .collect();
     println!(
-        "{{\"sent\":{},\"1xx\":{},\"2xx\":{},\"3xx\":{},\"4xx\":{},\"5xx\":{},\"failed\":{},\"refused\":{},\"hung\":{},\"max_ms\":{}}}",
+        "{{\"sent\":{},\"1xx\":{},\"2xx\":{},\"3xx\":{},\"4xx\":{},\"5xx\":{},\"failed\":{},\"refused\":{},\"hung\":{},\"max_ms\":{},\"codes\":{{{}}}}}",
         get(&tally.sent),
         get(&tally.by_class[0]),
         get(&tally.by_class[1]),
@@ -210,6 +223,7 @@ fn main() {
         get(&tally.refused),
         get(&tally.hung),
         get(&tally.max_ms),
+        codes.join(","),
     );
     // Connections' tasks may still be open: the runtime drops them.
     runtime.shutdown_timeout(Duration::from_millis(100));

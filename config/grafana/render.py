@@ -346,12 +346,14 @@ def draw(dashboard, scrapes, args):
     window = max(1, round(args.window / args.step))
     t0 = scrapes[0][0]
     panels = dashboard["panels"]
-    rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
+    head = 1.5  # grid units above the first row: the dashboard's header
+    rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels) + head
+    panels = [dict(p, gridPos=dict(p["gridPos"], y=p["gridPos"]["y"] + head)) for p in panels]
     unit_w, unit_h = 0.7, 0.36  # inches per grid unit
     fig = plt.figure(figsize=(24 * unit_w, rows * unit_h), facecolor=bg)
-    fig.text(0.005, 1 - 0.4 / (rows * unit_h), f"{dashboard['title']}   service: All   "
+    fig.text(0.005, 1 - 0.7 / rows, f"{dashboard['title']}   service: All   "
              f"(rendered from a live gateway, {args.seconds} s of load; canary weights 3:1 → 1:1 halfway)",
-             color=fg, fontsize=11, va="center")
+             color=fg, fontsize=12, va="center")
 
     def box(gp, pad=0.08):
         x = gp["x"] / 24 + pad / (24 * unit_w)
@@ -390,6 +392,8 @@ def draw(dashboard, scrapes, args):
                         series.setdefault(labels, []).append((scrapes[i][0] - t0, v))
             for labels in sorted(series, key=lambda l: sorted(l)):
                 pts = series[labels]
+                if not any(y for _, y in pts):
+                    continue  # a series that stays at 0 only crowds the legend
                 xs, ys = [x for x, _ in pts], [y for _, y in pts]
                 if unit == "percentunit":
                     ys = [y * 100 for y in ys]
@@ -410,7 +414,7 @@ def draw(dashboard, scrapes, args):
             ax.text(0.5, 0.5, "No data", color=fg, ha="center", va="center", transform=ax.transAxes)
         else:
             ax.set_ylim(bottom=0)
-            ax.legend(loc="upper left", bbox_to_anchor=(0, -0.1), ncol=2 if gp["w"] <= 8 else 3,
+            ax.legend(loc="upper left", bbox_to_anchor=(0, -0.1), ncol=2 if gp["w"] <= 8 else 4,
                       fontsize=6, frameon=False, labelcolor=fg, handlelength=1.5)
     fig.savefig(args.out, dpi=args.dpi, facecolor=bg)
 
