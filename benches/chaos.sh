@@ -129,7 +129,7 @@ sleep $((secs / 3))
 kill -9 "${apps[1]}"
 wait $load_pid
 row "kill -9 of 1 of 2 app instances" "$dir/kill.json" "$before" "$(rss_mb $gw)" \
-    "killed at $((secs / 3)) s; 5xx: in flight on it"
+    "killed at $((secs / 3)) s; any 5xx were in flight on it"
 stop_all
 
 # --- 2. the locator down for 10 s --------------------------------------------
