@@ -107,7 +107,7 @@ impl ReplyBody {
     }
 
     /// Streams the rest of the reply as a long-lived push stream (see
-    /// [`super::push`]); the body back if the reply is complete already.
+    /// [`super::PushBody`]); the body back if the reply is complete already.
     #[allow(clippy::result_large_err)] // `Err` is the body handed back, once per request; boxing it would allocate for nothing
     pub fn into_push(
         mut self,
