@@ -6,6 +6,10 @@
 #
 #   benches/ab_load.sh A_BINARY B_BINARY [SECONDS] [ROUNDS]   (defaults 8 3)
 #
+# A_ARGS and B_ARGS (optional) are more flags for each side, e.g.
+# B_ARGS="--otlp-endpoint http://127.0.0.1:4318" to measure span export
+# against a sink there (benches/otlp_sink.py).
+#
 # e.g. keep a copy of target/release/rpcgate, rebuild, then compare. The
 # absolute figures are lower than benches/load.sh's (two servers share one
 # core); the ratio is what this is for. Loopback only, bounded by SECONDS.
@@ -17,10 +21,10 @@ a_bin=$1; b_bin=$2; secs="${3:-8}"; rounds="${4:-3}"
 need_tools wrk
 command -v taskset >/dev/null || { echo "ab_load.sh: taskset is missing (util-linux)" >&2; exit 1; }
 taskset -c 0 "$a_bin" --listen 127.0.0.1:18180 --admin 127.0.0.1:19190 --locator 127.0.0.1:20153 \
-    --log-level warn >/dev/null 2>&1 &
+    --log-level warn ${A_ARGS:-} >/dev/null 2>&1 &
 a_pid=$!
 taskset -c 0 "$b_bin" --listen 127.0.0.1:18280 --admin 127.0.0.1:19290 --locator 127.0.0.1:20253 \
-    --log-level warn >/dev/null 2>&1 &
+    --log-level warn ${B_ARGS:-} >/dev/null 2>&1 &
 b_pid=$!
 trap 'kill $a_pid $b_pid 2>/dev/null || true' EXIT
 wait_for_urls http://127.0.0.1:18180/hello/http/ http://127.0.0.1:18280/hello/http/

@@ -12,10 +12,12 @@
 # Drills: kill -9 of one of two app instances; the locator down for 10 s;
 # a backend that answers with a corrupt frame; 1,000 slowloris clients;
 # 10,000 idle keep-alive connections; an HTTP/2 rapid-reset flood; SIGHUP
-# during load; SIGTERM during load (last). The load is examples/chaos_load
+# during load; in a cluster of two locators sharing a real etcd, one
+# locator killed and etcd stopped for 10 s; SIGTERM during load (last).
+# The load is examples/chaos_load
 # (32 keep-alive connections, GET /hello/http/ at RATE); the hostile
 # clients are python3 (asyncio; `h2` for the flood, installed with apt if
-# missing). Each drill gets a fresh gateway (a fresh locator and apps
+# missing); etcd is Debian's `etcd-server` (installed with apt if missing). Each drill gets a fresh gateway (a fresh locator and apps
 # where it breaks them). CHAOS_LOGS=DIR keeps the logs. Loopback only;
 # every step is bounded and everything stops by itself.
 set -euo pipefail
@@ -29,6 +31,11 @@ if ! $PY -c 'import h2' 2>/dev/null; then
     echo "installing python3-h2 (apt)..." >&2
     apt-get update -qq >/dev/null && apt-get install -y -qq python3-h2 >/dev/null
 fi
+if ! command -v etcd >/dev/null; then
+    echo "installing etcd-server (apt)..." >&2
+    apt-get update -qq >/dev/null && apt-get install -y -qq etcd-server >/dev/null
+fi
+command -v etcd >/dev/null || { echo "chaos.sh: etcd is missing and could not be installed" >&2; exit 1; }
 want=12000
 if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt "$want" ]; then
     ulimit -n "$want" || { echo "chaos.sh: cannot raise the open-file limit to $want" >&2; exit 1; }
@@ -37,9 +44,11 @@ build_release chaos_load
 B=$RELEASE_DIR/rpcgate; LOAD=$RELEASE_DIR/examples/chaos_load
 dir=$(mktemp -d /tmp/rpcgate-chaos.XXXXXX)
 LOC=127.0.0.1:20753; GW=127.0.0.1:18780; ADMIN=127.0.0.1:19790; CORRUPT=127.0.0.1:20791
-loc=; gw=; apps=(); extra=()
+# The cluster drills' second locator and etcd.
+LOC2=127.0.0.1:20754; ETCD=127.0.0.1:22379; ETCD_PEER=127.0.0.1:22380
+loc=; gw=; apps=(); extra=(); loc2=; etcd_pid=
 cleanup() {
-    kill -9 $loc $gw "${apps[@]}" "${extra[@]}" 2>/dev/null || true
+    kill -9 $loc $loc2 $etcd_pid $gw "${apps[@]}" "${extra[@]}" 2>/dev/null || true
     wait 2>/dev/null || true
     # CHAOS_LOGS=DIR keeps the processes' logs and the load's tallies.
     [ -z "${CHAOS_LOGS:-}" ] || { mkdir -p "$CHAOS_LOGS"; cp "$dir"/*.log "$dir"/*.json "$dir"/*.out "$CHAOS_LOGS"/ 2>/dev/null || true; }
@@ -353,7 +362,85 @@ wait $load_pid
 row "SIGHUP during load" "$dir/hup.json" "$before" "$(rss_mb $gw)" "$hups reloads, one every 2 s"
 stop_all
 
-# --- 8. SIGTERM during load (last) ---------------------------------------------
+# --- 8, 9. a cluster: two locators sharing etcd ---------------------------------
+# Each locator writes its apps to etcd under a 3 s lease and serves the
+# view of both; each hello instance publishes to one locator and falls back
+# to the other; the gateway knows both locators, L1 first.
+cat > "$dir/cluster.toml" <<CONF
+[cluster]
+etcd = ["http://$ETCD"]
+prefix = "/chaos"
+lease_ttl_ms = 3000
+CONF
+cat > "$dir/gateway-cluster.toml" <<CONF
+$(grep -v '^locators' "$dir/rpcgate.toml")
+CONF
+sed -i "s|^admin = .*|&\nlocators = [\"$LOC\", \"$LOC2\"]|" "$dir/gateway-cluster.toml"
+etcd_healthy() { curl -sf -m 1 "http://$ETCD/health" 2>/dev/null | grep -q '"health":"true"'; }
+start_etcd() {
+    etcd --name chaos --data-dir "$dir/etcd" --log-level error \
+        --listen-client-urls "http://$ETCD" --advertise-client-urls "http://$ETCD" \
+        --listen-peer-urls "http://$ETCD_PEER" --initial-advertise-peer-urls "http://$ETCD_PEER" \
+        --initial-cluster "chaos=http://$ETCD_PEER" >>"$dir/etcd.log" 2>&1 &
+    etcd_pid=$!
+    for _ in $(seq 1 100); do etcd_healthy && return; sleep 0.1; done
+    echo "chaos.sh: etcd never became healthy (see CHAOS_LOGS=DIR, etcd.log)" >&2; exit 1
+}
+start_cluster_locator() { # ADDR -> pid in $started
+    $B locator --log-level warn --config "$dir/cluster.toml" --listen "$1" >>"$dir/locator.log" 2>&1 &
+    started=$!
+    for _ in $(seq 1 100); do port_open "$1" && return; sleep 0.1; done
+    echo "chaos.sh: the locator on $1 never listened" >&2; exit 1
+}
+fresh_cluster() {
+    start_etcd
+    start_cluster_locator $LOC; loc=$started
+    start_cluster_locator $LOC2; loc2=$started
+    $B demo-app hello --log-level warn --locator $LOC --locator $LOC2 >>"$dir/apps.log" 2>&1 &
+    apps+=($!)
+    $B demo-app hello --log-level warn --locator $LOC2 --locator $LOC >>"$dir/apps.log" 2>&1 &
+    apps+=($!)
+    # Both instances in both views before the gateway starts.
+    for _ in $(seq 1 100); do
+        [ "$($B resolve hello --locator $LOC 2>/dev/null | grep -c '127.0.0.1:')" -ge 2 ] \
+            && [ "$($B resolve hello --locator $LOC2 2>/dev/null | grep -c '127.0.0.1:')" -ge 2 ] && break
+        sleep 0.1
+    done
+    $B --log-level warn --config "$dir/gateway-cluster.toml" >>"$dir/gateway.log" 2>&1 &
+    gw=$!
+    wait_for_urls "http://$GW/hello/http/"
+}
+stop_cluster() {
+    stop_all
+    kill $loc2 $etcd_pid 2>/dev/null || true
+    wait 2>/dev/null || true
+    loc2=; etcd_pid=
+    rm -rf "$dir/etcd"
+}
+
+fresh_cluster
+before=$(rss_mb $gw)
+load /hello/http/ "$dir/cluster-locator.json"
+sleep $((secs / 3))
+kill -9 $loc
+wait $load_pid
+row "cluster: kill -9 of locator 1 of 2" "$dir/cluster-locator.json" "$before" "$(rss_mb $gw)" \
+    "at $((secs / 3)) s; the gateway's first locator; its app re-publishes to the other"
+stop_cluster
+
+fresh_cluster
+before=$(rss_mb $gw)
+load /hello/http/ "$dir/cluster-etcd.json" $((secs + 12))
+sleep 2
+kill -9 $etcd_pid
+sleep 10
+start_etcd
+wait $load_pid
+row "cluster: etcd down 10 s (kill -9, restart)" "$dir/cluster-etcd.json" "$before" "$(rss_mb $gw)" \
+    "locators serve their last view meanwhile; pool lifespan 3 s"
+stop_cluster
+
+# --- 10. SIGTERM during load (last) ---------------------------------------------
 fresh 1
 before=$(rss_mb $gw)
 load /hello/http/ "$dir/term.json"
@@ -370,7 +457,6 @@ stop_all
 echo
 echo "chaos drills, $secs s of load each at $rate req/s over 32 connections (GET /hello/http/);"
 echo "hung = no whole answer within $HUNG_MS ms (the gateway's request deadline is 5 s)"
-echo "etcd cluster drills (a locator killed, etcd stopped): not run here; tests/cluster_drill.rs covers them"
 echo
 echo "| drill | sent | 2xx | 4xx | 5xx | failed | refused | hung | max ms | RSS before MB | RSS after MB | note |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"

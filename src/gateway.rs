@@ -184,6 +184,21 @@ impl RunningGateway {
         &self.admin.pools
     }
 
+    /// Exports the spans queued so far (`[tracing] otlp_endpoint`), and
+    /// returns once the collector answered, or the export failed or timed
+    /// out. At once when export is off.
+    pub async fn flush_traces(&self) {
+        if let Some(tracer) = self.handler.tracer() {
+            tracer.flush().await;
+        }
+    }
+
+    /// The span counts (exported, dropped, queue peak) when
+    /// OpenTelemetry export is on.
+    pub fn trace_stats(&self) -> Option<crate::otlp::TraceStats> {
+        self.handler.tracer().map(crate::otlp::Tracer::stats)
+    }
+
     /// Long-lived streams (SSE, WebSocket) open now.
     pub fn streams_open(&self) -> usize {
         self.handler.streams.len()
@@ -339,6 +354,13 @@ impl RunningGateway {
         {
             tracing::warn!("backend connections did not drain in time; abandoned");
             report.backends_cut = true;
+        }
+        // The last requests' spans, within one export's time.
+        if let Some(tracer) = self.handler.tracer() {
+            let limit = self.handler.config().tracing.export_timeout + Duration::from_secs(1);
+            if tokio::time::timeout(limit, tracer.flush()).await.is_err() {
+                tracing::warn!("the last spans were not exported in time");
+            }
         }
         self.admin_shutdown.cancel();
         self.admin_tracker.close();

@@ -54,6 +54,7 @@ pub mod listener;
 pub mod locator;
 pub mod metrics;
 pub mod mux;
+pub mod otlp;
 pub mod pool;
 pub mod prefixed;
 pub mod proto;

@@ -45,6 +45,11 @@ struct Cli {
     /// Connections kept per service; overrides `pool.size`. [default: 32]
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pool_size: Option<u16>,
+    /// Export OpenTelemetry spans to this OTLP/HTTP collector
+    /// (`http://host:port[/path]`); overrides `tracing.otlp_endpoint`.
+    /// Needs a restart to change. [default: off]
+    #[arg(long, value_name = "URL", value_parser = rpcgate::config::otlp_endpoint)]
+    otlp_endpoint: Option<String>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -225,6 +230,7 @@ fn main() -> ExitCode {
                     admin: cli.admin,
                     locators: cli.locators,
                     pool_size: cli.pool_size,
+                    otlp_endpoint: cli.otlp_endpoint,
                 };
                 run_gateway(cli.config, flags).await
             }
@@ -413,10 +419,14 @@ struct GatewayFlags {
     admin: Option<SocketAddr>,
     locators: Vec<SocketAddr>,
     pool_size: Option<u16>,
+    otlp_endpoint: Option<String>,
 }
 
 impl GatewayFlags {
     fn apply(&self, config: &mut Config, from_file: bool) {
+        if self.otlp_endpoint.is_some() {
+            config.tracing.otlp_endpoint.clone_from(&self.otlp_endpoint);
+        }
         if let Some(size) = self.pool_size {
             config.pool.size = usize::from(size);
         }

@@ -63,6 +63,12 @@ pub const STREAM_MESSAGES: &str = "rpcgate_stream_messages_total";
 /// Streams ended, by `kind` and `reason` (see `http::streams`).
 pub const STREAM_DISCONNECTS: &str = "rpcgate_stream_disconnects_total";
 
+/// Spans exported to the OTLP collector (`[tracing]`).
+pub const TRACE_SPANS_EXPORTED: &str = "rpcgate_trace_spans_exported_total";
+/// Spans dropped, by `reason`: `queue_full` (the collector is behind or
+/// down), `export_failed`, `export_timeout`.
+pub const TRACE_SPANS_DROPPED: &str = "rpcgate_trace_spans_dropped_total";
+
 /// Label: which limit.
 pub const LIMIT: &str = "limit";
 /// Label: a stream's kind (`sse`, `websocket`).
@@ -131,6 +137,14 @@ pub fn describe() {
     describe_counter!(
         ACCESS_LOG_DROPPED,
         "JSON access-log lines dropped: the writer fell behind and its queue was full."
+    );
+    describe_counter!(
+        TRACE_SPANS_EXPORTED,
+        "Spans exported to the OTLP collector."
+    );
+    describe_counter!(
+        TRACE_SPANS_DROPPED,
+        "Spans dropped (queue full, export failed or timed out), by reason."
     );
     describe_gauge!(
         STREAMS_OPEN,

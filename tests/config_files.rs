@@ -89,6 +89,7 @@ fn gateway_example_parses_with_every_key() {
     assert_eq!(config.retry, defaults.retry);
     assert_eq!(config.limits, defaults.limits);
     assert_eq!(config.shutdown_timeout, defaults.shutdown_timeout);
+    assert_eq!(config.tracing, defaults.tracing, "OTLP export is off");
     assert_eq!(config.services["echo"].max_in_flight, Some(1000));
     assert_eq!(config.services["echo"].pool_size, Some(8));
     assert_eq!(config.routes[0].prefix.as_deref(), Some("/v2/"));
@@ -154,6 +155,24 @@ fn gateway_errors_name_the_file_and_key() {
         ),
         ("[[routes]]\nservice = \"x\"", "routes[0]"),
         ("[retry]\nattempts = 0", "retry.attempts"),
+        (
+            "[tracing]\notlp_endpoint = \"https://127.0.0.1:4318\"",
+            "tracing.otlp_endpoint",
+        ),
+        (
+            "[tracing]\notlp_endpoint = \"127.0.0.1:4318\"",
+            "tracing.otlp_endpoint",
+        ),
+        (
+            "[tracing]\notlp_endpoint = \"http://collector/v1/traces\"",
+            "tracing.otlp_endpoint",
+        ),
+        (
+            "[tracing]\notlp_endpoint = \"http://u:p@127.0.0.1:4318\"",
+            "tracing.otlp_endpoint",
+        ),
+        ("[tracing]\notlp_queue = 0", "tracing.otlp_queue"),
+        ("[tracing]\notlp_timeout_ms = 0", "tracing.otlp_timeout_ms"),
         ("listn = \"x\"", "listn"),
         (
             "[limits]\nmax_header_bytes = 100",

@@ -40,6 +40,17 @@ struct File {
     outlier: Option<OutlierFile>,
     routing: Option<RoutingFile>,
     jsonrpc: Option<JsonRpcFile>,
+    tracing: Option<TracingFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TracingFile {
+    otlp_endpoint: Option<String>,
+    otlp_timeout_ms: Option<i64>,
+    otlp_batch_delay_ms: Option<i64>,
+    otlp_queue: Option<i64>,
+    otlp_batch: Option<i64>,
 }
 
 /// `access_log`: a bool (as before: text or off) or a format name.
@@ -224,6 +235,10 @@ impl Checker<'_> {
         Ok(value as usize)
     }
 
+    fn otlp_endpoint(&self, key: &str, value: &str) -> Result<String, ConfigError> {
+        super::otlp_endpoint(value).map_err(|reason| self.err(key, reason))
+    }
+
     fn share(&self, key: &str, value: f64) -> Result<f64, ConfigError> {
         if !(0.0..=1.0).contains(&value) {
             return Err(self.err(key, format!("must be from 0 to 1, not {value}")));
@@ -404,6 +419,28 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 ));
             }
             config.request.sticky_header = v.to_ascii_lowercase();
+        }
+    }
+    if let Some(t) = raw.tracing {
+        let tracing = &mut config.tracing;
+        if let Some(v) = &t.otlp_endpoint {
+            tracing.otlp_endpoint = if v.is_empty() {
+                None
+            } else {
+                Some(c.otlp_endpoint("tracing.otlp_endpoint", v)?)
+            };
+        }
+        if let Some(v) = t.otlp_timeout_ms {
+            tracing.export_timeout = c.ms("tracing.otlp_timeout_ms", v, 1, 60_000)?;
+        }
+        if let Some(v) = t.otlp_batch_delay_ms {
+            tracing.batch_delay = c.ms("tracing.otlp_batch_delay_ms", v, 1, 60_000)?;
+        }
+        if let Some(v) = t.otlp_queue {
+            tracing.queue = c.int("tracing.otlp_queue", v, 1, 1 << 20)?;
+        }
+        if let Some(v) = t.otlp_batch {
+            tracing.batch = c.int("tracing.otlp_batch", v, 1, 1 << 16)?;
         }
     }
     if let Some(p) = raw.pool {

@@ -73,6 +73,39 @@ pub struct Config {
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish;
     /// past it they are cut and the process exits non-zero.
     pub shutdown_timeout: Duration,
+    /// OpenTelemetry spans over OTLP/HTTP (`[tracing]`); off by default.
+    pub tracing: TracingConfig,
+}
+
+/// OpenTelemetry export (`[tracing]`): one span per request whose
+/// `trace_bit` is set, batched and sent in the background to an OTLP/HTTP
+/// collector. Built at start: a change needs a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracingConfig {
+    /// Where spans are POSTed (protobuf): `http://host:port/path`, with
+    /// `/v1/traces` filled in when the file gave no path. `None`: off.
+    pub otlp_endpoint: Option<String>,
+    /// The limit on one export (one batch's POST, connect included).
+    pub export_timeout: Duration,
+    /// A batch smaller than `batch` is sent after waiting this long.
+    pub batch_delay: Duration,
+    /// Spans waiting for export, at most; past it new spans are dropped
+    /// (and counted).
+    pub queue: usize,
+    /// Spans in one export, at most.
+    pub batch: usize,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            export_timeout: Duration::from_secs(5),
+            batch_delay: Duration::from_secs(1),
+            queue: 2048,
+            batch: 512,
+        }
+    }
 }
 
 /// The access log's format.
@@ -576,6 +609,7 @@ impl Default for Config {
             access_log_file: None,
             cors: CorsConfig::default(),
             compression: CompressionConfig::default(),
+            tracing: TracingConfig::default(),
         }
     }
 }
@@ -647,6 +681,8 @@ impl Config {
             "access_log_file",
             self.access_log_file != new.access_log_file,
         );
+        // The exporter and its queue are built at start.
+        differs("tracing", self.tracing != new.tracing);
         match (&self.tls, &new.tls) {
             (Some(old), Some(new)) => {
                 // Certificates reload live; the rest shapes the listener.
@@ -678,6 +714,32 @@ impl Config {
             .and_then(|s| s.lifespan)
             .unwrap_or(self.pool.lifespan)
     }
+}
+
+/// An OTLP/HTTP endpoint as `[tracing] otlp_endpoint` takes it:
+/// `http://host:port[/path]`, no user, query or fragment; a missing path
+/// (or `/`) becomes `/v1/traces`. The normalised URL, or why not.
+pub fn otlp_endpoint(value: &str) -> Result<String, String> {
+    let refuse = |why: &str| format!("`{value}` is not an http://host:port[/path] endpoint: {why}");
+    let uri: hyper::Uri = value.parse().map_err(|_| refuse("not a URL"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(refuse("the scheme must be http (no TLS to the collector)"));
+    }
+    let authority = uri.authority().ok_or_else(|| refuse("no host"))?;
+    if authority.as_str().contains('@') {
+        return Err(refuse("no user or password"));
+    }
+    if authority.host().is_empty() || authority.port_u16().is_none() {
+        return Err(refuse("it needs a host and a port"));
+    }
+    if uri.query().is_some() || value.contains('#') {
+        return Err(refuse("no query or fragment"));
+    }
+    let path = match uri.path() {
+        "" | "/" => "/v1/traces",
+        path => path,
+    };
+    Ok(format!("http://{authority}{path}"))
 }
 
 /// Where a config came from, for messages.

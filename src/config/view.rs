@@ -121,6 +121,13 @@ pub fn view(config: &Config) -> Value {
             "websocket_max_frames_per_sec": c.limits.websocket_max_rate,
             "websocket_ping_ms": ms(c.limits.websocket_ping),
         },
+        "tracing": {
+            "otlp_endpoint": c.tracing.otlp_endpoint,
+            "otlp_timeout_ms": ms(c.tracing.export_timeout),
+            "otlp_batch_delay_ms": ms(c.tracing.batch_delay),
+            "otlp_queue": c.tracing.queue,
+            "otlp_batch": c.tracing.batch,
+        },
         "tls": c.tls.as_ref().map(|t| json!({
             "listen": t.listen.to_string(),
             // Paths only: the key material never leaves its file.

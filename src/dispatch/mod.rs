@@ -176,10 +176,6 @@ pub struct Reply {
     pub meta: ResponseMeta,
     /// The body chunks, streamed.
     pub body: ReplyBody,
-    /// Attempts made (1 when not retried).
-    pub attempts: u32,
-    /// The backend that answered (`host:port`), when known.
-    pub upstream: Option<std::net::SocketAddr>,
 }
 
 /// What [`Dispatcher::send`] came to, and which member served (or failed)
@@ -191,6 +187,29 @@ pub struct Outcome {
     /// The group member of the last attempt, or the app itself; `None` if
     /// no attempt got as far as a member.
     pub member: Option<Arc<str>>,
+    /// Attempts made (0: none got as far as a connection).
+    pub attempts: u32,
+    /// The backend address of the last attempt's connection.
+    pub upstream: Option<std::net::SocketAddr>,
+}
+
+/// What the attempts of one request went through, for its [`Outcome`].
+#[derive(Debug, Default)]
+struct Trail {
+    member: Option<Arc<str>>,
+    attempts: u32,
+    upstream: Option<std::net::SocketAddr>,
+}
+
+impl Trail {
+    fn outcome(self, result: Result<Reply, DispatchError>) -> Outcome {
+        Outcome {
+            result,
+            member: self.member,
+            attempts: self.attempts,
+            upstream: self.upstream,
+        }
+    }
 }
 
 /// Turns routed requests into replies: admission (see [`Dispatcher::admit`]),
@@ -251,17 +270,17 @@ impl Dispatcher {
         ticket: &Ticket,
         request: &PackedRequest,
     ) -> Outcome {
-        let mut member = None;
+        let mut trail = Trail::default();
         let result = attempts(
             &self.pools,
             policy.retry(),
             service,
             ticket,
             Whole(request),
-            &mut member,
+            &mut trail,
         )
         .await;
-        Outcome { result, member }
+        trail.outcome(result)
     }
 
     /// As [`Dispatcher::send`], for a streamed upload: `request` is the
@@ -283,7 +302,7 @@ impl Dispatcher {
         request: &PackedRequest,
         upload: Upload,
     ) -> Outcome {
-        let mut member = None;
+        let mut trail = Trail::default();
         let result = attempts(
             &self.pools,
             policy.retry(),
@@ -293,10 +312,10 @@ impl Dispatcher {
                 request,
                 upload: Some(upload),
             },
-            &mut member,
+            &mut trail,
         )
         .await;
-        Outcome { result, member }
+        trail.outcome(result)
     }
 }
 
@@ -390,7 +409,7 @@ async fn attempts(
     service: &str,
     ticket: &Ticket,
     mut request: impl Exchange,
-    member: &mut Option<Arc<str>>,
+    trail: &mut Trail,
 ) -> Result<Reply, DispatchError> {
     let _in_flight = InFlight::new(retry);
     let mut group = ticket.group.clone();
@@ -426,7 +445,7 @@ async fn attempts(
                 None => return Err(DispatchError::NotFound(service.to_owned())),
                 Some(Choice::Ready(chosen, handle)) => (handle, Arc::clone(chosen.pool())),
                 Some(Choice::Wait(chosen)) => {
-                    *member = Some(Arc::clone(chosen.name()));
+                    trail.member = Some(Arc::clone(chosen.name()));
                     match chosen.pool().checkout(deadline).await {
                         Ok(handle) => (handle, Arc::clone(chosen.pool())),
                         Err(PoolError::Left(_)) if rechoices < MAX_RECHOICES => {
@@ -440,7 +459,9 @@ async fn attempts(
             },
             (None, None) => return Err(DispatchError::NotFound(service.to_owned())),
         };
-        *member = Some(Arc::clone(pool.label()));
+        trail.member = Some(Arc::clone(pool.label()));
+        trail.attempts = attempt;
+        trail.upstream = handle.peer();
         // A retry tells the app what is left of the deadline, not the
         // whole timeout the first attempt carried.
         // (A push service's stream lifetime, longer than the deadline,
@@ -457,11 +478,7 @@ async fn attempts(
             Err(_) => return Err(DispatchError::Deadline(total)),
             Ok(Ok(reply)) => {
                 pools.report_success(&pool);
-                return Ok(Reply {
-                    attempts: attempt,
-                    upstream: handle.peer(),
-                    ..reply
-                });
+                return Ok(reply);
             }
             Ok(Err(Attempt::Failed(e))) => {
                 if is_backend_failure(&e) {
@@ -547,8 +564,6 @@ async fn attempt_once(
     Ok(Reply {
         meta,
         body: ReplyBody::new(sender, receiver, proto11, content_length),
-        attempts: 1,
-        upstream: None,
     })
 }
 
@@ -663,12 +678,7 @@ async fn attempt_streamed(
             None => ReplyBody::new(sender, receiver, proto11, content_length),
         }
     };
-    Ok(Reply {
-        meta,
-        body,
-        attempts: 1,
-        upstream: None,
-    })
+    Ok(Reply { meta, body })
 }
 
 /// Whether a reply's body ends at an empty chunk

@@ -38,6 +38,12 @@ pub struct PackedRequest {
 pub struct TraceDecision {
     /// The ids.
     pub trace: TraceContext,
+    /// The high 64 bits of the W3C trace id (`traceparent`'s first half);
+    /// zero for ids from `X-Request-Id` or made here.
+    pub trace_hi: u64,
+    /// Whether `trace.parent_id` is a caller's span (from `traceparent`)
+    /// rather than the trace id repeated (the Cocaine root convention).
+    pub remote_parent: bool,
     /// `trace_bit`.
     pub verbose: bool,
 }
@@ -57,6 +63,7 @@ impl TraceDecision {
         let mut rng = rand::rng();
         let span_id = rng.random();
         let mut sampled = None;
+        let mut trace_hi = 0;
         let trace = if let Some(value) = headers.get(X_REQUEST_ID) {
             let id = parse_hex_u64(value.as_bytes()).ok_or(BadRequestId)?;
             TraceContext {
@@ -64,11 +71,12 @@ impl TraceDecision {
                 span_id,
                 parent_id: id,
             }
-        } else if let Some((trace_id, parent_id, flag)) = headers
+        } else if let Some((hi, trace_id, parent_id, flag)) = headers
             .get(TRACEPARENT)
             .and_then(|v| parse_traceparent(v.as_bytes()))
         {
             sampled = Some(flag);
+            trace_hi = hi;
             TraceContext {
                 trace_id,
                 span_id,
@@ -92,7 +100,12 @@ impl TraceDecision {
             (None, Some(flag)) => flag,
             (None, None) => rng.random_bool(probability.clamp(0.0, 1.0)),
         };
-        Ok(Self { trace, verbose })
+        Ok(Self {
+            trace,
+            trace_hi,
+            remote_parent: sampled.is_some(),
+            verbose,
+        })
     }
 }
 
@@ -103,8 +116,9 @@ fn parse_hex_u64(value: &[u8]) -> Option<u64> {
     u64::from_str_radix(std::str::from_utf8(value).ok()?, 16).ok()
 }
 
-/// `00-<32 hex trace>-<16 hex parent>-<2 hex flags>`.
-fn parse_traceparent(value: &[u8]) -> Option<(u64, u64, bool)> {
+/// `00-<32 hex trace>-<16 hex parent>-<2 hex flags>`: the trace id's high
+/// and low halves, the parent, the sampled flag.
+fn parse_traceparent(value: &[u8]) -> Option<(u64, u64, u64, bool)> {
     let text = std::str::from_utf8(value).ok()?.trim();
     let mut parts = text.split('-');
     let (version, trace, parent, flags) =
@@ -112,14 +126,11 @@ fn parse_traceparent(value: &[u8]) -> Option<(u64, u64, bool)> {
     if version.len() != 2 || trace.len() != 32 || parent.len() != 16 || flags.len() != 2 {
         return None;
     }
+    let trace_hi = parse_hex_u64(&trace.as_bytes()[..16])?;
     let trace_id = parse_hex_u64(&trace.as_bytes()[16..])?;
     let parent_id = parse_hex_u64(parent.as_bytes())?;
     let flags = u8::from_str_radix(flags, 16).ok()?;
-    (trace_id != 0 || trace[..16] != *"0000000000000000").then_some((
-        trace_id,
-        parent_id,
-        flags & 1 == 1,
-    ))
+    (trace_id != 0 || trace_hi != 0).then_some((trace_hi, trace_id, parent_id, flags & 1 == 1))
 }
 
 /// HTTP/1.1 and HTTP/2 pack as `1.1`, anything older as `1.0`. PROTOCOL.md
@@ -265,6 +276,8 @@ mod tests {
         let d = TraceDecision::from_headers(&headers(&[("traceparent", tp)]), 0.0).unwrap();
         assert_eq!(d.trace.trace_id, 0x8448_eb21_1c80_319c);
         assert_eq!(d.trace.parent_id, 0xb7ad_6b71_6920_3331);
+        assert_eq!(d.trace_hi, 0x0af7_6519_16cd_43dd, "the whole W3C trace id");
+        assert!(d.remote_parent);
         assert!(d.verbose, "sampled flag");
         let d = TraceDecision::from_headers(
             &headers(&[("traceparent", tp), ("x-cocaine-tracing-policy", "0")]),
@@ -328,6 +341,8 @@ mod tests {
                 span_id: 2,
                 parent_id: 1,
             },
+            trace_hi: 0,
+            remote_parent: false,
             verbose: false,
         };
         let forward = [("authorization".to_owned(), "authorization".to_owned())].into();

@@ -118,6 +118,9 @@ pub(crate) struct Record {
     pub(crate) request_id: u64,
     /// The trace id sent to the backend (equal to `request_id`).
     pub(crate) trace_id: u64,
+    /// The high 64 bits of an incoming W3C trace id (0 when none): the
+    /// log then names the whole 128-bit trace, as its span does.
+    pub(crate) trace_hi: u64,
     /// The span id sent to the backend.
     pub(crate) span_id: u64,
     pub(crate) client: String,
@@ -149,7 +152,11 @@ impl Record {
         let value = serde_json::json!({
             "time": rfc3339(self.time),
             "request_id": format!("{:016x}", self.request_id),
-            "trace_id": format!("{:016x}", self.trace_id),
+            "trace_id": if self.trace_hi == 0 {
+                format!("{:016x}", self.trace_id)
+            } else {
+                format!("{:016x}{:016x}", self.trace_hi, self.trace_id)
+            },
             "span_id": format!("{:016x}", self.span_id),
             "client": self.client,
             "method": self.method.as_str(),
@@ -309,6 +316,7 @@ mod tests {
             time: SystemTime::UNIX_EPOCH,
             request_id: 1,
             trace_id: 1,
+            trace_hi: 0,
             span_id: 2,
             client: "-".to_owned(),
             method: hyper::Method::GET,
@@ -334,6 +342,16 @@ mod tests {
         let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(value["request_id"], "0000000000000001");
         assert_eq!(value["span_id"], "0000000000000002");
+        assert_eq!(value["trace_id"], "0000000000000001");
         assert!(value["upstream"].is_null());
+        // A W3C trace id is written whole, as the span names it.
+        let mut line = Vec::new();
+        Record {
+            trace_hi: 0x0af7_6519_16cd_43dd,
+            ..record()
+        }
+        .write_json(&mut line);
+        let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(value["trace_id"], "0af7651916cd43dd0000000000000001");
     }
 }

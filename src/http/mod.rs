@@ -36,9 +36,7 @@ pub use self::connection_limit::ConnectionLimit;
 pub use self::response::GatewayError;
 pub use crate::cidr::Cidr;
 use crate::config::Config;
-use crate::dispatch::{
-    self, DispatchError, Dispatcher, Policy, Ticket, TraceDecision, pack_request,
-};
+use crate::dispatch::{self, Dispatcher, Policy, Ticket, TraceDecision, pack_request};
 use crate::route;
 
 /// Headers that describe one hop and are never copied from the app.
@@ -75,6 +73,8 @@ pub struct Handler {
     /// The JSON access log's writer, started by the first config that
     /// asks for it (`access_log = "json"`).
     json_log: std::sync::OnceLock<Arc<access_log::AccessLog>>,
+    /// OpenTelemetry export (`[tracing] otlp_endpoint`), when configured.
+    otlp: Option<crate::otlp::Tracer>,
 }
 
 /// One config's worth of request settings. A request reads one snapshot
@@ -129,6 +129,10 @@ impl Handler {
     /// limit and retry settings.
     pub fn new(config: Arc<Config>, dispatcher: Dispatcher) -> Self {
         let json_log = std::sync::OnceLock::new();
+        let otlp = crate::otlp::Tracer::start(&config.tracing).unwrap_or_else(|error| {
+            tracing::error!(%error, "OpenTelemetry export is off");
+            None
+        });
         Self {
             subject_header: config
                 .tls
@@ -143,6 +147,7 @@ impl Handler {
             busy: Arc::new(AtomicUsize::new(0)),
             streams: streams::Streams::default(),
             json_log,
+            otlp,
         }
     }
 
@@ -150,6 +155,11 @@ impl Handler {
     /// (also counted in `rpcgate_access_log_dropped_total`).
     pub fn access_log_dropped(&self) -> u64 {
         self.json_log.get().map_or(0, |log| log.dropped())
+    }
+
+    /// The OpenTelemetry tracer, when `[tracing] otlp_endpoint` is set.
+    pub fn tracer(&self) -> Option<&crate::otlp::Tracer> {
+        self.otlp.as_ref()
     }
 
     fn settings(&self) -> Arc<Settings> {
@@ -258,6 +268,7 @@ impl Handler {
                 service: None,
                 step: Err(GatewayError::ConnectionClosing),
                 jsonrpc: Some(Box::new(request)),
+                otlp: None,
             };
         }
         let (parts, body) = request.into_parts();
@@ -272,6 +283,7 @@ impl Handler {
                         service: None,
                         step: Err(e.into()),
                         jsonrpc: None,
+                        otlp: None,
                     };
                 }
             };
@@ -285,7 +297,9 @@ impl Handler {
             uri: parts.uri.to_string(),
             time: settings.json_log.as_ref().map(|_| access_log::now()),
             span_id: decision.trace.span_id,
+            trace_hi: decision.trace_hi,
         });
+        let otlp = self.otlp.as_ref().map(|t| t.begin(decision, &parts));
         let mut service = None;
         let step = self.admit(settings, parts, body, decision, started, &mut service);
         Begun {
@@ -295,6 +309,7 @@ impl Handler {
             service,
             step,
             jsonrpc: None,
+            otlp,
         }
     }
 
@@ -393,7 +408,7 @@ impl Handler {
         decision: TraceDecision,
         timeout: Duration,
     ) -> dispatch::PackedRequest {
-        pack_request(
+        let mut packed = pack_request(
             &parts.method,
             parts.version,
             &parts.headers,
@@ -403,7 +418,13 @@ impl Handler {
             &settings.config.request.forward_headers,
             decision,
             timeout,
-        )
+        );
+        if self.otlp.is_some() {
+            packed
+                .headers
+                .set_traceparent(crate::otlp::traceparent(&decision));
+        }
+        packed
     }
 
     /// The rest of a request after [`Self::begin`]: the body (if it was
@@ -426,9 +447,12 @@ impl Handler {
             mut service,
             step,
             jsonrpc: _,
+            otlp,
         } = begun;
         let mut served = Served::default();
-        if settings.json_log.is_some()
+        // The event, for the JSON access log and a sampled request's span.
+        if (settings.json_log.is_some()
+            || otlp.as_ref().is_some_and(crate::otlp::Pending::is_sampled))
             && let Ok(admitted) = &step
         {
             served.event = Some(admitted.target.event.clone());
@@ -440,17 +464,15 @@ impl Handler {
             }
             Err(e) => Err(e),
         };
-        let member = served.member.take();
-        let response = match result {
+        let mut error_kind = None;
+        let mut response = match result {
             Ok(response) => response,
             Err(e) => {
-                if let GatewayError::Dispatch(DispatchError::Overloaded { attempts, .. }) = &e {
-                    served.attempts = Some(*attempts);
-                }
                 if let Some(limit) = e.body_limit_hit() {
                     crate::metrics::limit_hit(limit);
                 }
                 let (_, kind) = e.status();
+                error_kind = Some(kind);
                 if matches!(
                     kind,
                     "service_not_found"
@@ -472,7 +494,7 @@ impl Handler {
             .unwrap_or(crate::metrics::UNKNOWN_SERVICE);
         // Before a member was chosen (shed, not found...), the service is
         // its own member.
-        let member_label = match (&service, &member) {
+        let member_label = match (&service, &served.member) {
             (Some(_), Some(member)) => &**member,
             _ => label,
         };
@@ -480,22 +502,34 @@ impl Handler {
         self.metrics
             .member(label, member_label)
             .record(response.status().as_u16(), elapsed);
+        if let (Some(tracer), Some(pending)) = (&self.otlp, otlp) {
+            let ended = crate::otlp::Ended {
+                service: service.as_deref(),
+                event: served.event.as_deref(),
+                member: service.is_some().then_some(member_label),
+                attempts: served.attempts,
+                upstream: served.upstream,
+                error: error_kind,
+            };
+            tracer.end(pending, &mut response, &ended);
+        }
         if let Some(line) = logged {
             if let Some(log) = &settings.json_log {
                 let record = access_log::Record {
                     time: line.time.unwrap_or_else(access_log::now),
                     request_id,
                     trace_id: request_id,
+                    trace_hi: line.trace_hi,
                     span_id: line.span_id,
                     client: line.client,
                     method: line.method,
                     uri: line.uri,
                     status: response.status().as_u16(),
-                    member: service.as_ref().and(member),
+                    member: service.as_ref().and(served.member),
                     service,
                     event: served.event,
                     upstream: served.upstream,
-                    attempts: served.attempts,
+                    attempts: (served.attempts > 0).then_some(served.attempts),
                     bytes_in: served.bytes_in,
                     bytes_out: None,
                     complete: None,
@@ -607,10 +641,8 @@ impl Handler {
             }
         };
         served.member = outcome.member;
-        if let Ok(reply) = &outcome.result {
-            served.attempts = Some(reply.attempts);
-            served.upstream = reply.upstream;
-        }
+        served.attempts = outcome.attempts;
+        served.upstream = outcome.upstream;
         let reply = outcome.result?;
         let status = StatusCode::from_u16(reply.meta.status).map_err(|_| {
             GatewayError::Dispatch(dispatch::DispatchError::BadStatus(reply.meta.status))
@@ -732,14 +764,16 @@ impl Handler {
     }
 }
 
-/// What [`Handler::answer`] learnt of who served a request, for metrics
-/// and the access log.
+/// What [`Handler::answer`] learnt of who served a request, for metrics,
+/// the access log and the request's span.
 #[derive(Default)]
 struct Served {
     member: Option<Arc<str>>,
-    /// JSON access log only.
+    /// Kept for the JSON access log and a sampled request's span only.
     event: Option<String>,
-    attempts: Option<u32>,
+    /// Attempts made (0: none got as far as a connection).
+    attempts: u32,
+    /// The backend connection of the last attempt.
     upstream: Option<std::net::SocketAddr>,
     /// The request body's bytes, when read whole (not for a streamed
     /// upload).
@@ -838,6 +872,8 @@ struct Begun<B> {
     step: Result<Admitted<B>, GatewayError>,
     /// A JSON-RPC request, whole (its `step` is never read).
     jsonrpc: Option<Box<Request<B>>>,
+    /// Its span's start, when OpenTelemetry export is on.
+    otlp: Option<crate::otlp::Pending>,
 }
 
 /// A routed request that passed load shedding.
@@ -943,6 +979,8 @@ struct AccessLine {
     /// When the head came (JSON lines only).
     time: Option<std::time::SystemTime>,
     span_id: u64,
+    /// The high half of an incoming W3C trace id (0: none).
+    trace_hi: u64,
 }
 
 /// The metrics label of JSON-RPC requests (their calls may name many

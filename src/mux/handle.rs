@@ -108,7 +108,7 @@ pub(crate) struct Shared {
     /// [`MuxHandle::is_gathering`]).
     pub(crate) gathering: AtomicBool,
     cause: OnceLock<Arc<ConnectionError>>,
-    /// The backend's address, for a connection over TCP.
+    /// The backend's address, for a TCP connection.
     pub(crate) peer: OnceLock<std::net::SocketAddr>,
 }
 
@@ -292,9 +292,9 @@ impl MuxHandle {
         self.shared.draining.load(Ordering::Acquire)
     }
 
-    /// Whether the connection task has stopped.
-    pub fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::Acquire)
+    /// The backend's address, for a connection made over TCP.
+    pub fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.shared.peer.get().copied()
     }
 
     /// Records the backend's address (once).
@@ -302,9 +302,9 @@ impl MuxHandle {
         let _ = self.shared.peer.set(peer);
     }
 
-    /// The backend's address (`None` for a connection not over TCP).
-    pub fn peer(&self) -> Option<std::net::SocketAddr> {
-        self.shared.peer.get().copied()
+    /// Whether the connection task has stopped.
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
     }
 
     /// Channels opened and not yet finished on both sides.

@@ -33,6 +33,9 @@ pub mod name {
     pub const TRACE_BIT: &[u8] = b"trace_bit";
     /// Per-request timeout in milliseconds: 8 bytes, u64 little-endian.
     pub const REQUEST_TIMEOUT: &[u8] = b"request_timeout";
+    /// W3C trace context (`00-<trace>-<span>-<flags>`), sent beside the
+    /// three ids when OpenTelemetry export is on.
+    pub const TRACEPARENT: &[u8] = b"traceparent";
     /// Forwarded HTTP `Authorization`.
     pub const AUTHORIZATION: &[u8] = b"authorization";
 }
@@ -150,6 +153,12 @@ impl Headers {
         self.replace(name::TRACE_ID, ids.slice(..8));
         self.replace(name::SPAN_ID, ids.slice(8..16));
         self.replace(name::PARENT_ID, ids.slice(16..));
+        self
+    }
+
+    /// Sets `traceparent`, replacing any earlier one.
+    pub fn set_traceparent(&mut self, value: Bytes) -> &mut Self {
+        self.replace(name::TRACEPARENT, value);
         self
     }
 
