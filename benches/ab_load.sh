@@ -8,7 +8,11 @@
 #
 # A_ARGS and B_ARGS (optional) are more flags for each side, e.g.
 # B_ARGS="--otlp-endpoint http://127.0.0.1:4318" to measure span export
-# against a sink there (benches/otlp_sink.py).
+# against a sink there (benches/otlp_sink.py). AB_PATH (default
+# /hello/http/) is the path both are loaded with, and AB_HEADER (optional)
+# one request header both get, e.g. AB_HEADER="Accept-Encoding: gzip".
+# benches/ab_layers.sh uses these to price CORS, compression and the JSON
+# access log.
 #
 # e.g. keep a copy of target/release/rpcgate, rebuild, then compare. The
 # absolute figures are lower than benches/load.sh's (two servers share one
@@ -27,14 +31,17 @@ taskset -c 0 "$b_bin" --listen 127.0.0.1:18280 --admin 127.0.0.1:19290 --locator
     --log-level warn ${B_ARGS:-} >/dev/null 2>&1 &
 b_pid=$!
 trap 'kill $a_pid $b_pid 2>/dev/null || true' EXIT
-wait_for_urls http://127.0.0.1:18180/hello/http/ http://127.0.0.1:18280/hello/http/
+path="${AB_PATH:-/hello/http/}"
+wrk_header=()
+[ -z "${AB_HEADER:-}" ] || wrk_header=(-H "$AB_HEADER")
+wait_for_urls "http://127.0.0.1:18180$path" "http://127.0.0.1:18280$path"
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 for _ in $(seq 1 "$rounds"); do
     a0=$(cpu_ticks $a_pid); b0=$(cpu_ticks $b_pid)
-    taskset -c 1 wrk -t1 -c64 -d"${secs}s" http://127.0.0.1:18180/hello/http/ >/tmp/rpcgate-ab.a &
+    taskset -c 1 wrk -t1 -c64 -d"${secs}s" "${wrk_header[@]}" "http://127.0.0.1:18180$path" >/tmp/rpcgate-ab.a &
     wa=$!
-    taskset -c 1 wrk -t1 -c64 -d"${secs}s" http://127.0.0.1:18280/hello/http/ >/tmp/rpcgate-ab.b &
+    taskset -c 1 wrk -t1 -c64 -d"${secs}s" "${wrk_header[@]}" "http://127.0.0.1:18280$path" >/tmp/rpcgate-ab.b &
     wb=$!
     wait $wa $wb
     a1=$(cpu_ticks $a_pid); b1=$(cpu_ticks $b_pid)

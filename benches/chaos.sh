@@ -402,18 +402,17 @@ fresh_cluster() {
     apps+=($!)
     # Both instances in both views before the gateway starts.
     for _ in $(seq 1 100); do
-        [ "$($B resolve hello --locator $LOC 2>/dev/null | grep -c '127.0.0.1:')" -ge 2 ] \
-            && [ "$($B resolve hello --locator $LOC2 2>/dev/null | grep -c '127.0.0.1:')" -ge 2 ] && break
+        [ "$($B resolve hello --count 8 --locator $LOC 2>/dev/null | grep -c '127.0.0.1:')" -ge 2 ] \
+            && [ "$($B resolve hello --count 8 --locator $LOC2 2>/dev/null | grep -c '127.0.0.1:')" -ge 2 ] && break
         sleep 0.1
     done
     $B --log-level warn --config "$dir/gateway-cluster.toml" >>"$dir/gateway.log" 2>&1 &
     gw=$!
     wait_for_urls "http://$GW/hello/http/"
 }
-stop_cluster() {
+stop_cluster() { # (stop_all waits for every child: these first)
+    extra+=($loc2 $etcd_pid)
     stop_all
-    kill $loc2 $etcd_pid 2>/dev/null || true
-    wait 2>/dev/null || true
     loc2=; etcd_pid=
     rm -rf "$dir/etcd"
 }
