@@ -313,13 +313,17 @@ async fn cors_and_compression_apply_live_on_reload() {
     let headers = [("origin", "https://b.example"), ("accept-encoding", "gzip")];
     // One kept-alive connection across the reload.
     let mut h1 = support::h1(c.gateway.addr).await;
-    let send = |h1: &mut hyper::client::conn::http1::SendRequest<_>| {
+    // hyper's client takes the next request only once the connection is
+    // idle again, which `ready` waits for.
+    let send = async |h1: &mut hyper::client::conn::http1::SendRequest<_>| {
+        h1.ready().await.unwrap();
         h1.send_request(support::request(
             "GET",
             "/typed/http/?kind=json",
             &headers,
             "",
         ))
+        .await
     };
     let before = support::got(send(&mut h1).await.unwrap()).await;
     assert_eq!(before.header("access-control-allow-origin"), None);
