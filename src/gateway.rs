@@ -20,6 +20,10 @@ use crate::http::{self, Handler};
 use crate::locator::{Locator, LocatorConfig, RemoteLocator, RemoteLocatorConfig, RunningLocator};
 use crate::pool::{GroupSettings, OutlierSettings, PoolSettings, Pools};
 
+/// How long shutdown waits for the JSON access log's last lines (a writer
+/// stuck on a sink nobody reads is given up on).
+const ACCESS_LOG_FLUSH: Duration = Duration::from_secs(1);
+
 /// A gateway serving HTTP.
 #[derive(Debug)]
 pub struct RunningGateway {
@@ -362,6 +366,10 @@ impl RunningGateway {
                 tracing::warn!("the last spans were not exported in time");
             }
         }
+        // The last requests' access-log lines.
+        if !self.handler.flush_access_log(ACCESS_LOG_FLUSH).await {
+            tracing::warn!("the last access-log lines were not written in time");
+        }
         self.admin_shutdown.cancel();
         self.admin_tracker.close();
         self.admin_tracker.wait().await;
@@ -471,9 +479,13 @@ pub struct GatewayService {
 }
 
 impl GatewayService {
-    /// Drains and closes the backend connections.
+    /// Drains and closes the backend connections, then writes out the
+    /// JSON access log's last lines.
     pub async fn shutdown(&self) {
         self.pools.shutdown().await;
+        if !self.handler.flush_access_log(ACCESS_LOG_FLUSH).await {
+            tracing::warn!("the last access-log lines were not written in time");
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The JSON access log (`access_log = "json"`): one JSON object per
 //! request with every field and the right values, written off the request
 //! path; a writer that cannot keep up drops (and counts) lines instead of
-//! holding up requests.
+//! holding up requests; shutdown writes out the last lines.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
 
@@ -169,4 +169,34 @@ async fn a_writer_that_cannot_keep_up_never_holds_up_requests() {
     let reader = std::fs::File::open(&path).unwrap();
     drop(c);
     drop(reader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_writes_out_the_last_lines() {
+    let path = temp_path("shutdown.log");
+    let c = support::cluster(
+        "",
+        vec![demo::build("hello", None).unwrap()],
+        json_config(path.clone(), 4096),
+    )
+    .await;
+    let mut sender = support::h1(c.gateway.addr).await;
+    for _ in 0..200 {
+        sender.ready().await.unwrap();
+        let response = sender
+            .send_request(support::request("GET", "/hello/http/", &[], ""))
+            .await
+            .unwrap();
+        assert_eq!(support::got(response).await.status, 200);
+    }
+    drop(sender);
+    let support::Cluster { gateway, .. } = c;
+    gateway.shutdown().await;
+    // No waiting here: once shutdown returns, every line is in the file.
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(text.lines().count(), 200);
+    for line in text.lines() {
+        let value: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(value["status"], 200);
+    }
 }

@@ -162,6 +162,15 @@ impl Handler {
         self.otlp.as_ref()
     }
 
+    /// Waits (at most `limit`) until the JSON access log's queued lines are
+    /// written and flushed; whether they were (`true` without a JSON log).
+    pub(crate) async fn flush_access_log(&self, limit: std::time::Duration) -> bool {
+        match self.json_log.get() {
+            Some(log) => log.flush(limit).await,
+            None => true,
+        }
+    }
+
     fn settings(&self) -> Arc<Settings> {
         Arc::clone(
             &self
