@@ -116,6 +116,16 @@ load() {
         --timeout-ms $HUNG_MS >"$2" &
     load_pid=$!
 }
+# An outage under load: SECS + 12 s of load; 2 s in, PID is killed
+# (SIGKILL) and 10 s later START brings it back.
+outage() { # JSON PID START
+    load /hello/http/ "$1" $((secs + 12))
+    sleep 2
+    kill -9 "$2"
+    sleep 10
+    "$3"
+    wait $load_pid
+}
 field() { grep -o "\"$1\":[0-9]*" "$2" | cut -d: -f2; }
 table="$dir/table"
 : > "$table"
@@ -144,12 +154,7 @@ stop_all
 # --- 2. the locator down for 10 s --------------------------------------------
 fresh 1
 before=$(rss_mb $gw)
-load /hello/http/ "$dir/locator.json" $((secs + 12))
-sleep 2
-kill -9 $loc
-sleep 10
-start_locator
-wait $load_pid
+outage "$dir/locator.json" $loc start_locator
 row "locator down 10 s (kill -9, restart)" "$dir/locator.json" "$before" "$(rss_mb $gw)" \
     "pool lifespan 3 s: connections re-resolve during the outage"
 stop_all
@@ -429,12 +434,7 @@ stop_cluster
 
 fresh_cluster
 before=$(rss_mb $gw)
-load /hello/http/ "$dir/cluster-etcd.json" $((secs + 12))
-sleep 2
-kill -9 $etcd_pid
-sleep 10
-start_etcd
-wait $load_pid
+outage "$dir/cluster-etcd.json" $etcd_pid start_etcd
 row "cluster: etcd down 10 s (kill -9, restart)" "$dir/cluster-etcd.json" "$before" "$(rss_mb $gw)" \
     "locators serve their last view meanwhile; pool lifespan 3 s"
 stop_cluster
