@@ -131,13 +131,13 @@ fn write_lines(lines: &Receiver<Entry>, file: Option<PathBuf>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, sink);
     let mut line = Vec::with_capacity(512);
     let mut failed = false;
-    // Blocks only when the last look found nothing.
     let mut report = |result: std::io::Result<()>| {
         if result.is_err() && !failed {
             failed = true;
             tracing::error!("writing the access log failed; later lines may be lost");
         }
     };
+    // Blocks only when the last look, after a linger, found nothing.
     while let Ok(entry) = lines.recv() {
         let mut next = Some(entry);
         loop {

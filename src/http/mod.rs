@@ -163,11 +163,13 @@ impl Handler {
     }
 
     /// Waits (at most `limit`) until the JSON access log's queued lines are
-    /// written and flushed; whether they were (`true` without a JSON log).
-    pub(crate) async fn flush_access_log(&self, limit: std::time::Duration) -> bool {
-        match self.json_log.get() {
-            Some(log) => log.flush(limit).await,
-            None => true,
+    /// written and flushed; logs a warning if they were not. Shutdown's last
+    /// step, in the gateway and the library service alike.
+    pub(crate) async fn flush_access_log(&self, limit: std::time::Duration) {
+        if let Some(log) = self.json_log.get()
+            && !log.flush(limit).await
+        {
+            tracing::warn!("the last access-log lines were not written in time");
         }
     }
 
