@@ -18,6 +18,7 @@ use crate::config::{Config, TlsConfig};
 use crate::dispatch::Dispatcher;
 use crate::http::{self, Handler};
 use crate::locator::{Locator, LocatorConfig, RemoteLocator, RemoteLocatorConfig, RunningLocator};
+use crate::mux::ReplyBudget;
 use crate::pool::{GroupSettings, OutlierSettings, PoolSettings, Pools};
 
 /// How long shutdown waits for the JSON access log's last lines (a writer
@@ -38,6 +39,9 @@ pub struct RunningGateway {
     pub certificates: Option<Arc<crate::tls::CertStore>>,
     admin: Arc<AdminState>,
     handler: Arc<Handler>,
+    /// The bytes of replies held for slow clients (its bounds follow
+    /// reloads).
+    reply_budget: ReplyBudget,
     /// Client connections allowed (HTTP, HTTPS and unix together), and how
     /// many permits that is now.
     connections: Arc<http::ConnectionLimit>,
@@ -95,7 +99,8 @@ impl RunningGateway {
             None => None,
         };
         let config = Arc::new(config);
-        let pools = pools_for(&config, locator);
+        let reply_budget = reply_budget_for(&config);
+        let pools = pools_for(&config, locator, &reply_budget);
         let handler = Arc::new(Handler::new(
             Arc::clone(&config),
             Dispatcher::new(Arc::clone(&pools)),
@@ -174,6 +179,7 @@ impl RunningGateway {
             certificates,
             admin,
             handler,
+            reply_budget,
             connections,
             max_connections: std::sync::Mutex::new(config.limits.max_connections),
             shutdown,
@@ -253,7 +259,11 @@ impl RunningGateway {
             (old_tls, new_tls) => new_tls.clone_from(old_tls),
         }
         let new = Arc::new(new);
-        self.admin.pools.reconfigure(pool_settings(&new));
+        self.reply_budget
+            .set_limits(new.limits.reply_buffer, new.limits.reply_buffer_total);
+        self.admin
+            .pools
+            .reconfigure(pool_settings(&new, &self.reply_budget));
         self.admin.pools.configure_groups(group_settings(&new));
         for service in new.services.keys() {
             self.admin.pools.keep(service);
@@ -415,7 +425,7 @@ impl GatewayBuilder {
             .locator
             .unwrap_or_else(|| Arc::new(RemoteLocator::new(remote_locator_config(&self.config))));
         let config = Arc::new(self.config);
-        let pools = pools_for(&config, locator);
+        let pools = pools_for(&config, locator, &reply_budget_for(&config));
         GatewayService {
             handler: Arc::new(Handler::new(config, Dispatcher::new(Arc::clone(&pools)))),
             pools,
@@ -424,8 +434,12 @@ impl GatewayBuilder {
 }
 
 /// The pool settings per service that `config` gives.
-fn pool_settings(config: &Arc<Config>) -> impl Fn(&str) -> PoolSettings + Send + Sync + 'static {
+fn pool_settings(
+    config: &Arc<Config>,
+    reply_budget: &ReplyBudget,
+) -> impl Fn(&str) -> PoolSettings + Send + Sync + 'static {
     let config = Arc::clone(config);
+    let reply_budget = reply_budget.clone();
     move |service| PoolSettings {
         size: config.pool_size_for(service),
         lifespan: config.lifespan_for(service),
@@ -434,7 +448,14 @@ fn pool_settings(config: &Arc<Config>) -> impl Fn(&str) -> PoolSettings + Send +
         connect_timeout: config.pool.connect_timeout,
         idle_timeout: config.pool.idle_timeout,
         resolve_timeout: config.resolve_timeout,
+        reply_budget: Some(reply_budget.clone()),
     }
+}
+
+/// The budget for replies held for slow clients that `config` gives (one
+/// for the gateway, shared by every backend connection).
+fn reply_budget_for(config: &Config) -> ReplyBudget {
+    ReplyBudget::new(config.limits.reply_buffer, config.limits.reply_buffer_total)
 }
 
 /// The locator client `config` gives: its locators and resolve timeout.
@@ -458,8 +479,12 @@ fn group_settings(config: &Config) -> GroupSettings {
     }
 }
 
-fn pools_for(config: &Arc<Config>, locator: Arc<dyn Locator>) -> Arc<Pools> {
-    let pools = Pools::new(locator, pool_settings(config));
+fn pools_for(
+    config: &Arc<Config>,
+    locator: Arc<dyn Locator>,
+    reply_budget: &ReplyBudget,
+) -> Arc<Pools> {
+    let pools = Pools::new(locator, pool_settings(config, reply_budget));
     pools.configure_groups(group_settings(config));
     // Configured services connect at start; others on first use.
     for service in config.services.keys() {
@@ -589,7 +614,7 @@ mod tests {
         assert_eq!(locator.resolve_timeout, config.resolve_timeout);
         assert_eq!(locator.endpoints, config.locators);
         let config = Arc::new(config);
-        let settings = pool_settings(&config);
+        let settings = pool_settings(&config, &reply_budget_for(&config));
         for service in ["echo", "made-up"] {
             assert_eq!(settings(service).resolve_timeout, config.resolve_timeout);
         }

@@ -126,6 +126,9 @@ struct LimitsFile {
     websocket_max_message_bytes: Option<i64>,
     websocket_max_frames_per_sec: Option<i64>,
     websocket_ping_ms: Option<i64>,
+    reply_buffer: Option<i64>,
+    reply_buffer_total: Option<i64>,
+    send_timeout_ms: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -639,6 +642,21 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         if let Some(v) = l.websocket_ping_ms {
             limits.websocket_ping = c.ms("limits.websocket_ping_ms", v, 1, MAX_MS)?;
+        }
+        if let Some(v) = l.reply_buffer {
+            limits.reply_buffer = c.int("limits.reply_buffer", v, 4096, 1 << 40)?;
+        }
+        if let Some(v) = l.reply_buffer_total {
+            limits.reply_buffer_total = c.int("limits.reply_buffer_total", v, 4096, 1 << 44)?;
+        }
+        if limits.reply_buffer_total < limits.reply_buffer {
+            return Err(c.err(
+                "limits.reply_buffer_total",
+                "must be at least limits.reply_buffer",
+            ));
+        }
+        if let Some(v) = l.send_timeout_ms {
+            limits.send_timeout = c.ms("limits.send_timeout_ms", v, 1, MAX_MS)?;
         }
     }
     if let Some(t) = raw.tls {

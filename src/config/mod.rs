@@ -324,6 +324,16 @@ pub struct LimitsConfig {
     /// The gateway pings a WebSocket client this often (the pong is not
     /// waited for: a dead peer shows as a failed write).
     pub websocket_ping: Duration,
+    /// Bytes of one reply the gateway holds for a client that reads more
+    /// slowly than the app sends; past it the client is cut and the app's
+    /// channel cancelled. The backend connection never waits for a client.
+    pub reply_buffer: usize,
+    /// Bytes of all replies held together (one budget for the gateway);
+    /// at it, the reply holding the most is cut to make room.
+    pub reply_buffer_total: usize,
+    /// A client that takes no response bytes for this long while the
+    /// gateway has some to send is cut (nginx's `send_timeout`).
+    pub send_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -349,6 +359,11 @@ impl Default for LimitsConfig {
             websocket_max_message: 1 << 20,
             websocket_max_rate: 200,
             websocket_ping: Duration::from_secs(30),
+            // A 64 MiB download completes to a client that reads it more
+            // slowly than the app writes it; see config/rpcgate.toml.
+            reply_buffer: 64 << 20,
+            reply_buffer_total: 512 << 20,
+            send_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -99,28 +99,7 @@ pub fn view(config: &Config) -> Value {
             "max_in_flight": s.max_in_flight,
             "push": s.push,
         }))).collect::<serde_json::Map<_, _>>(),
-        "limits": {
-            "max_header_bytes": c.limits.max_header_bytes,
-            "max_headers": c.limits.max_headers,
-            "header_timeout_ms": ms(c.limits.header_timeout),
-            "body_timeout_ms": ms(c.limits.body_timeout),
-            "idle_timeout_ms": ms(c.limits.idle_timeout),
-            "idle_release_ms": ms(c.limits.idle_release),
-            "max_connections": c.limits.max_connections,
-            "max_connections_per_client": c.limits.max_connections_per_client,
-            "max_in_flight": c.limits.max_in_flight,
-            "h2_max_concurrent_streams": c.limits.h2_max_concurrent_streams,
-            "h2_max_header_list_size": c.limits.h2_max_header_list_size,
-            "h2_max_pending_resets": c.limits.h2_max_pending_resets,
-            "max_premature_resets": c.limits.max_premature_resets,
-            "stream_idle_timeout_ms": ms(c.limits.stream_idle_timeout),
-            "stream_max_lifetime_ms": ms(c.limits.stream_max_lifetime),
-            "stream_queue": c.limits.stream_queue,
-            "sse_keepalive_ms": ms(c.limits.sse_keepalive),
-            "websocket_max_message_bytes": c.limits.websocket_max_message,
-            "websocket_max_frames_per_sec": c.limits.websocket_max_rate,
-            "websocket_ping_ms": ms(c.limits.websocket_ping),
-        },
+        "limits": limits(&c.limits),
         "tracing": {
             "otlp_endpoint": c.tracing.otlp_endpoint,
             "otlp_timeout_ms": ms(c.tracing.export_timeout),
@@ -142,6 +121,36 @@ pub fn view(config: &Config) -> Value {
             "reload_poll_ms": ms(t.reload_poll),
             "proxy_protocol": t.proxy_protocol,
         })),
+    })
+}
+
+/// The `limits` section (its own `json!`: one macro for the whole config
+/// passes the macro recursion limit).
+fn limits(l: &super::LimitsConfig) -> serde_json::Value {
+    json!({
+        "max_header_bytes": l.max_header_bytes,
+        "max_headers": l.max_headers,
+        "header_timeout_ms": ms(l.header_timeout),
+        "body_timeout_ms": ms(l.body_timeout),
+        "idle_timeout_ms": ms(l.idle_timeout),
+        "idle_release_ms": ms(l.idle_release),
+        "max_connections": l.max_connections,
+        "max_connections_per_client": l.max_connections_per_client,
+        "max_in_flight": l.max_in_flight,
+        "h2_max_concurrent_streams": l.h2_max_concurrent_streams,
+        "h2_max_header_list_size": l.h2_max_header_list_size,
+        "h2_max_pending_resets": l.h2_max_pending_resets,
+        "max_premature_resets": l.max_premature_resets,
+        "stream_idle_timeout_ms": ms(l.stream_idle_timeout),
+        "stream_max_lifetime_ms": ms(l.stream_max_lifetime),
+        "stream_queue": l.stream_queue,
+        "sse_keepalive_ms": ms(l.sse_keepalive),
+        "websocket_max_message_bytes": l.websocket_max_message,
+        "websocket_max_frames_per_sec": l.websocket_max_rate,
+        "websocket_ping_ms": ms(l.websocket_ping),
+        "reply_buffer": l.reply_buffer,
+        "reply_buffer_total": l.reply_buffer_total,
+        "send_timeout_ms": ms(l.send_timeout),
     })
 }
 

@@ -90,6 +90,12 @@ impl ReplyBody {
         }
     }
 
+    /// Notifies `signal` when the reply is cut for a client that reads too
+    /// slowly (see [`crate::mux::ChannelReceiver::notify_on_cut`]).
+    pub(crate) fn close_connection_on_cut(&self, signal: &std::sync::Arc<tokio::sync::Notify>) {
+        self.receiver.notify_on_cut(std::sync::Arc::clone(signal));
+    }
+
     /// Discards the body, ending our side with `close` (HEAD, 204, 304).
     pub fn discard(mut self) {
         self.finish();

@@ -338,6 +338,11 @@ pub struct Logged {
 }
 
 impl Logged {
+    /// The body it counts.
+    pub(crate) fn body(&self) -> &GatewayBody {
+        &self.body
+    }
+
     /// `body`, whose request's `record` is written to `log` when it is
     /// dropped; `started` is when the request head came.
     pub(crate) fn new(

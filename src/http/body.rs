@@ -2,10 +2,12 @@
 //! complete buffer (errors, admin) or the app's streamed reply.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::Notify;
 
 use crate::dispatch::{BodyAborted, PushBody, ReplyBody};
 
@@ -39,6 +41,18 @@ impl GatewayBody {
     /// No body.
     pub fn empty() -> Self {
         Self::Full(None)
+    }
+
+    /// Notifies `signal` if the reply is cut for a slow client, so that
+    /// its HTTP/1.1 connection closes: hyper, waiting to write, would not
+    /// poll the body to learn it.
+    pub(crate) fn close_connection_on_cut(&self, signal: &Arc<Notify>) {
+        match self {
+            Self::Full(_) => {}
+            Self::Stream(stream) => stream.close_connection_on_cut(signal),
+            Self::Push(push) => push.close_connection_on_cut(Arc::clone(signal)),
+            Self::Logged(logged) => logged.body().close_connection_on_cut(signal),
+        }
     }
 }
 

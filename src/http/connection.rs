@@ -34,6 +34,7 @@ use super::body::{GatewayBody, Guarded};
 use super::layers::LayeredResponse;
 use super::log_limit::LogLimit;
 use super::push_h1;
+use super::send_watch::{SendStall, SendWatch};
 use super::{ClientAddr, ConnectionLimit, GatewayError, Handler, X_REAL_IP, client_addr};
 use crate::config::LimitsConfig;
 use crate::prefixed::Prefixed;
@@ -251,6 +252,7 @@ where
         .max_concurrent_streams(w.limits.h2_max_concurrent_streams)
         .max_header_list_size(w.limits.h2_max_header_list_size)
         .max_pending_accept_reset_streams(w.limits.h2_max_pending_resets);
+    let io = SendWatch::new(io, Arc::clone(&w.activity.send_stall));
     let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service));
     match drive(connection.as_mut(), w, None, None).await {
         Ended::Done(result) => result,
@@ -288,7 +290,10 @@ where
             w.activity.closing();
         }
         // Boxed: its buffers and state live only while it serves.
-        let watched = push_h1::FlushWatch::new(io, Arc::clone(&w.activity.unflushed));
+        let watched = push_h1::FlushWatch::new(
+            SendWatch::new(io, Arc::clone(&w.activity.send_stall)),
+            Arc::clone(&w.activity.unflushed),
+        );
         let mut connection =
             Box::pin(builder.serve_connection(TokioIo::new(watched), service.clone()));
         let ended = drive(
@@ -308,14 +313,15 @@ where
                 // and holds nothing the stream needs: its buffers go.
                 let io = Pin::into_inner(connection).into_parts().io.into_inner();
                 if let Some((push, busy)) = w.activity.handoff.take() {
-                    push_h1::serve(io.into_inner(), push, &w.activity.stream_cut, w.cut).await;
+                    let io = io.into_inner().into_inner();
+                    push_h1::serve(io, push, &w.activity.stream_cut, w.cut).await;
                     drop(busy);
                 }
                 return Ok(());
             }
         };
         let parts = Pin::into_inner(connection).into_parts();
-        io = parts.io.into_inner().into_inner();
+        io = parts.io.into_inner().into_inner().into_inner();
         io.unread(&parts.read_buf);
         // Even empty, hyper's read buffer holds its allocation: let go.
         let mut unread = !parts.read_buf.is_empty();
@@ -509,7 +515,10 @@ async fn drive<C: Serving>(
     let parkable = || w.activity.started.load(Ordering::Acquire) > served_before;
     // The longest the idle check may sleep: a request that ends right after
     // it was armed is still parked on time.
-    let check_every = [park_after, head_timeout]
+    // A quarter of the send timeout: a client that takes nothing is cut
+    // between 1 and 1.25 times it.
+    let send_timeout = w.limits.send_timeout;
+    let check_every = [park_after, head_timeout, Some(send_timeout / 4)]
         .into_iter()
         .flatten()
         .fold(idle_timeout, Duration::min);
@@ -624,6 +633,15 @@ async fn drive<C: Serving>(
                 return finish(connection, w).await;
             }
             Event::Check => {
+                if w.activity
+                    .send_stall
+                    .stalled_for()
+                    .is_some_and(|stalled| stalled >= send_timeout)
+                {
+                    // Bytes for the client, and it took none of them.
+                    crate::metrics::limit_hit("send_timeout");
+                    return Ended::Cut;
+                }
                 // Only if nothing was in flight the whole time.
                 match w.activity.idle_for() {
                     Some(idle) if idle >= idle_timeout => {
@@ -946,10 +964,11 @@ fn for_hyper(
     h1: bool,
     chunked: bool,
 ) -> hyper::Response<ConnBody> {
-    if h1 && let GatewayBody::Push(push) = response.body() {
-        // One stream per HTTP/1.1 connection: a client cut for
-        // reading too slowly loses the connection.
-        push.close_connection_on_cut(Arc::clone(&busy.0.stream_cut));
+    if h1 {
+        // One reply at a time per HTTP/1.1 connection: a client cut for
+        // reading too slowly loses the connection (hyper, waiting to
+        // write, would not poll the body to learn it).
+        response.body().close_connection_on_cut(&busy.0.stream_cut);
     }
     if let Some(pending) = response
         .extensions_mut()
@@ -1014,6 +1033,8 @@ struct Activity {
     /// Notified when a push stream on this HTTP/1.1 connection cut its
     /// client for reading too slowly: the connection is closed at once.
     stream_cut: Arc<tokio::sync::Notify>,
+    /// Since when writes to the client have waited (`limits.send_timeout_ms`).
+    send_stall: Arc<SendStall>,
     /// A WebSocket accepted on this HTTP/1.1 connection, to run once its
     /// 101 is written.
     upgrade: std::sync::Mutex<Option<super::websocket::Pending>>,
@@ -1038,6 +1059,7 @@ impl Activity {
             abused: tokio::sync::Notify::new(),
             closing: std::sync::atomic::AtomicBool::new(false),
             stream_cut: Arc::new(tokio::sync::Notify::new()),
+            send_stall: Arc::default(),
             upgrade: std::sync::Mutex::new(None),
             unflushed: Arc::new(AtomicBool::new(false)),
             handoff: Arc::default(),

@@ -12,6 +12,7 @@ mod layers;
 mod log_limit;
 mod push_h1;
 pub mod response;
+mod send_watch;
 pub mod streams;
 mod websocket;
 

@@ -529,7 +529,7 @@ impl Pump<'_> {
     async fn on_app(&mut self, frame: Option<Result<crate::proto::Frame, ChannelError>>) -> Step {
         let frame = match frame {
             None => return Step::End(self.app_closed().await),
-            Some(Err(ChannelError::Overflow(_))) => return Step::End(self.slow_client()),
+            Some(Err(e)) if e.is_slow_reader() => return Step::End(self.slow_client()),
             Some(Err(e)) => return Step::End(self.backend_failed(&e)),
             Some(Ok(frame)) => frame,
         };

@@ -8,7 +8,7 @@ use bytes::Bytes;
 
 use super::batch_queue;
 use super::error::ChannelError;
-use super::frame_queue::FrameReceiver;
+use super::frame_queue::{Cut, FrameReceiver};
 use super::handle::{ChannelState, Command, Shared};
 use crate::proto::{Frame, Message, Protocol, RemoteError};
 
@@ -182,9 +182,6 @@ impl Drop for ChannelSender {
 pub struct ChannelReceiver {
     id: u64,
     state: Protocol,
-    /// The queue length past which the channel is cut (see
-    /// [`ChannelReceiver::cut_when_full`]).
-    cut_at: Option<usize>,
     replies: FrameReceiver,
     shared: Arc<Shared>,
     channel: Arc<ChannelState>,
@@ -201,7 +198,6 @@ impl ChannelReceiver {
         Self {
             id,
             state,
-            cut_at: None,
             replies,
             shared,
             channel,
@@ -244,11 +240,11 @@ impl ChannelReceiver {
             },
             None => {
                 self.state = Protocol::Terminal;
-                match self.cut_at {
-                    Some(capacity) if self.replies.overflowed() => {
-                        Err(ChannelError::Overflow(capacity))
-                    }
-                    _ => Err(self.channel.error(&self.shared)),
+                match self.replies.cut() {
+                    Some(Cut::Frames(capacity)) => Err(ChannelError::Overflow(capacity)),
+                    Some(Cut::Reply(limit)) => Err(ChannelError::ReplyBuffer(limit)),
+                    Some(Cut::Total(total)) => Err(ChannelError::ReplyBudget(total)),
+                    None => Err(self.channel.error(&self.shared)),
                 }
             }
         }
@@ -266,8 +262,16 @@ impl ChannelReceiver {
     /// until the owner catches up: right for a reply a client reads as
     /// fast as it can, wrong for a push stream to a client that may stall.
     pub fn cut_when_full(&mut self, capacity: usize) {
-        self.cut_at = Some(capacity.max(1));
         self.replies.cut_when_full(capacity);
+    }
+
+    /// Notifies `signal` when the channel is cut for a slow reader (see
+    /// [`ChannelReceiver::cut_when_full`] and [`super::MuxConfig::reply_budget`]),
+    /// at once if it was already. For an owner that may not be polled
+    /// while its reader stalls (an HTTP/1.1 body hyper cannot write), so
+    /// that its connection can be closed at once.
+    pub fn notify_on_cut(&self, signal: Arc<tokio::sync::Notify>) {
+        self.replies.notify_on_cut(signal);
     }
 
     /// The next frame from the peer, with headers decoded; `None` after the

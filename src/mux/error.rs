@@ -96,9 +96,28 @@ pub enum ChannelError {
     /// dropped; the connection stays up.
     #[error("the stream's reader fell {0} frames behind the backend and was cut")]
     Overflow(usize),
+    /// The owner read too slowly: its reply would have held more than this
+    /// many bytes of the connection's reply budget (see
+    /// [`crate::mux::MuxConfig::reply_budget`]). Later frames are dropped
+    /// and the channel is cancelled; the connection stays up.
+    #[error("the reply's reader fell {0} bytes behind the backend and was cut")]
+    ReplyBuffer(usize),
+    /// The owner read too slowly: the replies buffered for all readers
+    /// reached the budget's total (this many bytes), and this reply held
+    /// the most. As [`ChannelError::ReplyBuffer`] otherwise.
+    #[error("the gateway's reply buffers were full ({0} bytes) and this reply held the most")]
+    ReplyBudget(usize),
 }
 
 impl ChannelError {
+    /// Whether the owner was cut for reading too slowly (a slow client).
+    pub fn is_slow_reader(&self) -> bool {
+        matches!(
+            self,
+            Self::Overflow(_) | Self::ReplyBuffer(_) | Self::ReplyBudget(_)
+        )
+    }
+
     /// Whether the request provably never reached the peer, so it may be
     /// sent again on another connection.
     pub fn is_retry_safe(&self) -> bool {
@@ -117,7 +136,10 @@ impl ChannelError {
         match self {
             Self::ConnectionLost { delivery, .. } => Some(*delivery),
             Self::Refused | Self::NotAllowed { .. } | Self::Encode(_) => Some(Delivery::NotSent),
-            Self::UnexpectedMessage { .. } | Self::Overflow(_) => None,
+            Self::UnexpectedMessage { .. }
+            | Self::Overflow(_)
+            | Self::ReplyBuffer(_)
+            | Self::ReplyBudget(_) => None,
         }
     }
 }

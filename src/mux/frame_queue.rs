@@ -7,12 +7,48 @@
 //! `mpsc` channel allocates a block of 32 slots up front; in the load
 //! profile, creating and filling those was a visible share of a request.)
 //! Both ends take a short uncontended lock per operation.
+//!
+//! A queue made with a [`ReplyBudget`] ([`channel_with_budget`]) never
+//! makes its producer wait: it holds frames up to the budget's bytes per
+//! reply, and is cut past them, or when the budget's total is reached and
+//! it holds the most (see [`super::reply_budget`]).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll, Waker};
 
+use tokio::sync::Notify;
+
+use super::reply_budget::{Holder, ReplyBudget, Reserved, TRACKED_FROM};
 use crate::proto::Frame;
+
+/// What a queued frame costs against a [`ReplyBudget`] beyond its args:
+/// the `Frame` itself, its slot in the queue and its buffer's handle,
+/// rounded up, so that many tiny frames cannot hide behind a small byte
+/// count.
+const FRAME_COST: usize = 128;
+
+/// A budgeted queue holding this much copies the frames it queues out of
+/// the connection's read buffer, so that a reader that stalls holds only
+/// the bytes it was counted for, never whole read buffers its small
+/// frames point into.
+const COMPACT_FROM: usize = 1 << 20;
+
+/// Why a queue was cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// `cut_when_full`: this many frames were queued unread.
+    Frames(usize),
+    /// It would have held more than the budget's bytes per reply.
+    Reply(usize),
+    /// The budget's total was reached, and it held the most.
+    Total(usize),
+}
+
+/// The bytes a frame costs against the budget.
+fn cost(frame: &Frame) -> usize {
+    frame.args.len() + FRAME_COST
+}
 
 /// Why [`FrameSender::try_send`] gave a frame back.
 #[derive(Debug)]
@@ -33,13 +69,56 @@ struct State {
     receiver_alive: bool,
     /// A full queue cuts the receiver instead of making the producer wait.
     cut_when_full: bool,
-    /// The queue was cut that way: its frames are gone, and the receiver
+    /// The queue was cut, and why: its frames are gone, and the receiver
     /// learns it at the end.
-    overflowed: bool,
+    cut: Option<Cut>,
     /// The receiver, waiting for a frame or the end.
     receiver: Option<Waker>,
     /// A sender waiting for room.
     sender: Option<Waker>,
+    /// The budget this queue's bytes count against, if any.
+    budget: Option<Budgeted>,
+    /// Notified when the queue is cut (see [`FrameReceiver::notify_on_cut`]).
+    on_cut: Option<Arc<Notify>>,
+}
+
+/// A queue's share of a [`ReplyBudget`].
+#[derive(Debug)]
+struct Budgeted {
+    budget: ReplyBudget,
+    key: u64,
+    /// Bytes of the budget its frames hold.
+    bytes: usize,
+    /// Whether the budget tracks it as a candidate to cut.
+    tracked: bool,
+}
+
+impl State {
+    /// Cuts the queue for `why`: the frames go (returned, to be dropped
+    /// outside the lock), their bytes go back to the budget, and the
+    /// receiver (waker returned) and the cut signal learn it.
+    fn cut(&mut self, why: Cut) -> (VecDeque<Frame>, Option<Waker>) {
+        self.cut = Some(why);
+        if let Some(b) = &mut self.budget {
+            b.budget.release(std::mem::take(&mut b.bytes));
+        }
+        if let Some(signal) = &self.on_cut {
+            signal.notify_one();
+        }
+        crate::metrics::limit_hit("slow_client");
+        (std::mem::take(&mut self.frames), self.receiver.take())
+    }
+
+    /// Takes the next frame, giving its bytes back to the budget.
+    fn pop(&mut self) -> Option<Frame> {
+        let frame = self.frames.pop_front()?;
+        if let Some(b) = &mut self.budget {
+            let n = cost(&frame);
+            b.bytes -= n;
+            b.budget.release(n);
+        }
+        Some(frame)
+    }
 }
 
 #[derive(Debug)]
@@ -53,8 +132,52 @@ impl Shared {
     }
 }
 
+impl Holder for Shared {
+    fn held(&self) -> usize {
+        self.lock().budget.as_ref().map_or(0, |b| b.bytes)
+    }
+
+    fn evict(&self) -> bool {
+        let (frames, waker) = {
+            let mut state = self.lock();
+            if state.cut.is_some() || !state.receiver_alive {
+                return false;
+            }
+            let total = state.budget.as_ref().map_or(0, |b| b.budget.total());
+            state.cut(Cut::Total(total))
+        };
+        drop(frames);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
+        if let Some(b) = &mut state.budget {
+            b.budget.release(std::mem::take(&mut b.bytes));
+            if b.tracked {
+                b.budget.untrack(b.key);
+            }
+        }
+    }
+}
+
 /// A queue holding at most `capacity` frames (at least one).
 pub(crate) fn channel(capacity: usize) -> (FrameSender, FrameReceiver) {
+    channel_with_budget(capacity, None)
+}
+
+/// A queue whose bytes count against `budget`, when given: then it never
+/// makes its producer wait, and `capacity` applies only once the receiver
+/// asks to be cut when full. Without a budget, as [`channel`].
+pub(crate) fn channel_with_budget(
+    capacity: usize,
+    budget: Option<&ReplyBudget>,
+) -> (FrameSender, FrameReceiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             frames: VecDeque::new(),
@@ -62,9 +185,16 @@ pub(crate) fn channel(capacity: usize) -> (FrameSender, FrameReceiver) {
             senders: 1,
             receiver_alive: true,
             cut_when_full: false,
-            overflowed: false,
+            cut: None,
             receiver: None,
             sender: None,
+            budget: budget.map(|budget| Budgeted {
+                budget: budget.clone(),
+                key: budget.key(),
+                bytes: 0,
+                tracked: false,
+            }),
+            on_cut: None,
         }),
     });
     (
@@ -84,47 +214,97 @@ pub(crate) struct FrameSender {
 
 impl FrameSender {
     /// Queues `frame` unless the queue is full or the receiver is gone.
-    pub(crate) fn try_send(&self, frame: Frame) -> Result<(), TrySendError> {
-        let waker = {
-            let mut state = self.shared.lock();
-            if !state.receiver_alive || state.overflowed {
+    /// A budgeted queue is never full: past its bounds it is cut.
+    pub(crate) fn try_send(&self, mut frame: Frame) -> Result<(), TrySendError> {
+        let mut state = self.shared.lock();
+        if !state.receiver_alive || state.cut.is_some() {
+            return Err(TrySendError::Closed);
+        }
+        if state.frames.len() >= state.capacity {
+            if state.cut_when_full {
+                let capacity = state.capacity;
+                return Err(self.cut_locked(state, Cut::Frames(capacity)));
+            }
+            if state.budget.is_none() {
+                return Err(TrySendError::Full(frame));
+            }
+        }
+        let mut track = None;
+        if let Some(b) = &state.budget {
+            let n = cost(&frame);
+            let per_reply = b.budget.per_reply();
+            if b.bytes + n > per_reply {
+                return Err(self.cut_locked(state, Cut::Reply(per_reply)));
+            }
+            let (budget, key, held) = (b.budget.clone(), b.key, b.bytes);
+            // Reserving may cut another queue, which takes that queue's
+            // lock: never while holding this one.
+            drop(state);
+            let reserved = budget.reserve(n, held, Some(key));
+            state = self.shared.lock();
+            if reserved == Reserved::No {
+                if state.cut.is_some() || !state.receiver_alive {
+                    return Err(TrySendError::Closed);
+                }
+                let total = budget.total();
+                return Err(self.cut_locked(state, Cut::Total(total)));
+            }
+            if state.cut.is_some() || !state.receiver_alive {
+                budget.release(n);
                 return Err(TrySendError::Closed);
             }
-            if state.frames.len() >= state.capacity {
-                if !state.cut_when_full {
-                    return Err(TrySendError::Full(frame));
+            if let Some(b) = &mut state.budget {
+                if b.bytes >= COMPACT_FROM {
+                    frame.args = bytes::Bytes::copy_from_slice(&frame.args);
                 }
-                // Cut: what is queued goes (outside the lock), and the
-                // receiver wakes to learn it.
-                state.overflowed = true;
-                let frames = std::mem::take(&mut state.frames);
-                let waker = state.receiver.take();
-                drop(state);
-                drop(frames);
-                drop(frame);
-                if let Some(waker) = waker {
-                    waker.wake();
+                b.bytes += n;
+                if b.bytes >= TRACKED_FROM && !b.tracked {
+                    b.tracked = true;
+                    track = Some((budget, key));
                 }
-                return Err(TrySendError::Closed);
             }
-            state.frames.push_back(frame);
-            state.receiver.take()
-        };
+        }
+        state.frames.push_back(frame);
+        let waker = state.receiver.take();
+        drop(state);
+        if let Some((budget, key)) = track {
+            let holder: Weak<dyn Holder> =
+                Arc::downgrade(&(Arc::clone(&self.shared) as Arc<dyn Holder>));
+            budget.track(key, holder);
+        }
         if let Some(waker) = waker {
             waker.wake();
         }
         Ok(())
     }
 
+    /// Cuts the queue (locked in `state`) for `why`; what the producer
+    /// is told.
+    fn cut_locked(&self, mut state: MutexGuard<'_, State>, why: Cut) -> TrySendError {
+        let (frames, waker) = state.cut(why);
+        drop(state);
+        drop(frames);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        TrySendError::Closed
+    }
+
+    /// Whether the queue was cut for a slow receiver.
+    pub(crate) fn is_cut(&self) -> bool {
+        self.shared.lock().cut.is_some()
+    }
+
     /// Ready with `true` once there is room, `false` if the receiver is
     /// gone. One waiting sender at a time is woken.
     pub(crate) fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<bool> {
         let mut state = self.shared.lock();
-        if !state.receiver_alive || state.overflowed {
+        if !state.receiver_alive || state.cut.is_some() {
             return Poll::Ready(false);
         }
-        // A queue that cuts when full never makes its producer wait.
-        if state.frames.len() < state.capacity || state.cut_when_full {
+        // A queue that cuts when full (or is budgeted) never makes its
+        // producer wait.
+        if state.frames.len() < state.capacity || state.cut_when_full || state.budget.is_some() {
             return Poll::Ready(true);
         }
         state.sender = Some(cx.waker().clone());
@@ -178,7 +358,7 @@ impl FrameReceiver {
     /// empty.
     pub(crate) fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
         let mut state = self.shared.lock();
-        if let Some(frame) = state.frames.pop_front() {
+        if let Some(frame) = state.pop() {
             let waker = state.sender.take();
             drop(state);
             if let Some(waker) = waker {
@@ -186,7 +366,7 @@ impl FrameReceiver {
             }
             return Poll::Ready(Some(frame));
         }
-        if state.senders == 0 || state.overflowed {
+        if state.senders == 0 || state.cut.is_some() {
             return Poll::Ready(None);
         }
         if !state
@@ -202,7 +382,7 @@ impl FrameReceiver {
     /// From now on, a frame that finds the queue holding `capacity` frames
     /// cuts the queue instead of waiting for room: the frames queued are
     /// dropped, the producer stops delivering, and the queue ends
-    /// ([`FrameReceiver::overflowed`] then says why). For a stream whose
+    /// ([`FrameReceiver::cut`] then says why). For a stream whose
     /// slow consumer must not hold up the producer's other queues.
     pub(crate) fn cut_when_full(&mut self, capacity: usize) {
         let waker = {
@@ -217,10 +397,20 @@ impl FrameReceiver {
         }
     }
 
-    /// Whether the queue was cut because it was full (see
-    /// [`FrameReceiver::cut_when_full`]).
-    pub(crate) fn overflowed(&self) -> bool {
-        self.shared.lock().overflowed
+    /// Why the queue was cut, if it was (see
+    /// [`FrameReceiver::cut_when_full`] and [`channel_with_budget`]).
+    pub(crate) fn cut(&self) -> Option<Cut> {
+        self.shared.lock().cut
+    }
+
+    /// Notifies `signal` (once) when the queue is cut; at once if it was
+    /// already.
+    pub(crate) fn notify_on_cut(&self, signal: Arc<Notify>) {
+        let mut state = self.shared.lock();
+        if state.cut.is_some() {
+            signal.notify_one();
+        }
+        state.on_cut = Some(signal);
     }
 
     /// See [`FrameReceiver::poll_recv`].
@@ -238,6 +428,9 @@ impl Drop for FrameReceiver {
         let (frames, waker) = {
             let mut state = self.shared.lock();
             state.receiver_alive = false;
+            if let Some(b) = &mut state.budget {
+                b.budget.release(std::mem::take(&mut b.bytes));
+            }
             (std::mem::take(&mut state.frames), state.sender.take())
         };
         // Frames are dropped outside the lock.
@@ -342,7 +535,7 @@ mod tests {
             "a cutting queue never makes its producer wait"
         );
         assert!(matches!(tx.try_send(frame(4)), Err(TrySendError::Closed)));
-        assert!(rx.overflowed());
+        assert_eq!(rx.cut(), Some(Cut::Frames(3)));
         // What was queued is gone; the queue ends though a sender lives.
         assert!(rx.recv().await.is_none());
         assert!(matches!(tx.try_send(frame(5)), Err(TrySendError::Closed)));
@@ -361,7 +554,87 @@ mod tests {
         tokio::task::yield_now().await;
         rx.cut_when_full(1);
         assert_eq!(waiter.await.unwrap(), (true, true));
-        assert!(rx.overflowed());
+        assert_eq!(rx.cut(), Some(Cut::Frames(1)));
         assert!(rx.recv().await.is_none());
+    }
+
+    /// A frame whose args hold `n` bytes (plus the message's own few).
+    fn big(channel: u64, n: usize) -> Frame {
+        let mut buf = bytes::BytesMut::new();
+        Message::write(vec![b'x'; n]).encode(channel, &mut buf);
+        let mut codec = crate::proto::FrameCodec::default();
+        tokio_util::codec::Decoder::decode(&mut codec, &mut buf)
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_budgeted_queue_never_makes_its_producer_wait_and_cuts_past_its_bound() {
+        let budget = ReplyBudget::new(10_000, 1 << 20);
+        let (tx, mut rx) = channel_with_budget(2, Some(&budget));
+        // Past the frame capacity: still queued, never `Full`.
+        for n in 0..4 {
+            tx.try_send(big(n, 1000)).unwrap();
+            assert!(tx.ready().await);
+        }
+        let held = budget.used();
+        assert_eq!(held, 4 * cost(&big(0, 1000)));
+        // One frame is taken: its bytes go back.
+        assert_eq!(rx.recv().await.unwrap().channel, 0);
+        assert_eq!(budget.used(), 3 * cost(&big(0, 1000)));
+        // Past 10,000 bytes for this reply: cut, everything given back.
+        let mut cut = false;
+        for n in 4..20 {
+            if tx.try_send(big(n, 1000)).is_err() {
+                cut = true;
+                break;
+            }
+        }
+        assert!(cut);
+        assert_eq!(rx.cut(), Some(Cut::Reply(10_000)));
+        assert!(tx.is_cut());
+        assert_eq!(budget.used(), 0);
+        assert!(rx.recv().await.is_none(), "its frames are gone");
+    }
+
+    #[tokio::test]
+    async fn at_the_total_the_stalled_reply_holding_most_is_cut_not_the_reader_that_keeps_up() {
+        let budget = ReplyBudget::new(1 << 20, 300_000);
+        let signal = Arc::new(Notify::new());
+        let (stalled_tx, stalled_rx) = channel_with_budget(64, Some(&budget));
+        stalled_rx.notify_on_cut(Arc::clone(&signal));
+        // The stalled reply takes 200 KB and is tracked.
+        for n in 0..20 {
+            stalled_tx.try_send(big(n, 10_000)).unwrap();
+        }
+        let (fast_tx, mut fast_rx) = channel_with_budget(64, Some(&budget));
+        // The reader that keeps up gets 150 KB through, in frames it
+        // takes as they come: at the total, the stalled one goes.
+        for n in 0..15 {
+            fast_tx.try_send(big(n, 10_000)).unwrap();
+        }
+        assert_eq!(stalled_rx.cut(), Some(Cut::Total(300_000)));
+        signal.notified().await;
+        for n in 0..15 {
+            assert_eq!(fast_rx.recv().await.unwrap().channel, n);
+        }
+        assert!(fast_rx.cut().is_none());
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_budgeted_queue_gives_its_bytes_back() {
+        let budget = ReplyBudget::new(1 << 20, 1 << 20);
+        let (tx, rx) = channel_with_budget(64, Some(&budget));
+        for n in 0..10 {
+            tx.try_send(big(n, 10_000)).unwrap();
+        }
+        assert!(budget.used() >= 100_000);
+        drop(rx);
+        assert_eq!(budget.used(), 0);
+        assert!(matches!(
+            tx.try_send(big(11, 10)),
+            Err(TrySendError::Closed)
+        ));
     }
 }

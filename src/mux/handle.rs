@@ -236,7 +236,10 @@ impl MuxHandle {
             .reserve()
             .await
             .map_err(|_| ChannelError::Refused)?;
-        let (replies_tx, replies_rx) = frame_queue::channel(self.shared.config.channel_queue);
+        let (replies_tx, replies_rx) = frame_queue::channel_with_budget(
+            self.shared.config.channel_queue,
+            self.shared.config.reply_budget.as_ref(),
+        );
         let state = Arc::new(ChannelState::default());
         let sink = Sink {
             replies: replies_tx,

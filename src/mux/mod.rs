@@ -56,10 +56,13 @@
 //! # }
 //! ```
 //!
-//! Backpressure: when a channel's reply queue is full, the task stops
-//! reading the socket until its owner catches up (Cocaine has no flow
-//! control, so the alternative would be unbounded buffering). Writes and
-//! cancellations go on meanwhile.
+//! Backpressure: by default, when a channel's reply queue is full, the
+//! task stops reading the socket until its owner catches up (Cocaine has
+//! no flow control). Writes and cancellations go on meanwhile. A
+//! connection given a [`ReplyBudget`] ([`MuxConfig::reply_budget`], what
+//! the gateway's pools use) never stops reading for one owner: replies are
+//! buffered within the budget's bounds, and an owner past them is cut
+//! (its channel cancelled), so no slow reader holds up the others.
 
 pub(crate) mod batch_queue;
 mod channel;
@@ -67,6 +70,7 @@ mod error;
 pub(crate) mod frame_queue;
 mod handle;
 pub(crate) mod id_hash;
+mod reply_budget;
 mod table;
 mod task;
 pub(crate) mod write;
@@ -81,6 +85,7 @@ use tokio::sync::mpsc;
 pub use self::channel::{Channel, ChannelReceiver, ChannelSender};
 pub use self::error::{ChannelError, ConnectionError, Delivery};
 pub use self::handle::{Invocation, MuxHandle};
+pub use self::reply_budget::ReplyBudget;
 pub use self::table::{Cancel, ChannelTable, OpenAction, ReceiveAction, SendAction};
 pub use self::task::Connection;
 pub use self::write::{MAX_IOVECS, WriteQueue};
@@ -100,6 +105,13 @@ pub struct MuxConfig {
     pub read_buffer: usize,
     /// Unwritten bytes above which the task stops taking commands.
     pub write_high_water: usize,
+    /// When set, the connection never stops reading for a slow owner:
+    /// each channel's replies are buffered within this budget (per reply
+    /// and, shared with the other connections given it, in total), and a
+    /// channel past it is cut and cancelled (see [`ReplyBudget`]).
+    /// `channel_queue` then bounds only streams that asked to be cut when
+    /// full. Unset: a full queue pauses the connection's reads.
+    pub reply_budget: Option<ReplyBudget>,
 }
 
 impl Default for MuxConfig {
@@ -116,6 +128,7 @@ impl Default for MuxConfig {
             read_buffer: 64 << 10,
             // Bounds memory per connection while keeping writes large.
             write_high_water: 1 << 20,
+            reply_budget: None,
         }
     }
 }

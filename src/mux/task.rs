@@ -286,30 +286,36 @@ where
         self.shared.take_cancels(&mut self.cancels);
         let mut cancels = std::mem::take(&mut self.cancels);
         for (id, close) in cancels.drain(..) {
-            let ended = if close {
-                self.table.finish(id)
-            } else {
-                self.table.cancel(id)
-            };
-            let message = match ended {
-                Some(Cancel::Error(ty)) => Message::error(
-                    ty,
-                    RemoteError::new(ErrorCode::NOT_CONNECTED, CANCEL_MESSAGE),
-                ),
-                Some(Cancel::Discard) => Message::new(DISCARD, Args::Empty),
-                Some(Cancel::Close) => {
-                    if self.deferred_closes.is_empty() {
-                        let at = tokio::time::Instant::now() + CLOSE_DELAY;
-                        self.close_timer.as_mut().reset(at);
-                    }
-                    self.deferred_closes.push(id);
-                    continue;
-                }
-                None => continue,
-            };
-            self.queue.push(id, &message, None);
+            self.end_our_side(id, close);
         }
         self.cancels = cancels;
+    }
+
+    /// Ends our side of channel `id`: `close` (deferred, see
+    /// [`CLOSE_DELAY`]) or a cancel; nothing if it ended already.
+    fn end_our_side(&mut self, id: u64, close: bool) {
+        let ended = if close {
+            self.table.finish(id)
+        } else {
+            self.table.cancel(id)
+        };
+        let message = match ended {
+            Some(Cancel::Error(ty)) => Message::error(
+                ty,
+                RemoteError::new(ErrorCode::NOT_CONNECTED, CANCEL_MESSAGE),
+            ),
+            Some(Cancel::Discard) => Message::new(DISCARD, Args::Empty),
+            Some(Cancel::Close) => {
+                if self.deferred_closes.is_empty() {
+                    let at = tokio::time::Instant::now() + CLOSE_DELAY;
+                    self.close_timer.as_mut().reset(at);
+                }
+                self.deferred_closes.push(id);
+                return;
+            }
+            None => return,
+        };
+        self.queue.push(id, &message, None);
     }
 
     /// Moves the deferred `close` frames into the write queue.
@@ -333,12 +339,20 @@ where
                 return;
             };
             self.reconcile_in_flight();
-            if let Err(TrySendError::Full(frame)) = sink.replies.try_send(frame) {
-                self.pending = Some(Pending {
-                    id,
-                    replies: sink.replies,
-                    frame,
-                });
+            match sink.replies.try_send(frame) {
+                Ok(()) => {}
+                Err(TrySendError::Full(frame)) => {
+                    self.pending = Some(Pending {
+                        id,
+                        replies: sink.replies,
+                        frame,
+                    });
+                }
+                Err(TrySendError::Closed) => {
+                    if sink.replies.is_cut() {
+                        self.end_our_side(id, false);
+                    }
+                }
             }
             return;
         }
@@ -354,7 +368,15 @@ where
                     frame,
                 });
             }
-            Err(TrySendError::Closed) => self.finish_rx(id),
+            Err(TrySendError::Closed) => {
+                // Cut for a slow reader: the peer is told at once, not
+                // when the owner (which may not be polled) lets go.
+                let cut = sink.replies.is_cut();
+                self.finish_rx(id);
+                if cut {
+                    self.end_our_side(id, false);
+                }
+            }
         }
     }
 

@@ -440,7 +440,11 @@ fn start(
     epoch: u64,
     tracker: &TaskTracker,
 ) -> Result<Conn, LocatorOrConnect> {
-    let (handle, connection) = mux::from_tcp(stream, MuxConfig::default())
+    let config = MuxConfig {
+        reply_budget: pool.settings().reply_budget,
+        ..MuxConfig::default()
+    };
+    let (handle, connection) = mux::from_tcp(stream, config)
         .map_err(|e| LocatorOrConnect::Connect(format!("{endpoint}: {e}")))?;
     // The maintainer replaces a connection as soon as it closes.
     let closed = Arc::downgrade(pool);

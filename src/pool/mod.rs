@@ -62,6 +62,10 @@ pub struct PoolSettings {
     /// A pool that is not kept (see [`Pools::keep`]) and served nothing
     /// for this long is closed; `None`: never.
     pub idle_timeout: Option<Duration>,
+    /// The budget its connections buffer replies within, so that none of
+    /// them waits for a slow reader (see [`crate::mux::ReplyBudget`]);
+    /// `None`: a connection pauses its reads for a full reply queue.
+    pub reply_budget: Option<crate::mux::ReplyBudget>,
 }
 
 impl PoolSettings {
