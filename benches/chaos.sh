@@ -8,9 +8,12 @@
 # and after.
 #
 #   benches/chaos.sh [SECONDS] [RATE]      (defaults 10 s of load per drill, 2000 req/s)
+#   CHAOS_DRILLS=4b benches/chaos.sh       (only the drills listed, by number)
 #
 # Drills: kill -9 of one of two app instances; the locator down for 10 s;
 # a backend that answers with a corrupt frame; 1,000 slowloris clients;
+# 1,000 clients that ask for a 64 MB reply and read nothing (beside a load
+# on the same service);
 # 10,000 idle keep-alive connections; an HTTP/2 rapid-reset flood; SIGHUP
 # during load; in a cluster of two locators sharing a real etcd, one
 # locator killed and etcd stopped for 10 s; SIGTERM during load (last).
@@ -72,8 +75,13 @@ size = 8
 # Short, so that connections are re-resolved during the drills.
 lifespan_ms = 3000
 [services.hello]
+# The stalled-reader drill's service, at the default pool size.
+[services.stream]
+pool_size = 32
 CONF
 
+# CHAOS_DRILLS=4b,6 runs only those drills (numbers as in the headings).
+want() { [ -z "${CHAOS_DRILLS:-}" ] || [[ ",$CHAOS_DRILLS," == *",$1,"* ]]; }
 port_open() { (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; }
 start_locator() {
     $B locator --log-level warn --config "$dir/locator.toml" >>"$dir/locator.log" 2>&1 &
@@ -141,6 +149,7 @@ row() { # DRILL JSON RSS_BEFORE RSS_AFTER NOTE
 }
 
 # --- 1. kill -9 of one of two instances of an app --------------------------
+if want 1; then
 fresh 2
 before=$(rss_mb $gw)
 load /hello/http/ "$dir/kill.json"
@@ -150,16 +159,20 @@ wait $load_pid
 row "kill -9 of 1 of 2 app instances" "$dir/kill.json" "$before" "$(rss_mb $gw)" \
     "killed at $((secs / 3)) s; any 5xx were in flight on it"
 stop_all
+fi
 
 # --- 2. the locator down for 10 s --------------------------------------------
+if want 2; then
 fresh 1
 before=$(rss_mb $gw)
 outage "$dir/locator.json" $loc start_locator
 row "locator down 10 s (kill -9, restart)" "$dir/locator.json" "$before" "$(rss_mb $gw)" \
     "pool lifespan 3 s: connections re-resolve during the outage"
 stop_all
+fi
 
 # --- 3. a backend that sends a corrupt frame ----------------------------------
+if want 3; then
 fresh 1
 $PY - "$CORRUPT" >"$dir/corrupt.out" 2>&1 <<'PY' &
 # Accepts connections; once a request arrives (any bytes), answers with a
@@ -200,8 +213,10 @@ after=$(rss_mb $gw)
 row "corrupt frame: /hello (healthy)" "$dir/corrupt-hello.json" "$before" "$after" "beside the corrupt backend"
 row "corrupt frame: /corrupt" "$dir/corrupt.json" "$before" "$after" "the corrupt backend, 20 req/s"
 stop_all
+fi
 
 # --- 4. 1,000 slowloris clients beside the load -------------------------------
+if want 4; then
 fresh 1
 before=$(rss_mb $gw)
 $PY - "$GW" 1000 $((secs + 5)) >"$dir/slowloris.out" 2>&1 <<'PY' &
@@ -250,8 +265,84 @@ after=$(rss_mb $gw)
 wait $slow || true
 row "1,000 slowloris clients" "$dir/slowloris.json" "$before" "$after" "$(cat "$dir/slowloris.out")"
 stop_all
+fi
+
+# --- 4b. 1,000 stalled readers of 64 MB replies, at the default pool ---------
+if want 4b; then
+start_locator
+start_app stream
+start_gateway
+wait_for_urls "http://$GW/stream/http/?chunks=1&delay_ms=0"
+before=$(rss_mb $gw)
+# RSS sampled every 100 ms while the drill runs: its peak.
+( peak=0; while kill -0 $gw 2>/dev/null && [ ! -e "$dir/stalled.done" ]; do
+      r=$(awk '/^VmRSS/ {print int($2 / 1024)}' "/proc/$gw/status" 2>/dev/null || echo 0)
+      [ "$r" -gt "$peak" ] && peak=$r; echo "$peak" > "$dir/stalled.peak"; sleep 0.1
+  done ) &
+extra+=($!)
+$PY - "$GW" 1000 $((secs + 5)) >"$dir/stalled.out" 2>&1 <<'PY' &
+# N clients from 127.1.0.3 each ask for a 64 MB reply (1,000 chunks of
+# 64 KiB, written by the app as fast as it can) with a 4 KiB receive
+# buffer, and read nothing; reports how many the gateway cut, and when.
+import asyncio, socket, sys, time
+host, port = sys.argv[1].split(":")
+n, hold = int(sys.argv[2]), float(sys.argv[3])
+start = time.monotonic()
+closed = []
+async def one(i):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.bind(("127.1.0.3", 0))
+    s.setblocking(False)
+    loop = asyncio.get_running_loop()
+    try:
+        await loop.sock_connect(s, (host, int(port)))
+        await loop.sock_sendall(s, b"GET /stream/http/?chunks=1000&size=65536&delay_ms=0 HTTP/1.1\r\nHost: stalled\r\n\r\n")
+    except OSError:
+        closed.append(-1.0); s.close(); return
+    # Reads nothing; every 0.5 s asks the kernel whether the gateway
+    # closed the connection (MSG_PEEK leaves the window shut).
+    while time.monotonic() - start < hold:
+        await asyncio.sleep(0.5)
+        try:
+            s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            continue
+        except OSError:
+            closed.append(time.monotonic() - start); break
+        # Readable: data queued, or the gateway's FIN/RST behind it. A
+        # closed connection shows once the queued bytes are read.
+        try:
+            tcp_info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)
+            if tcp_info[0] in (7, 8):  # TCP_CLOSE, TCP_CLOSE_WAIT
+                closed.append(time.monotonic() - start); break
+        except OSError:
+            pass
+    s.close()
+async def main():
+    await asyncio.gather(*(one(i) for i in range(n)))
+    refused = sum(1 for t in closed if t < 0)
+    cut = sorted(t for t in closed if t >= 0)
+    span = f", between {cut[0]:.1f} and {cut[-1]:.1f} s" if cut else ""
+    print(f"{len(cut)} of {n} stalled readers cut by the gateway{span}; {refused} refused")
+asyncio.run(main())
+PY
+stalled=$!
+extra+=($stalled)
+sleep 1
+load "/stream/http/?chunks=1&delay_ms=0" "$dir/stalled.json"
+wait $load_pid
+wait $stalled || true
+touch "$dir/stalled.done"
+after=$(rss_mb $gw)
+hits=$(curl -s "http://$ADMIN/metrics" | awk '/^rpcgate_limit_hits_total\{limit="slow_client"\}/ {print $2}')
+row "1,000 stalled readers of 64 MB replies (default pool of 32)" "$dir/stalled.json" "$before" "$after" \
+    "$(cat "$dir/stalled.out"); slow_client cuts ${hits:-0}; peak RSS $(cat "$dir/stalled.peak" 2>/dev/null || echo -) MB (reply_buffer_total 512 MiB); the load shares the stream service's connections"
+stop_all
+fi
 
 # --- 5. 10,000 idle connections -----------------------------------------------
+if want 5; then
 fresh 1
 before=$(rss_mb $gw)
 $PY - "$GW" 10000 "$dir/idle.ready" >"$dir/idle.out" 2>&1 <<'PY' &
@@ -304,8 +395,10 @@ wait $idle || true
 row "10,000 idle keep-alive connections" "$dir/idle.json" "$before" "$after" \
     "RSS with them open before the load: $held MB; $(cat "$dir/idle.out")"
 stop_all
+fi
 
 # --- 6. HTTP/2 rapid reset flood ----------------------------------------------
+if want 6; then
 fresh 1
 before=$(rss_mb $gw)
 load /hello/http/ "$dir/reset.json"
@@ -356,8 +449,10 @@ PY
 wait $load_pid
 row "HTTP/2 rapid-reset flood" "$dir/reset.json" "$before" "$(rss_mb $gw)" "$(tail -1 "$dir/reset.out")"
 stop_all
+fi
 
 # --- 7. SIGHUP during load -----------------------------------------------------
+if want 7; then
 fresh 1
 before=$(rss_mb $gw)
 load /hello/http/ "$dir/hup.json"
@@ -366,8 +461,10 @@ for _ in $(seq 1 $((secs / 2 - 1))); do sleep 2; kill -HUP $gw; hups=$((hups + 1
 wait $load_pid
 row "SIGHUP during load" "$dir/hup.json" "$before" "$(rss_mb $gw)" "$hups reloads, one every 2 s"
 stop_all
+fi
 
 # --- 8, 9. a cluster: two locators sharing etcd ---------------------------------
+if want 8; then
 # Each locator writes its apps to etcd under a 3 s lease and serves the
 # view of both; each hello instance publishes to one locator and falls back
 # to the other; the gateway knows both locators, L1 first.
@@ -438,8 +535,10 @@ outage "$dir/cluster-etcd.json" $etcd_pid start_etcd
 row "cluster: etcd down 10 s (kill -9, restart)" "$dir/cluster-etcd.json" "$before" "$(rss_mb $gw)" \
     "locators serve their last view meanwhile; pool lifespan 3 s"
 stop_cluster
+fi
 
 # --- 10. SIGTERM during load (last) ---------------------------------------------
+if want 10; then
 fresh 1
 before=$(rss_mb $gw)
 load /hello/http/ "$dir/term.json"
@@ -452,6 +551,8 @@ wait $load_pid
 row "SIGTERM during load" "$dir/term.json" "$before" "exited $code" \
     "at $((secs / 3)) s; afterwards connects are refused"
 stop_all
+fi
+
 
 echo
 echo "chaos drills, $secs s of load each at $rate req/s over 32 connections (GET /hello/http/);"
