@@ -99,8 +99,10 @@ async fn behind_a_real_nginx_the_client_address_arrives_and_413_is_json() {
     assert_ne!(conf, example, "the example's addresses were found");
     let conf_path = dir.join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
+    // One process (`master_process off`): killing it leaves no worker
+    // behind, holding the test's inherited file descriptors.
     let globals = format!(
-        "daemon off; pid {0}/nginx.pid; error_log {0}/logs/error.log;",
+        "daemon off; master_process off; pid {0}/nginx.pid; error_log {0}/logs/error.log;",
         dir.display()
     );
     let mut server = Command::new(nginx)
