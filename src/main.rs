@@ -110,6 +110,25 @@ struct LocatorArgs {
     /// defaults).
     #[arg(long = "etcd", value_name = "URL")]
     etcd: Vec<String>,
+    /// The CA (PEM) that etcd's certificate must chain to, for https://
+    /// endpoints; overrides `cluster.etcd_ca_file`.
+    #[arg(long, value_name = "FILE")]
+    etcd_ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) for etcd's --client-cert-auth; overrides
+    /// `cluster.etcd_cert_file`. Needs --etcd-key-file.
+    #[arg(long, value_name = "FILE")]
+    etcd_cert_file: Option<PathBuf>,
+    /// The client certificate's key (PEM); overrides `cluster.etcd_key_file`.
+    #[arg(long, value_name = "FILE")]
+    etcd_key_file: Option<PathBuf>,
+    /// The etcd user to authenticate as; overrides `cluster.etcd_user`.
+    /// Needs --etcd-password-file.
+    #[arg(long, value_name = "NAME")]
+    etcd_user: Option<String>,
+    /// The file holding the etcd user's password (not world-readable);
+    /// overrides `cluster.etcd_password_file`.
+    #[arg(long, value_name = "FILE")]
+    etcd_password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -260,12 +279,28 @@ async fn run_locator(args: LocatorArgs) -> Result<(), String> {
         config.uuid = args.uuid;
     }
     if !args.etcd.is_empty() {
-        rpcgate::locator::cluster::EtcdClient::new(&args.etcd)
-            .map_err(|e| format!("--etcd: {e}"))?;
         match &mut config.cluster {
             Some(cluster) => cluster.etcd = args.etcd,
             None => config.cluster = Some(rpcgate::locator::ClusterConfig::new(args.etcd)),
         }
+    }
+    let security_flags = [
+        args.etcd_ca_file.is_some(),
+        args.etcd_cert_file.is_some(),
+        args.etcd_key_file.is_some(),
+        args.etcd_user.is_some(),
+        args.etcd_password_file.is_some(),
+    ];
+    if let Some(cluster) = &mut config.cluster {
+        let security = &mut cluster.security;
+        security.ca_file = args.etcd_ca_file.or(security.ca_file.take());
+        security.cert_file = args.etcd_cert_file.or(security.cert_file.take());
+        security.key_file = args.etcd_key_file.or(security.key_file.take());
+        security.user = args.etcd_user.or(security.user.take());
+        security.password_file = args.etcd_password_file.or(security.password_file.take());
+        check_etcd(cluster).await?;
+    } else if security_flags.contains(&true) {
+        return Err("the --etcd-* flags need --etcd or a [cluster] section".into());
     }
     // The admin API's /metrics (the cluster store's state among them).
     rpcgate::metrics::install_prometheus()?;
@@ -291,6 +326,27 @@ async fn run_locator(args: LocatorArgs) -> Result<(), String> {
     }
     locator.shutdown().await;
     Ok(())
+}
+
+/// Before serving: builds the etcd client (flags and file together) and
+/// makes one read. A setting that retrying cannot fix (etcd's certificate
+/// not trusted, ours refused, bad credentials, no rights) stops the
+/// locator with one line; etcd merely unreachable does not (the locator
+/// serves alone and keeps trying, as it does when etcd goes away later).
+async fn check_etcd(cluster: &rpcgate::locator::ClusterConfig) -> Result<(), String> {
+    let client =
+        rpcgate::locator::cluster::EtcdClient::with_security(&cluster.etcd, &cluster.security)
+            .map_err(|e| format!("{e} (or the matching --etcd flag)"))?;
+    match client.check(&format!("{}/", cluster.prefix)).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.is_misconfiguration() => {
+            Err(format!("etcd at {}: {e}", cluster.etcd.join(", ")))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "etcd not reachable yet; serving alone and retrying");
+            Ok(())
+        }
+    }
 }
 
 async fn run_demo_app(args: DemoAppArgs) -> Result<(), String> {

@@ -50,6 +50,11 @@ struct ClusterFile {
     etcd: Vec<String>,
     prefix: Option<String>,
     lease_ttl_ms: Option<i64>,
+    etcd_ca_file: Option<PathBuf>,
+    etcd_cert_file: Option<PathBuf>,
+    etcd_key_file: Option<PathBuf>,
+    etcd_user: Option<String>,
+    etcd_password_file: Option<PathBuf>,
 }
 
 /// The default key prefix in etcd.
@@ -68,6 +73,26 @@ pub struct ClusterConfig {
     /// The TTL of the lease that holds this locator's keys; etcd rounds it
     /// up to whole seconds.
     pub lease_ttl: std::time::Duration,
+    /// TLS and credentials for etcd (none by default).
+    pub security: EtcdSecurity,
+}
+
+/// How the locator proves itself to etcd and checks etcd's certificate
+/// (`cluster.etcd_ca_file` and the keys after it). Paths are relative to
+/// the config file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EtcdSecurity {
+    /// The PEM CA bundle that etcd's certificate must chain to; needed by
+    /// `https://` endpoints.
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate (PEM chain) for etcd's `--client-cert-auth`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// The etcd user to authenticate as.
+    pub user: Option<String>,
+    /// The file holding that user's password; must not be world-readable.
+    pub password_file: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -77,6 +102,7 @@ impl ClusterConfig {
             etcd,
             prefix: DEFAULT_PREFIX.into(),
             lease_ttl: DEFAULT_LEASE_TTL,
+            security: EtcdSecurity::default(),
         }
     }
 }
@@ -224,11 +250,22 @@ impl LocatorConfig {
                 if c.etcd.is_empty() {
                     return Err(err(
                         "cluster.etcd",
-                        "needs at least one http://host:port".into(),
+                        "needs at least one http:// or https://host:port".into(),
                     ));
                 }
-                if let Err(e) = super::cluster::EtcdClient::new(&c.etcd) {
-                    return Err(err("cluster.etcd", e));
+                // Relative paths are relative to the config file.
+                let base = file.parent().unwrap_or(Path::new("."));
+                let security = EtcdSecurity {
+                    ca_file: c.etcd_ca_file.map(|p| base.join(p)),
+                    cert_file: c.etcd_cert_file.map(|p| base.join(p)),
+                    key_file: c.etcd_key_file.map(|p| base.join(p)),
+                    user: c.etcd_user,
+                    password_file: c.etcd_password_file.map(|p| base.join(p)),
+                };
+                // Builds the client once: checks the URLs, reads the TLS
+                // files and the password, and refuses unsafe mixes.
+                if let Err(e) = super::cluster::EtcdClient::with_security(&c.etcd, &security) {
+                    return Err(err(&format!("cluster.{}", e.key), e.reason));
                 }
                 let prefix = c.prefix.unwrap_or_else(|| DEFAULT_PREFIX.into());
                 let prefix = prefix.trim_end_matches('/').to_owned();
@@ -251,6 +288,7 @@ impl LocatorConfig {
                     etcd: c.etcd,
                     prefix,
                     lease_ttl,
+                    security,
                 })
             }
         };
@@ -342,6 +380,34 @@ mod tests {
             (
                 "[cluster]\netcd = [\"http://a:1\"]\nprefix = \"x\"",
                 "cluster.prefix",
+            ),
+            (
+                "[cluster]\netcd = [\"https://a:1\"]",
+                "cluster.etcd_ca_file",
+            ),
+            (
+                "[cluster]\netcd = [\"http://a:1\"]\netcd_ca_file = \"ca.pem\"",
+                "cluster.etcd_ca_file",
+            ),
+            (
+                "[cluster]\netcd = [\"https://a:1\"]\netcd_ca_file = \"/nonexistent/ca.pem\"",
+                "cluster.etcd_ca_file",
+            ),
+            (
+                "[cluster]\netcd = [\"http://a:1\"]\netcd_cert_file = \"c.pem\"",
+                "cluster.etcd_cert_file",
+            ),
+            (
+                "[cluster]\netcd = [\"http://127.0.0.1:1\"]\netcd_user = \"u\"",
+                "cluster.etcd_password_file",
+            ),
+            (
+                "[cluster]\netcd = [\"http://a:1\"]\netcd_user = \"u\"\netcd_password_file = \"p\"",
+                "cluster.etcd_user",
+            ),
+            (
+                "[cluster]\netcd = [\"http://127.0.0.1:1\"]\netcd_user = \"u\"\netcd_password_file = \"/nonexistent/p\"",
+                "cluster.etcd_password_file",
             ),
         ];
         for (text, key) in cases {

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 pub use self::client::{Publication, RemoteLocator, RemoteLocatorConfig, publish};
-pub use self::config::{ClusterConfig, ConfigError, LocatorConfig};
+pub use self::config::{ClusterConfig, ConfigError, EtcdSecurity, LocatorConfig};
 pub use self::continuum::Continuum;
 pub use self::fixed::FixedLocator;
 pub use self::server::RunningLocator;

@@ -229,7 +229,7 @@ impl RunningLocator {
     /// cluster: it does not wait for etcd, which it keeps trying.
     pub async fn start(config: LocatorConfig, path: Option<PathBuf>) -> std::io::Result<Self> {
         if let Some(cluster) = &config.cluster {
-            cluster::EtcdClient::new(&cluster.etcd)
+            cluster::EtcdClient::with_security(&cluster.etcd, &cluster.security)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         }
         let listener = TcpListener::bind(config.listen).await?;

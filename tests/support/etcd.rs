@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use std::net::SocketAddr;
 
+use rpcgate::locator::EtcdSecurity;
 use rpcgate::locator::cluster::EtcdClient;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -15,10 +16,37 @@ use tokio::process::{Child, Command};
 /// A running (or stopped) etcd.
 pub struct Etcd {
     child: Option<Child>,
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` with [`EtcdOptions::tls`]).
     pub url: String,
     peer_url: String,
     dir: PathBuf,
+    options: EtcdOptions,
+    /// What [`Self::client`] uses (and the readiness check): the CA and
+    /// client certificate of [`EtcdOptions::tls`], and a user once the
+    /// test has enabled auth.
+    pub security: EtcdSecurity,
+}
+
+/// Server TLS for etcd's client port: `--cert-file`, `--key-file`,
+/// `--trusted-ca-file` and `--client-cert-auth` (clients need a
+/// certificate signed by `ca`). The certificate must also allow client
+/// auth: etcd's JSON gateway dials etcd's gRPC side with it.
+#[derive(Clone, Default)]
+pub struct EtcdTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    /// The client certificate and key the readiness check offers.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// How to start etcd.
+#[derive(Clone, Default)]
+pub struct EtcdOptions {
+    pub tls: Option<EtcdTls>,
+    /// `--auth-token-ttl` in seconds (etcd's default: 300).
+    pub auth_token_ttl: Option<u32>,
 }
 
 fn free_port() -> u16 {
@@ -32,6 +60,11 @@ fn free_port() -> u16 {
 impl Etcd {
     /// Starts etcd and returns once it answers a read.
     pub async fn start(name: &str) -> Self {
+        Self::start_with(name, EtcdOptions::default()).await
+    }
+
+    /// Starts etcd with `options` and returns once it answers a read.
+    pub async fn start_with(name: &str, options: EtcdOptions) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "rpcgate-etcd-{name}-{}-{}",
             std::process::id(),
@@ -39,11 +72,27 @@ impl Etcd {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let security = match &options.tls {
+            None => EtcdSecurity::default(),
+            Some(tls) => EtcdSecurity {
+                ca_file: Some(tls.ca.clone()),
+                cert_file: Some(tls.client_cert.clone()),
+                key_file: Some(tls.client_key.clone()),
+                ..EtcdSecurity::default()
+            },
+        };
         let mut etcd = Self {
             child: None,
-            url: format!("http://127.0.0.1:{}", free_port()),
+            url: format!("{scheme}://127.0.0.1:{}", free_port()),
             peer_url: format!("http://127.0.0.1:{}", free_port()),
             dir,
+            options,
+            security,
         };
         etcd.restart().await;
         etcd
@@ -52,7 +101,21 @@ impl Etcd {
     /// Starts etcd again on the same ports and data dir (after [`Self::kill`]).
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "etcd is running");
-        let spawned = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.options.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.cert)
+                .arg("--key-file")
+                .arg(&tls.key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        if let Some(ttl) = self.options.auth_token_ttl {
+            command.args(["--auth-token-ttl", &ttl.to_string()]);
+        }
+        let spawned = command
             .arg("--name")
             .arg("test")
             .arg("--data-dir")
@@ -89,7 +152,7 @@ impl Etcd {
 
     /// A client for it.
     pub fn client(&self) -> EtcdClient {
-        EtcdClient::new(std::slice::from_ref(&self.url)).unwrap()
+        EtcdClient::with_security(std::slice::from_ref(&self.url), &self.security).unwrap()
     }
 
     /// Kills it (SIGKILL) and waits for the exit; the data dir stays.

@@ -1,7 +1,11 @@
 //! A small etcd v3 client over etcd's JSON gateway (grpc-gateway, `/v3/...`):
 //! owns the HTTP/1.1 requests for kv put / range / delete, leases and the
-//! watch stream, and the base64 of keys and values. It knows nothing of the
-//! locator; [`super::store`] does.
+//! watch stream, and the base64 of keys and values; TLS to `https://`
+//! endpoints (a CA to check etcd's certificate, a client certificate for
+//! etcd's `--client-cert-auth`) and etcd's own auth (a user and password
+//! traded for a token, sent with every call and traded again when etcd
+//! says it is no longer valid). It knows nothing of the locator;
+//! [`super::store`] does.
 //!
 //! Every unary call opens a fresh connection to the first endpoint that
 //! answers (etcd is local or on a LAN, the calls are rare: a publish, a
@@ -9,7 +13,10 @@
 //! The watch keeps its own connection open and streams JSON objects. No
 //! task is spawned: whoever reads a response drives its connection.
 
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -17,9 +24,14 @@ use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use serde::Deserialize;
 use serde_json::json;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+use crate::locator::config::EtcdSecurity;
 
 /// How long a unary call may take, connect included.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -40,6 +52,43 @@ pub enum EtcdError {
     /// etcd answered with an error status or a body we do not understand.
     #[error("etcd refused the call: {0}")]
     Refused(String),
+    /// The TLS handshake with etcd failed: its certificate is not trusted
+    /// (`etcd_ca_file`), or it refused ours (`etcd_cert_file`).
+    #[error("etcd TLS failed: {0}")]
+    Tls(String),
+    /// etcd refused our credentials or their rights: a bad password, no
+    /// user while etcd has auth enabled, or no permission on the prefix.
+    #[error("etcd auth failed: {0}")]
+    Auth(String),
+    /// etcd did not accept the auth token (expired or revoked); the client
+    /// authenticates again and retries once before returning this.
+    #[error("etcd rejected the auth token: {0}")]
+    TokenRejected(String),
+}
+
+impl EtcdError {
+    /// Whether this is a setting that retrying will not fix (TLS trust,
+    /// client certificate, credentials), as opposed to etcd being away.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(self, Self::Tls(_) | Self::Auth(_) | Self::TokenRejected(_))
+    }
+}
+
+/// A client setting that was refused: the `[cluster]` key and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cluster.{key}: {reason}")]
+pub struct EtcdSetupError {
+    /// The key under `[cluster]` (`etcd`, `etcd_ca_file`, ...).
+    pub key: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+fn setup_error(key: &'static str, reason: impl Into<String>) -> EtcdSetupError {
+    EtcdSetupError {
+        key,
+        reason: reason.into(),
+    }
 }
 
 /// One key and its value, decoded from base64.
@@ -63,21 +112,194 @@ pub enum WatchEvent {
 /// An etcd client over its JSON gateway.
 #[derive(Debug, Clone)]
 pub struct EtcdClient {
-    /// `host:port` authorities, tried in order.
-    endpoints: Vec<String>,
+    /// Tried in order.
+    endpoints: Vec<Endpoint>,
+    /// For `https://` endpoints.
+    tls: Option<Arc<rustls::ClientConfig>>,
+    /// etcd's auth, when a user is configured.
+    auth: Option<Arc<Auth>>,
+}
+
+/// One etcd endpoint.
+#[derive(Debug, Clone)]
+struct Endpoint {
+    /// `host:port`, to connect to and for the `Host` header.
+    authority: String,
+    /// The name etcd's certificate must hold, for `https://`; `None` for
+    /// `http://`.
+    tls_name: Option<ServerName<'static>>,
+}
+
+/// A user, its password and the current token.
+struct Auth {
+    user: String,
+    password: String,
+    /// The token etcd gave for them; `None` before the first call and
+    /// after etcd rejected it. Held across an authenticate call, so that
+    /// concurrent calls wait for one token rather than each asking.
+    token: tokio::sync::Mutex<Option<Arc<str>>>,
+    /// Authenticate calls that succeeded.
+    authentications: AtomicU64,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password or the token.
+        f.debug_struct("Auth")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EtcdClient {
-    /// A client for `urls` (`http://host:port`; https is not supported).
+    /// A client for `urls` (`http://host:port`), without TLS or auth.
     pub fn new(urls: &[String]) -> Result<Self, String> {
+        Self::with_security(urls, &EtcdSecurity::default()).map_err(|e| e.reason)
+    }
+
+    /// A client for `urls` (`http://` or `https://host:port`) with TLS and
+    /// auth as `security` says. Reads the CA, the client certificate and
+    /// key and the password now. Refuses: `https://` without a CA file, a
+    /// TLS file with an `http://` endpoint (TLS would not be used), a
+    /// certificate without its key, a user without a password file or the
+    /// reverse, a password file readable by every user, and credentials
+    /// sent in clear (a user with an `http://` endpoint off loopback).
+    pub fn with_security(urls: &[String], security: &EtcdSecurity) -> Result<Self, EtcdSetupError> {
         let endpoints = urls
             .iter()
-            .map(|url| authority(url))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|url| endpoint(url))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| setup_error("etcd", e))?;
         if endpoints.is_empty() {
-            return Err("at least one etcd endpoint is needed".into());
+            return Err(setup_error("etcd", "at least one etcd endpoint is needed"));
         }
-        Ok(Self { endpoints })
+        let plain = urls
+            .iter()
+            .zip(&endpoints)
+            .find(|(_, e)| e.tls_name.is_none())
+            .map(|(url, _)| url);
+        let secure = urls
+            .iter()
+            .zip(&endpoints)
+            .find(|(_, e)| e.tls_name.is_some())
+            .map(|(url, _)| url);
+        let tls = match (&security.ca_file, secure) {
+            (None, Some(url)) => {
+                return Err(setup_error(
+                    "etcd_ca_file",
+                    format!(
+                        "`{url}` is https://: set etcd_ca_file to the CA that signed etcd's certificate"
+                    ),
+                ));
+            }
+            (Some(_), None) => {
+                return Err(setup_error(
+                    "etcd_ca_file",
+                    "is set but every etcd endpoint is http://: use https:// endpoints",
+                ));
+            }
+            (Some(ca), Some(_)) => {
+                if let Some(url) = plain {
+                    return Err(setup_error(
+                        "etcd",
+                        format!(
+                            "`{url}` is http:// beside https:// endpoints: TLS would not be used with it"
+                        ),
+                    ));
+                }
+                Some(Arc::new(client_tls(ca, security)?))
+            }
+            (None, None) => None,
+        };
+        if tls.is_none() && (security.cert_file.is_some() || security.key_file.is_some()) {
+            let key = if security.cert_file.is_some() {
+                "etcd_cert_file"
+            } else {
+                "etcd_key_file"
+            };
+            return Err(setup_error(
+                key,
+                "needs https:// endpoints and etcd_ca_file",
+            ));
+        }
+        let auth = match (&security.user, &security.password_file) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(setup_error(
+                    "etcd_password_file",
+                    "etcd_user is set: the password file is needed too",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(setup_error(
+                    "etcd_user",
+                    "etcd_password_file is set: the user is needed too",
+                ));
+            }
+            (Some(user), Some(file)) => {
+                if user.is_empty() {
+                    return Err(setup_error("etcd_user", "must not be empty"));
+                }
+                if let Some(url) = urls
+                    .iter()
+                    .zip(&endpoints)
+                    .find(|(_, e)| e.tls_name.is_none() && !is_loopback(&e.authority))
+                    .map(|(url, _)| url)
+                {
+                    return Err(setup_error(
+                        "etcd_user",
+                        format!(
+                            "the password and token would cross the network in clear to `{url}`: \
+                             use https:// (or an http:// endpoint on loopback)"
+                        ),
+                    ));
+                }
+                let password =
+                    read_secret(file).map_err(|e| setup_error("etcd_password_file", e))?;
+                Some(Arc::new(Auth {
+                    user: user.clone(),
+                    password,
+                    token: tokio::sync::Mutex::new(None),
+                    authentications: AtomicU64::new(0),
+                }))
+            }
+        };
+        Ok(Self {
+            endpoints,
+            tls,
+            auth,
+        })
+    }
+
+    /// How many times this client (and its clones) got a token from etcd:
+    /// the first call, then once each time etcd rejected the token.
+    pub fn authentications(&self) -> u64 {
+        self.auth
+            .as_ref()
+            .map_or(0, |auth| auth.authentications.load(Ordering::Relaxed))
+    }
+
+    /// One read of `prefix` (a count only): checks, before serving, that
+    /// etcd is reachable, trusted, trusts us, takes our credentials and
+    /// lets us read the prefix.
+    pub async fn check(&self, prefix: &str) -> Result<(), EtcdError> {
+        let body = json!({
+            "key": b64(prefix.as_bytes()),
+            "range_end": b64(&prefix_end(prefix.as_bytes())),
+            "count_only": true,
+        });
+        self.call("/v3/kv/range", &body).await.map(drop)
+    }
+
+    /// Posts `body` to a `/v3/...` path of the JSON gateway, with the auth
+    /// token, and returns the JSON answer: the calls this client has no
+    /// method for (user and role management, `auth/enable`).
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, EtcdError> {
+        self.call(path, body).await
     }
 
     /// Writes `key = value`, attached to `lease` when not 0.
@@ -162,10 +384,21 @@ impl EtcdClient {
             "range_end": b64(&prefix_end(prefix.as_bytes())),
             "start_revision": start_revision.to_string(),
         }});
-        // The stream's head comes with the "created" answer, at once.
-        tokio::time::timeout(CALL_TIMEOUT, self.request("/v3/watch", &body))
-            .await
-            .map_err(|_| EtcdError::Unreachable("/v3/watch: no answer within 3 s".into()))?
+        let body = &body;
+        self.authorized(move |token| async move {
+            // The stream's head comes with the "created" answer, at once;
+            // a watch that etcd refuses (a rejected token, no rights) is
+            // cancelled in that answer, so it is read here.
+            let open = async {
+                let mut watch = self.request("/v3/watch", body, token.as_deref()).await?;
+                watch.next().await?;
+                Ok(watch)
+            };
+            tokio::time::timeout(CALL_TIMEOUT, open)
+                .await
+                .map_err(|_| EtcdError::Unreachable("/v3/watch: no answer within 3 s".into()))?
+        })
+        .await
     }
 
     async fn call(
@@ -173,10 +406,20 @@ impl EtcdClient {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, EtcdError> {
+        self.authorized(move |token| self.call_once(path, body, token))
+            .await
+    }
+
+    async fn call_once(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        token: Option<Arc<str>>,
+    ) -> Result<serde_json::Value, EtcdError> {
         let read = async {
             // Streaming endpoints (keepalive) send one JSON object and may
             // keep the stream open: read until one complete object.
-            let mut stream = self.request(path, body).await?;
+            let mut stream = self.request(path, body, token.as_deref()).await?;
             stream.next_object(MAX_RESPONSE).await
         };
         tokio::time::timeout(CALL_TIMEOUT, read)
@@ -184,48 +427,146 @@ impl EtcdClient {
             .map_err(|_| EtcdError::Unreachable(format!("{path}: no answer within 3 s")))?
     }
 
+    /// Runs `attempt` with the auth token (none without auth). When etcd
+    /// rejects the token (expired, or revoked by a password change or an
+    /// auth disable/enable), authenticates again and runs it once more.
+    async fn authorized<T, F, Fut>(&self, mut attempt: F) -> Result<T, EtcdError>
+    where
+        F: FnMut(Option<Arc<str>>) -> Fut,
+        Fut: Future<Output = Result<T, EtcdError>>,
+    {
+        let Some(auth) = &self.auth else {
+            return attempt(None).await;
+        };
+        let token = self.token(auth).await?;
+        match attempt(Some(Arc::clone(&token))).await {
+            Err(EtcdError::TokenRejected(reason)) => {
+                tracing::debug!(%reason, "etcd rejected the auth token; authenticating again");
+                {
+                    let mut slot = auth.token.lock().await;
+                    // Another call may have renewed it meanwhile.
+                    if slot.as_deref() == Some(&*token) {
+                        *slot = None;
+                    }
+                }
+                let token = self.token(auth).await?;
+                attempt(Some(token)).await
+            }
+            other => other,
+        }
+    }
+
+    /// The current token, authenticating first when there is none.
+    async fn token(&self, auth: &Auth) -> Result<Arc<str>, EtcdError> {
+        let mut slot = auth.token.lock().await;
+        if let Some(token) = slot.as_ref() {
+            return Ok(Arc::clone(token));
+        }
+        let body = json!({"name": auth.user, "password": auth.password});
+        let authenticate = async {
+            let mut stream = self.request("/v3/auth/authenticate", &body, None).await?;
+            stream.next_object(MAX_RESPONSE).await
+        };
+        let reply = tokio::time::timeout(CALL_TIMEOUT, authenticate)
+            .await
+            .map_err(|_| {
+                EtcdError::Unreachable("/v3/auth/authenticate: no answer within 3 s".into())
+            })?
+            .map_err(|e| match e {
+                EtcdError::Unreachable(_) | EtcdError::Tls(_) => e,
+                EtcdError::Refused(reason)
+                | EtcdError::Auth(reason)
+                | EtcdError::TokenRejected(reason) => {
+                    EtcdError::Auth(format!("authenticating as `{}`: {reason}", auth.user))
+                }
+            })?;
+        let token: Arc<str> = match reply["token"].as_str() {
+            Some(token) if !token.is_empty() => token.into(),
+            _ => {
+                return Err(EtcdError::Auth(format!(
+                    "authenticating as `{}`: etcd answered without a token",
+                    auth.user
+                )));
+            }
+        };
+        auth.authentications.fetch_add(1, Ordering::Relaxed);
+        *slot = Some(Arc::clone(&token));
+        Ok(token)
+    }
+
+    /// Connects to `endpoint`: TCP, then TLS for `https://`.
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Box<dyn IoStream>, EtcdError> {
+        let authority = &endpoint.authority;
+        let stream = match tokio::time::timeout(CALL_TIMEOUT, TcpStream::connect(authority)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => return Err(EtcdError::Unreachable(format!("{authority}: {e}"))),
+            Err(_) => {
+                return Err(EtcdError::Unreachable(format!(
+                    "{authority}: connect timed out"
+                )));
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (Some(name), Some(config)) = (&endpoint.tls_name, &self.tls) else {
+            return Ok(Box::new(stream));
+        };
+        let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+        match tokio::time::timeout(CALL_TIMEOUT, connector.connect(name.clone(), stream)).await {
+            Ok(Ok(stream)) => Ok(Box::new(stream)),
+            Ok(Err(e)) => Err(transport_error(authority, &e)),
+            Err(_) => Err(EtcdError::Unreachable(format!(
+                "{authority}: TLS handshake timed out"
+            ))),
+        }
+    }
+
     /// Posts `body` to the first endpoint that accepts a connection and
     /// returns the response stream once the status is 200. The connection
     /// is driven by the returned [`Watch`] (no task of its own) and closes
     /// when it is dropped.
-    async fn request(&self, path: &str, body: &serde_json::Value) -> Result<Watch, EtcdError> {
+    async fn request(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        token: Option<&str>,
+    ) -> Result<Watch, EtcdError> {
         let payload = Bytes::from(body.to_string());
-        let mut last = String::new();
+        let mut last = EtcdError::Unreachable("no endpoint".into());
         for endpoint in &self.endpoints {
-            let connect = tokio::time::timeout(CALL_TIMEOUT, TcpStream::connect(endpoint));
-            let stream = match connect.await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    last = format!("{endpoint}: {e}");
-                    continue;
-                }
-                Err(_) => {
-                    last = format!("{endpoint}: connect timed out");
+            let stream = match self.connect(endpoint).await {
+                Ok(stream) => stream,
+                Err(e) => {
+                    last = e;
                     continue;
                 }
             };
-            let _ = stream.set_nodelay(true);
+            let authority = endpoint.authority.as_str();
             let (mut sender, connection) =
                 hyper::client::conn::http1::handshake(TokioIo::new(stream))
                     .await
-                    .map_err(|e| EtcdError::Unreachable(format!("{endpoint}: {e}")))?;
+                    .map_err(|e| EtcdError::Unreachable(format!("{authority}: {e}")))?;
             let mut connection = Box::pin(connection);
-            let request = Request::post(path)
-                .header(hyper::header::HOST, endpoint.as_str())
-                .header(hyper::header::CONTENT_TYPE, "application/json")
+            let mut request = Request::post(path)
+                .header(hyper::header::HOST, authority)
+                .header(hyper::header::CONTENT_TYPE, "application/json");
+            if let Some(token) = token {
+                // The JSON gateway takes the bare token (no "Bearer").
+                request = request.header(hyper::header::AUTHORIZATION, token);
+            }
+            let request = request
                 .body(Full::new(payload.clone()))
-                .map_err(|e| EtcdError::Refused(e.to_string()))?;
+                .map_err(|e| EtcdError::Refused(format!("{path}: {e}")))?;
             let sent = tokio::select! {
-                sent = sender.send_request(request) => sent.map_err(|e| e.to_string()),
+                sent = sender.send_request(request) => sent.map_err(|e| transport_error(authority, &e)),
                 ended = &mut connection => Err(match ended {
-                    Ok(()) => "connection closed before the response".to_owned(),
-                    Err(e) => e.to_string(),
+                    Ok(()) => EtcdError::Unreachable(format!("{authority}: connection closed before the response")),
+                    Err(e) => transport_error(authority, &e),
                 }),
             };
             let response = match sent {
                 Ok(response) => response,
                 Err(e) => {
-                    last = format!("{endpoint}: {e}");
+                    last = e;
                     continue;
                 }
             };
@@ -241,13 +582,21 @@ impl EtcdClient {
                     Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
                     Err(e) => e.to_string(),
                 };
-                return Err(EtcdError::Refused(format!("{path}: {status}: {text}")));
+                return Err(match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(object) if object.get("error").is_some() => classify(&object),
+                    _ => classify_text(&format!("{path}: {status}: {}", text.trim()), None),
+                });
             }
             return Ok(stream);
         }
-        Err(EtcdError::Unreachable(last))
+        Err(last)
     }
 }
+
+/// What the connection to etcd is: TCP, or TLS over it.
+trait IoStream: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin + std::fmt::Debug> IoStream for T {}
 
 /// A watch stream: decoded events, batch by batch.
 #[derive(Debug)]
@@ -273,12 +622,12 @@ impl Watch {
         let result = &object["result"];
         let revision = int(&result["header"]["revision"]).unwrap_or(0);
         if result["canceled"].as_bool() == Some(true) {
-            return Err(EtcdError::Refused(format!(
-                "watch canceled: {}",
-                result["cancel_reason"]
-                    .as_str()
-                    .unwrap_or("no reason given")
-            )));
+            // A refused token or right comes as a reason in words
+            // ("rpc error: code = Unauthenticated desc = ...").
+            let reason = result["cancel_reason"]
+                .as_str()
+                .unwrap_or("no reason given");
+            return Err(classify_text(&format!("watch canceled: {reason}"), None));
         }
         let Some(events) = result.get("events") else {
             return Ok((revision, Vec::new()));
@@ -304,8 +653,8 @@ impl Watch {
         loop {
             if !self.pending.is_empty() {
                 let object = self.pending.remove(0);
-                if let Some(error) = object.get("error") {
-                    return Err(EtcdError::Refused(error.to_string()));
+                if object.get("error").is_some() {
+                    return Err(classify(&object));
                 }
                 return Ok(object);
             }
@@ -387,7 +736,7 @@ impl Watch {
 }
 
 /// One HTTP/1.1 client connection to etcd.
-type Connection = hyper::client::conn::http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+type Connection = hyper::client::conn::http1::Connection<TokioIo<Box<dyn IoStream>>, Full<Bytes>>;
 
 #[derive(Debug, Deserialize)]
 struct RawKv {
@@ -422,23 +771,210 @@ fn int(value: &serde_json::Value) -> Option<i64> {
     }
 }
 
-/// `http://host:port` → `host:port`.
-fn authority(url: &str) -> Result<String, String> {
+/// `http://host:port` or `https://host:port` → the endpoint (port 2379
+/// when none is given).
+fn endpoint(url: &str) -> Result<Endpoint, String> {
     let uri: hyper::Uri = url
         .parse()
         .map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err(format!(
-            "`{url}`: only http:// etcd endpoints are supported"
-        ));
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err(format!("`{url}`: an etcd endpoint is http:// or https://")),
+    };
     let authority = uri
         .authority()
         .ok_or_else(|| format!("`{url}` has no host"))?;
-    Ok(match authority.port_u16() {
+    let host = authority.host();
+    let tls_name = if tls {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(bare.to_owned())
+            .map_err(|e| format!("`{url}`: `{bare}` is not a name for TLS: {e}"))?;
+        Some(name)
+    } else {
+        None
+    };
+    let authority = match authority.port_u16() {
         Some(_) => authority.to_string(),
-        None => format!("{}:2379", authority.host()),
+        None => format!("{host}:2379"),
+    };
+    Ok(Endpoint {
+        authority,
+        tls_name,
     })
+}
+
+/// Whether `host:port` names this machine (`localhost`, 127.0.0.0/8, ::1).
+fn is_loopback(authority: &str) -> bool {
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Reads a password file: refused when every user may read it; one
+/// trailing newline is not part of the password.
+fn read_secret(path: &Path) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = path.display();
+    let metadata = std::fs::metadata(path).map_err(|e| format!("`{shown}`: {e}"))?;
+    let mode = metadata.permissions().mode();
+    if mode & 0o004 != 0 {
+        return Err(format!(
+            "`{shown}` is readable by every user (mode {:o}); make it private (chmod o-r)",
+            mode & 0o777
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("`{shown}`: {e}"))?;
+    let password = text.strip_suffix('\n').unwrap_or(&text);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        return Err(format!("`{shown}` is empty"));
+    }
+    Ok(password.to_owned())
+}
+
+/// The rustls client config: etcd's certificate must chain to `ca`; our
+/// certificate is offered when `security` has one. TLS 1.2 and 1.3,
+/// ALPN http/1.1 (this client speaks HTTP/1.1).
+fn client_tls(ca: &Path, security: &EtcdSecurity) -> Result<rustls::ClientConfig, EtcdSetupError> {
+    let read = |key: &'static str, path: &Path| {
+        std::fs::read(path).map_err(|e| setup_error(key, format!("`{}`: {e}", path.display())))
+    };
+    let certs = |key: &'static str, path: &Path| {
+        let chain = CertificateDer::pem_slice_iter(&read(key, path)?)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| setup_error(key, format!("`{}`: bad PEM: {e}", path.display())))?;
+        if chain.is_empty() {
+            return Err(setup_error(
+                key,
+                format!("`{}`: no certificate in the file", path.display()),
+            ));
+        }
+        Ok(chain)
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs("etcd_ca_file", ca)? {
+        roots.add(cert).map_err(|e| {
+            setup_error(
+                "etcd_ca_file",
+                format!("`{}`: not a CA certificate: {e}", ca.display()),
+            )
+        })?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| setup_error("etcd_ca_file", e.to_string()))?
+        .with_root_certificates(roots);
+    let mut config = match (&security.cert_file, &security.key_file) {
+        (None, None) => builder.with_no_client_auth(),
+        (Some(cert), Some(key)) => {
+            let chain = certs("etcd_cert_file", cert)?;
+            let private =
+                PrivateKeyDer::from_pem_slice(&read("etcd_key_file", key)?).map_err(|e| {
+                    setup_error(
+                        "etcd_key_file",
+                        format!("`{}`: no usable private key: {e}", key.display()),
+                    )
+                })?;
+            builder.with_client_auth_cert(chain, private).map_err(|e| {
+                setup_error(
+                    "etcd_key_file",
+                    format!(
+                        "`{}` does not go with `{}`: {e}",
+                        key.display(),
+                        cert.display()
+                    ),
+                )
+            })?
+        }
+        (Some(_), None) => {
+            return Err(setup_error(
+                "etcd_key_file",
+                "etcd_cert_file is set: its key is needed too",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(setup_error(
+                "etcd_cert_file",
+                "etcd_key_file is set: the certificate is needed too",
+            ));
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A failed connection or exchange: a TLS error when rustls is in the
+/// chain of causes (an untrusted etcd certificate, or etcd's alert when it
+/// refused ours), else etcd is unreachable.
+fn transport_error(authority: &str, error: &(dyn std::error::Error + 'static)) -> EtcdError {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(tls) = tls {
+            let hint = match tls {
+                rustls::Error::InvalidCertificate(_) => {
+                    " (is etcd_ca_file the CA that signed etcd's certificate, for this host name?)"
+                }
+                rustls::Error::AlertReceived(_) => {
+                    " (etcd refused the handshake: does it want a client certificate, \
+                     etcd_cert_file and etcd_key_file, signed by a CA it trusts?)"
+                }
+                _ => "",
+            };
+            return EtcdError::Tls(format!("{authority}: {tls}{hint}"));
+        }
+        next = e.source();
+    }
+    EtcdError::Unreachable(format!("{authority}: {error}"))
+}
+
+/// An `{"error", "message", "code"}` answer of the JSON gateway.
+fn classify(object: &serde_json::Value) -> EtcdError {
+    let message = object["message"]
+        .as_str()
+        .or_else(|| object["error"].as_str())
+        .map_or_else(|| object["error"].to_string(), str::to_owned);
+    classify_text(&message, int(&object["code"]))
+}
+
+/// Sorts an error message of etcd (with its gRPC code when known) into
+/// what the caller can act on, with a hint for the settings involved.
+fn classify_text(message: &str, code: Option<i64>) -> EtcdError {
+    if code == Some(16) || message.contains("invalid auth token") {
+        EtcdError::TokenRejected(message.to_owned())
+    } else if message.contains("user name is empty") {
+        EtcdError::Auth(format!(
+            "{message} (etcd has auth enabled: set etcd_user and etcd_password_file)"
+        ))
+    } else if message.contains("permission denied") {
+        EtcdError::Auth(format!(
+            "{message} (the etcd user needs read-write permission on the cluster prefix)"
+        ))
+    } else if message.contains("authentication is not enabled") {
+        EtcdError::Auth(format!(
+            "{message} (etcd_user is set but etcd has auth disabled: enable it, or remove etcd_user)"
+        ))
+    } else if message.contains("authentication failed") {
+        EtcdError::Auth(message.to_owned())
+    } else if message.contains("CommonName of client") {
+        EtcdError::Tls(format!(
+            "{message} (with auth enabled, etcd's JSON gateway refuses a client certificate \
+             that has a Common Name: issue etcd_cert_file without one)"
+        ))
+    } else {
+        EtcdError::Refused(message.to_owned())
+    }
 }
 
 /// The end of the range of every key starting with `prefix`: the prefix
@@ -525,12 +1061,19 @@ mod tests {
         assert_eq!(prefix_end(b"/a"), b"/b");
         assert_eq!(prefix_end(b"a\xff"), b"b");
         assert_eq!(prefix_end(b""), b"\0");
-        assert_eq!(
-            authority("http://127.0.0.1:2379").unwrap(),
-            "127.0.0.1:2379"
-        );
-        assert_eq!(authority("http://etcd").unwrap(), "etcd:2379");
-        assert!(authority("https://etcd:2379").is_err());
-        assert!(authority("etcd:2379").is_err());
+        let plain = endpoint("http://127.0.0.1:2379").unwrap();
+        assert_eq!(plain.authority, "127.0.0.1:2379");
+        assert!(plain.tls_name.is_none());
+        assert_eq!(endpoint("http://etcd").unwrap().authority, "etcd:2379");
+        let secure = endpoint("https://[::1]").unwrap();
+        assert_eq!(secure.authority, "[::1]:2379");
+        assert!(secure.tls_name.is_some());
+        assert!(endpoint("etcd:2379").is_err());
+        assert!(endpoint("ftp://etcd:2379").is_err());
+        assert!(is_loopback("127.0.0.2:2379"));
+        assert!(is_loopback("[::1]:2379"));
+        assert!(is_loopback("LOCALHOST:1"));
+        assert!(!is_loopback("10.0.0.1:2379"));
+        assert!(!is_loopback("etcd:2379"));
     }
 }

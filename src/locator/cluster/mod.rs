@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Notify, watch};
 
-pub use self::etcd::{EtcdClient, EtcdError};
+pub use self::etcd::{EtcdClient, EtcdError, EtcdSetupError};
 use super::config::ClusterConfig;
 
 /// Whether the store is reachable, for `/ready` and the metrics.
@@ -64,8 +64,8 @@ pub struct Cluster {
 
 impl Cluster {
     /// A handle for `config`; [`store::spawn`] starts its sync task.
-    pub fn new(config: ClusterConfig) -> Result<Arc<Self>, String> {
-        let client = EtcdClient::new(&config.etcd)?;
+    pub fn new(config: ClusterConfig) -> Result<Arc<Self>, EtcdSetupError> {
+        let client = EtcdClient::with_security(&config.etcd, &config.security)?;
         Ok(Arc::new(Self {
             client,
             config,
@@ -78,6 +78,11 @@ impl Cluster {
     /// The cluster's settings.
     pub fn config(&self) -> &ClusterConfig {
         &self.config
+    }
+
+    /// The etcd client (shared by the sync task and the admin API).
+    pub fn client(&self) -> &EtcdClient {
+        &self.client
     }
 
     /// The store's reachability now.
