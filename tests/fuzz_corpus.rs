@@ -47,3 +47,23 @@ fn mux_ops_corpus() {
 fn proxy_header_corpus() {
     run_corpus("proxy_header", rpcgate::fuzzing::proxy_header);
 }
+
+#[test]
+fn jsonrpc_convert_corpus() {
+    run_corpus("jsonrpc_convert", rpcgate::fuzzing::jsonrpc_convert);
+}
+
+#[test]
+fn route_corpus() {
+    run_corpus("route", rpcgate::fuzzing::route);
+}
+
+#[test]
+fn websocket_pack_corpus() {
+    run_corpus("websocket_pack", rpcgate::fuzzing::websocket_pack);
+}
+
+#[test]
+fn etcd_json_corpus() {
+    run_corpus("etcd_json", rpcgate::fuzzing::etcd_json);
+}

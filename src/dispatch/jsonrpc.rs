@@ -13,8 +13,8 @@
 //! - msgpack → JSON (replies): nil → `null`, booleans, integers, floats
 //!   (NaN and infinities → `null`), str and bin → a string when valid
 //!   UTF-8, else an array of byte values; maps → objects, a key that is not
-//!   a string written as its JSON text (the graph's `0` → `"0"`); ext
-//!   values → `null`.
+//!   a string written as its JSON text (the graph's `0` → `"0"`), cut to
+//!   64 bytes; ext values → `null`.
 //!
 //! Replies: a `value` gives `result` = its args tuple as a JSON array; a
 //! streaming reply gives `result` = `{"chunks": [...]}`, each chunk a
@@ -370,18 +370,18 @@ impl JsonRpc {
 
 /// One parsed call.
 #[derive(Debug)]
-struct Call {
-    method: String,
-    args: Vec<Json>,
+pub(crate) struct Call {
+    pub(crate) method: String,
+    pub(crate) args: Vec<Json>,
     /// `(message name, args)` to send after the opening message.
-    chunks: Vec<(String, Vec<Json>)>,
+    pub(crate) chunks: Vec<(String, Vec<Json>)>,
 }
 
 impl Call {
     /// The call's id (`None`: a notification) and the call, or the id to
     /// answer with and why the call is invalid.
     #[allow(clippy::type_complexity)] // the two halves of JSON-RPC's rule
-    fn parse(call: Json) -> Result<(Option<Json>, Self), (Option<Json>, CallError)> {
+    pub(crate) fn parse(call: Json) -> Result<(Option<Json>, Self), (Option<Json>, CallError)> {
         let Json::Object(mut object) = call else {
             return Err((None, CallError::InvalidRequest("a call must be an object")));
         };
@@ -478,7 +478,7 @@ fn serialize(value: &Json) -> Bytes {
 }
 
 /// JSON params as a msgpack args array.
-fn to_args(args: &[Json]) -> Result<RawArgs, CallError> {
+pub(crate) fn to_args(args: &[Json]) -> Result<RawArgs, CallError> {
     let mut buf = BytesMut::new();
     crate::proto::msgpack::put_array_len(&mut buf, args.len());
     for arg in args {
@@ -533,13 +533,32 @@ pub fn to_json(value: &Pack) -> Json {
             for (k, v) in pairs {
                 let key = match to_json(k) {
                     Json::String(s) => s,
-                    other => other.to_string(),
+                    other => key_text(&other),
                 };
                 object.insert(key, to_json(v));
             }
             Json::Object(object)
         }
     }
+}
+
+/// The most bytes of JSON text a map key that is not a string becomes.
+/// Keys nested in keys escape their quotes again at every level, so without
+/// a cap 134 bytes of msgpack (thirty maps as keys of maps) ask for 2 GB.
+const MAX_KEY_TEXT: usize = 64;
+
+/// A key that is not a string as its JSON text, cut to [`MAX_KEY_TEXT`]
+/// bytes on a character boundary.
+fn key_text(key: &Json) -> String {
+    let mut text = key.to_string();
+    if text.len() > MAX_KEY_TEXT {
+        let mut end = MAX_KEY_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
 }
 
 /// A reply's args array as JSON.
@@ -589,6 +608,21 @@ mod tests {
         );
         let map = Pack::Map(vec![(Pack::Int(0), Pack::Nil)]);
         assert_eq!(to_json(&map), json!({"0": null}));
+    }
+
+    #[test]
+    fn keys_nested_in_keys_stay_small() {
+        // Found by the `jsonrpc_convert` fuzz target: each map used as a
+        // key doubles the escaping of the key inside it.
+        let mut value = Pack::Bytes(Bytes::from_static(b"\"k\""));
+        for _ in 0..20 {
+            value = Pack::Map(vec![(value, Pack::Nil)]);
+        }
+        let text = to_json(&value).to_string();
+        assert!(text.len() < 4 * MAX_KEY_TEXT, "{} bytes", text.len());
+        // Short non-string keys are still their JSON text.
+        let map = Pack::Map(vec![(Pack::Array(vec![Pack::Int(1)]), Pack::Bool(true))]);
+        assert_eq!(to_json(&map), json!({"[1]": true}));
     }
 
     #[test]

@@ -19,7 +19,9 @@
 //!
 //! Before any of these, a path with a `.` or `..` segment (also written
 //! `%2e`) is refused with 400: it is neither normalised nor passed on, so
-//! no service, event or app ever sees one.
+//! no service, event or app ever sees one. The uri a rule makes is checked
+//! again, as a stripped prefix or a service name read into the query can
+//! leave one.
 
 use hyper::header::{HeaderMap, HeaderName};
 
@@ -86,7 +88,7 @@ pub fn route(
         return Err(RouteError::DotSegment);
     }
     if let Some(target) = by_config(path_and_query, host, routes) {
-        return Ok(target);
+        return no_dot_segment(target);
     }
     let target = if rules.by_header {
         by_header(path_and_query, headers)?
@@ -103,6 +105,17 @@ pub fn route(
         && !expose.contains(&target.service)
     {
         return Err(RouteError::NotExposed(target.service));
+    }
+    no_dot_segment(target)
+}
+
+/// `target`, unless the uri its app sees has a dot segment where the
+/// request's path had none: a stripped prefix (`/static` off
+/// `/static../x`), or a service name read across the `?` (`/a?b/c/../x`).
+fn no_dot_segment(target: Target) -> Result<Target, RouteError> {
+    let path = target.uri.split_once('?').map_or(&*target.uri, |(p, _)| p);
+    if path.split('/').any(is_dot_segment) {
+        return Err(RouteError::DotSegment);
     }
     Ok(target)
 }
@@ -389,6 +402,35 @@ mod tests {
         );
         // Nothing configured matches: the path rule.
         assert_eq!(at("/echo/http/x", None), Ok(target("echo", "http", "/x")));
+    }
+
+    #[test]
+    fn the_uri_an_app_sees_never_has_a_dot_segment() {
+        // Found by the `route` fuzz target: `/static..` has no dot segment,
+        // but with `/static` stripped the app would see `/..`.
+        let routes = [prefix_route(None, Some("/static"), "files")];
+        let h = HeaderMap::new();
+        let rules = RoutingConfig::default();
+        for bad in [
+            "/static..",
+            "/static../etc/passwd",
+            "/static.?x",
+            "/static%2e%2e/x",
+        ] {
+            assert_eq!(
+                route(bad, None, &h, &routes, &rules),
+                Err(RouteError::DotSegment),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            route("/static.css", None, &h, &routes, &rules),
+            Ok(target("files", "http", "/.css"))
+        );
+        // The path rule's service is `[^/]*`: it may run into the query,
+        // whose rest would then become the app's path.
+        assert_eq!(path("/a?b/c/../x"), Err(RouteError::DotSegment));
+        assert_eq!(path("/a?b/c/x/..y"), Ok(target("a?b", "c", "/x/..y")));
     }
 
     #[test]

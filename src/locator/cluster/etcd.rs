@@ -326,17 +326,7 @@ impl EtcdClient {
             "range_end": b64(&prefix_end(prefix.as_bytes())),
         });
         let reply = self.call("/v3/kv/range", &body).await?;
-        let revision = int(&reply["header"]["revision"])
-            .ok_or_else(|| EtcdError::Refused("a range reply without a revision".into()))?;
-        let kvs = match reply.get("kvs") {
-            None => Vec::new(),
-            Some(kvs) => serde_json::from_value::<Vec<RawKv>>(kvs.clone())
-                .map_err(|e| EtcdError::Refused(format!("range reply: {e}")))?
-                .into_iter()
-                .map(RawKv::decode)
-                .collect::<Result<_, _>>()?,
-        };
-        Ok((revision, kvs))
+        range_reply(&reply)
     }
 
     /// Grants a lease of `ttl` (rounded up to whole seconds); its id.
@@ -619,32 +609,7 @@ impl Watch {
     /// Cancel safe: bytes read are kept in the buffer.
     pub async fn next(&mut self) -> Result<(i64, Vec<WatchEvent>), EtcdError> {
         let object = self.next_object(MAX_WATCH_MESSAGE).await?;
-        let result = &object["result"];
-        let revision = int(&result["header"]["revision"]).unwrap_or(0);
-        if result["canceled"].as_bool() == Some(true) {
-            // A refused token or right comes as a reason in words
-            // ("rpc error: code = Unauthenticated desc = ...").
-            let reason = result["cancel_reason"]
-                .as_str()
-                .unwrap_or("no reason given");
-            return Err(classify_text(&format!("watch canceled: {reason}"), None));
-        }
-        let Some(events) = result.get("events") else {
-            return Ok((revision, Vec::new()));
-        };
-        let events: Vec<RawEvent> = serde_json::from_value(events.clone())
-            .map_err(|e| EtcdError::Refused(format!("watch event: {e}")))?;
-        let events = events
-            .into_iter()
-            .map(|event| {
-                let kv = event.kv.decode()?;
-                Ok(match event.kind.as_deref() {
-                    Some("DELETE") => WatchEvent::Delete(kv.key),
-                    _ => WatchEvent::Put(kv),
-                })
-            })
-            .collect::<Result<_, EtcdError>>()?;
-        Ok((revision, events))
+        watch_batch(&object)
     }
 
     /// Reads until one whole JSON object is buffered; objects may be split
@@ -658,26 +623,7 @@ impl Watch {
                 }
                 return Ok(object);
             }
-            let mut stream =
-                serde_json::Deserializer::from_slice(&self.buf).into_iter::<serde_json::Value>();
-            let mut consumed = 0;
-            loop {
-                match stream.next() {
-                    Some(Ok(value)) => {
-                        consumed = stream.byte_offset();
-                        self.pending.push(value);
-                    }
-                    Some(Err(e)) if e.is_eof() => break,
-                    Some(Err(e)) => {
-                        return Err(EtcdError::Refused(format!("bad JSON from etcd: {e}")));
-                    }
-                    None => {
-                        consumed = stream.byte_offset();
-                        break;
-                    }
-                }
-            }
-            self.buf.advance(consumed);
+            take_objects(&mut self.buf, &mut self.pending)?;
             if !self.pending.is_empty() {
                 continue;
             }
@@ -760,6 +706,79 @@ struct RawEvent {
     #[serde(rename = "type")]
     kind: Option<String>,
     kv: RawKv,
+}
+
+/// Moves every whole JSON value at the front of `buf` to `pending`; an
+/// incomplete one stays in `buf` for more bytes.
+pub(crate) fn take_objects(
+    buf: &mut BytesMut,
+    pending: &mut Vec<serde_json::Value>,
+) -> Result<(), EtcdError> {
+    let mut stream = serde_json::Deserializer::from_slice(buf).into_iter::<serde_json::Value>();
+    let mut consumed = 0;
+    loop {
+        match stream.next() {
+            Some(Ok(value)) => {
+                consumed = stream.byte_offset();
+                pending.push(value);
+            }
+            Some(Err(e)) if e.is_eof() => break,
+            Some(Err(e)) => {
+                return Err(EtcdError::Refused(format!("bad JSON from etcd: {e}")));
+            }
+            None => {
+                consumed = stream.byte_offset();
+                break;
+            }
+        }
+    }
+    buf.advance(consumed);
+    Ok(())
+}
+
+/// A range reply's revision and key-values.
+pub(crate) fn range_reply(reply: &serde_json::Value) -> Result<(i64, Vec<KeyValue>), EtcdError> {
+    let revision = int(&reply["header"]["revision"])
+        .ok_or_else(|| EtcdError::Refused("a range reply without a revision".into()))?;
+    let kvs = match reply.get("kvs") {
+        None => Vec::new(),
+        Some(kvs) => serde_json::from_value::<Vec<RawKv>>(kvs.clone())
+            .map_err(|e| EtcdError::Refused(format!("range reply: {e}")))?
+            .into_iter()
+            .map(RawKv::decode)
+            .collect::<Result<_, _>>()?,
+    };
+    Ok((revision, kvs))
+}
+
+/// A watch message's revision and events (see [`Watch::next`]).
+pub(crate) fn watch_batch(object: &serde_json::Value) -> Result<(i64, Vec<WatchEvent>), EtcdError> {
+    let result = &object["result"];
+    let revision = int(&result["header"]["revision"]).unwrap_or(0);
+    if result["canceled"].as_bool() == Some(true) {
+        // A refused token or right comes as a reason in words
+        // ("rpc error: code = Unauthenticated desc = ...").
+        let reason = result["cancel_reason"]
+            .as_str()
+            .unwrap_or("no reason given");
+        return Err(classify_text(&format!("watch canceled: {reason}"), None));
+    }
+    let Some(events) = result.get("events") else {
+        return Ok((revision, Vec::new()));
+    };
+    let events: Vec<RawEvent> = serde_json::from_value(events.clone())
+        .map_err(|e| EtcdError::Refused(format!("watch event: {e}")))?;
+    let events = events
+        .into_iter()
+        .map(|event| {
+            let kv = event.kv.decode()?;
+            Ok(match event.kind.as_deref() {
+                Some("DELETE") => WatchEvent::Delete(kv.key),
+                _ => WatchEvent::Put(kv),
+            })
+        })
+        .collect::<Result<_, EtcdError>>()?;
+    Ok((revision, events))
 }
 
 /// An int64 as grpc-gateway writes it: a string, or a number.
