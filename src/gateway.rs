@@ -495,6 +495,14 @@ fn pools_for(
 
 /// The gateway as a `Service<http::Request<B>>`: cheap to clone, never
 /// fails (errors are responses).
+///
+/// Give each request its peer's address as a
+/// [`PeerAddr`](crate::http::PeerAddr) extension: the service then applies
+/// the listeners' client rules to it (`X-Real-IP` from the peer, or from a
+/// `request.trusted_proxies` peer's forwarding headers; the per-client
+/// stream cap). A client-sent `X-Client-Subject` is removed either way;
+/// without a `PeerAddr`, so is `X-Real-IP` (see
+/// [`Handler::handle`](crate::http::Handler::handle)).
 #[derive(Debug, Clone)]
 pub struct GatewayService {
     handler: Arc<Handler>,

@@ -41,6 +41,9 @@
 //! - [`fuzzing`]: entry points shared by `fuzz/` and the corpus tests.
 
 #![forbid(unsafe_code)]
+// `config::view` builds the whole config in one `serde_json::json!`, past
+// the default macro recursion limit of 128.
+#![recursion_limit = "256"]
 
 pub mod admin;
 pub mod app;

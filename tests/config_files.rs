@@ -156,6 +156,20 @@ fn gateway_errors_name_the_file_and_key() {
         ("[[routes]]\nservice = \"x\"", "routes[0]"),
         ("[retry]\nattempts = 0", "retry.attempts"),
         (
+            "[limits]\nclient_ipv6_prefix = 0",
+            "limits.client_ipv6_prefix",
+        ),
+        (
+            "[limits]\nclient_ipv6_prefix = 129",
+            "limits.client_ipv6_prefix",
+        ),
+        ("[limits]\nmax_streams = 0", "limits.max_streams"),
+        (
+            "[limits]\nmax_streams_per_client = 0",
+            "limits.max_streams_per_client",
+        ),
+        ("[routing]\nallow_encoded_slash = 1", "allow_encoded_slash"),
+        (
             "[tracing]\notlp_endpoint = \"https://127.0.0.1:4318\"",
             "tracing.otlp_endpoint",
         ),

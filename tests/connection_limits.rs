@@ -2,7 +2,8 @@
 //! keep-alive connections are closed, oldest first, to serve a new
 //! client; and one client address gets at most
 //! `limits.max_connections_per_client` connections (trusted proxies and
-//! unix-socket peers exempt). Both count in `rpcgate_limit_hits_total`.
+//! unix-socket peers exempt; IPv6 addresses grouped by
+//! `limits.client_ipv6_prefix`). Both count in `rpcgate_limit_hits_total`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
 
@@ -165,4 +166,39 @@ async fn a_client_past_its_connection_cap_is_closed_but_others_are_served() {
         }
     })
     .await;
+}
+
+/// A connection whose PROXY v1 header names `client`, with one request
+/// written: the stream, to read the answer (or the close) from.
+async fn proxied(addr: SocketAddr, client: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let header = format!("PROXY TCP6 {client} ::1 5555 80\r\n");
+    let mut bytes = header.into_bytes();
+    bytes.extend_from_slice(HELLO);
+    stream.write_all(&bytes).await.unwrap();
+    stream
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_clients_of_one_prefix_share_the_connection_cap() {
+    let _ = rpcgate::metrics::install_prometheus();
+    let mut config = config();
+    config.limits.max_connections_per_client = 1;
+    // Clients as a load balancer in front tells them (IPv6 clients cannot
+    // be told apart on loopback otherwise: ::1 is its only address).
+    config.proxy_protocol = true;
+    let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
+    let (addr, admin) = (c.gateway.addr, c.gateway.admin_addr.unwrap());
+    let capped_before = limit_hits(admin, "connections_per_client").await;
+    let mut first = proxied(addr, "2001:db8:1:2::1").await;
+    let (status, _) = support::read_response(&mut first, &mut Vec::new()).await;
+    assert_eq!(status, 200);
+    // Another address of the same /64: the same client, past its cap.
+    let mut same = proxied(addr, "2001:db8:1:2:ffff:ffff:ffff:fffe").await;
+    assert!(bounded("the same /64 to close", closed_unanswered(&mut same)).await);
+    assert!(limit_hits(admin, "connections_per_client").await > capped_before);
+    // The next /64 is another client.
+    let mut next = proxied(addr, "2001:db8:1:3::1").await;
+    let (status, _) = support::read_response(&mut next, &mut Vec::new()).await;
+    assert_eq!(status, 200);
 }

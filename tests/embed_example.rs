@@ -1,5 +1,8 @@
 //! `examples/embed.rs` (built by `cargo test`) runs and succeeds: the
-//! gateway mounted as a tower Service in another hyper server.
+//! gateway mounted as a tower Service in another hyper server, applying
+//! the listeners' client-header rules to the peer the embedder gives it
+//! (a forged `X-Client-Subject` never reaches the app; `X-Real-IP` is the
+//! peer's address unless the peer is a trusted proxy).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
 
@@ -22,5 +25,10 @@ fn the_embed_example_serves_a_request() {
         "stdout: {stdout}\nstderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stdout.trim(), "200 OK Hello, World!");
+    assert_eq!(
+        stdout.trim(),
+        "200 OK Hello, World!\n\
+         client: x-real-ip=127.0.0.1 x-client-subject=\n\
+         trusted proxy: x-real-ip=203.0.113.7 x-client-subject="
+    );
 }

@@ -2,7 +2,8 @@
 //! shipped example matches beside the path rule); `routing.expose` answers
 //! an unlisted service exactly as an unknown one, by path and by header; a
 //! service whose graph is not an app's is never sent a request; HTTP/2
-//! requests reach the app with `Host`.
+//! requests reach the app with `Host`; an encoded `/` or `\\` in the path
+//! is refused (400 `bad_path`) unless `routing.allow_encoded_slash`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
 
@@ -133,4 +134,52 @@ async fn http2_requests_reach_the_app_with_host() {
         .map(|pair| pair[1].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(hosts, ["api.example.com:8080"], "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encoded_slash_is_refused_by_every_rule_unless_allowed() {
+    let route = rpcgate::config::RouteConfig {
+        host: None,
+        prefix: Some("/files/".into()),
+        service: "echo".into(),
+        event: "http".into(),
+        strip_prefix: true,
+    };
+    let config = Config {
+        routes: vec![route],
+        ..Config::default()
+    };
+    let c = support::cluster("", vec![demo::build("echo", None).unwrap()], config).await;
+    let addr = c.gateway.addr;
+    let by_header = [("x-cocaine-service", "echo"), ("x-cocaine-event", "http")];
+    let cases: [(&str, &[(&str, &str)]); 5] = [
+        ("/echo/http/a%2fb", &[]),
+        ("/echo/http/..%5C..%5Cwin.ini", &[]),
+        ("/x%2Fy", &by_header),
+        ("/y%5cz", &by_header),
+        ("/files/a%2F..%2F..%2Fsecret", &[]),
+    ];
+    for (path, headers) in cases {
+        let got = support::send(addr, "GET", path, headers, "").await;
+        assert_eq!(got.status, 400, "{path}: {:?}", got.body);
+        assert_eq!(got.json()["error"]["kind"], "bad_path", "{path}");
+    }
+    // In the query, or not a slash: passed on.
+    let got = support::send(addr, "GET", "/files/a%20b?next=%2F", &[], "").await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.json()["uri"], "/a%20b?next=%2F");
+
+    // Allowed: passed to the app as sent, by every rule.
+    let mut config = c.gateway.config().as_ref().clone();
+    config.routing.allow_encoded_slash = true;
+    assert_eq!(c.gateway.reload(config), Ok(vec![]));
+    for (path, headers, uri) in [
+        ("/echo/http/a%2fb", &[][..], "/a%2fb"),
+        ("/x%2Fy", &by_header[..], "/x%2Fy"),
+        ("/files/a%2Fb", &[][..], "/a%2Fb"),
+    ] {
+        let got = support::send(addr, "GET", path, headers, "").await;
+        assert_eq!(got.status, 200, "{path}: {:?}", got.body);
+        assert_eq!(got.json()["uri"], uri, "{path}");
+    }
 }

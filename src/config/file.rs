@@ -93,6 +93,7 @@ struct RoutingFile {
     by_header: Option<bool>,
     by_path: Option<bool>,
     expose: Option<Vec<String>>,
+    allow_encoded_slash: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -114,6 +115,7 @@ struct LimitsFile {
     idle_release_ms: Option<i64>,
     max_connections: Option<i64>,
     max_connections_per_client: Option<i64>,
+    client_ipv6_prefix: Option<i64>,
     max_in_flight: Option<i64>,
     h2_max_concurrent_streams: Option<i64>,
     h2_max_header_list_size: Option<i64>,
@@ -121,6 +123,8 @@ struct LimitsFile {
     max_premature_resets: Option<i64>,
     stream_idle_timeout_ms: Option<i64>,
     stream_max_lifetime_ms: Option<i64>,
+    max_streams: Option<i64>,
+    max_streams_per_client: Option<i64>,
     stream_queue: Option<i64>,
     sse_keepalive_ms: Option<i64>,
     websocket_max_message_bytes: Option<i64>,
@@ -477,6 +481,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         if let Some(v) = r.by_path {
             config.routing.by_path = v;
         }
+        if let Some(v) = r.allow_encoded_slash {
+            config.routing.allow_encoded_slash = v;
+        }
         if let Some(list) = r.expose {
             if let Some(empty) = list.iter().find(|name| name.is_empty()) {
                 return Err(c.err(
@@ -603,6 +610,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             limits.max_connections_per_client =
                 c.int("limits.max_connections_per_client", v, 1, 10_000_000)?;
         }
+        if let Some(v) = l.client_ipv6_prefix {
+            limits.client_ipv6_prefix = c.int("limits.client_ipv6_prefix", v, 1, 128)? as u8;
+        }
         if let Some(v) = l.max_in_flight {
             limits.max_in_flight = c.int("limits.max_in_flight", v, 1, 10_000_000)?;
         }
@@ -625,6 +635,13 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         if let Some(v) = l.stream_max_lifetime_ms {
             limits.stream_max_lifetime = c.ms("limits.stream_max_lifetime_ms", v, 1, MAX_MS)?;
+        }
+        if let Some(v) = l.max_streams {
+            limits.max_streams = c.int("limits.max_streams", v, 1, 10_000_000)?;
+        }
+        if let Some(v) = l.max_streams_per_client {
+            limits.max_streams_per_client =
+                c.int("limits.max_streams_per_client", v, 1, 10_000_000)?;
         }
         if let Some(v) = l.stream_queue {
             limits.stream_queue = c.int("limits.stream_queue", v, 1, 1 << 20)?;

@@ -289,6 +289,10 @@ pub struct LimitsConfig {
     /// one is closed at once, unanswered. Unix-socket peers and
     /// `request.trusted_proxies` are exempt.
     pub max_connections_per_client: usize,
+    /// IPv6 clients are grouped by this many leading bits of their address
+    /// for the per-client caps (connections, streams); IPv4-mapped IPv6
+    /// addresses count as their IPv4 address. 1..=128.
+    pub client_ipv6_prefix: u8,
     /// Requests in flight at most; beyond it 503 + `Retry-After` at once.
     pub max_in_flight: usize,
     /// HTTP/2: streams open at once per connection.
@@ -308,6 +312,12 @@ pub struct LimitsConfig {
     /// A long-lived stream is ended at this age; a `push` service's app is
     /// told it as `request_timeout`.
     pub stream_max_lifetime: Duration,
+    /// Long-lived streams (SSE, push, WebSocket) open at most; past it a
+    /// new one gets 503 `too_many_streams`.
+    pub max_streams: usize,
+    /// Long-lived streams open from one client (grouped as by
+    /// `client_ipv6_prefix`) at most; past it, 503 `too_many_streams`.
+    pub max_streams_per_client: usize,
     /// Frames a stream may have queued for a client that reads slowly;
     /// past it the client is cut (the backend connection never waits).
     pub stream_queue: usize,
@@ -347,6 +357,7 @@ impl Default for LimitsConfig {
             idle_release: Duration::from_millis(100),
             max_connections: 10_000,
             max_connections_per_client: 1_000,
+            client_ipv6_prefix: 64,
             max_in_flight: 10_000,
             h2_max_concurrent_streams: 256,
             h2_max_header_list_size: 64 << 10,
@@ -354,6 +365,8 @@ impl Default for LimitsConfig {
             max_premature_resets: 100,
             stream_idle_timeout: Duration::from_secs(300),
             stream_max_lifetime: Duration::from_secs(24 * 3600),
+            max_streams: 10_000,
+            max_streams_per_client: 64,
             stream_queue: 64,
             sse_keepalive: Duration::from_secs(15),
             websocket_max_message: 1 << 20,
@@ -510,6 +523,9 @@ pub struct RoutingConfig {
     /// The services the header and path rules may reach; `None`: any.
     /// Configured routes always reach their own service.
     pub expose: Option<std::collections::BTreeSet<String>>,
+    /// Whether a path may carry an encoded `/` or `\` (`%2f`, `%5c`);
+    /// off: 400 `bad_path`, for every rule and configured route.
+    pub allow_encoded_slash: bool,
 }
 
 impl Default for RoutingConfig {
@@ -518,6 +534,7 @@ impl Default for RoutingConfig {
             by_header: true,
             by_path: true,
             expose: None,
+            allow_encoded_slash: false,
         }
     }
 }

@@ -1,13 +1,56 @@
 //! The client's address behind proxies: owns which peers are trusted
 //! (CIDRs) and reading `X-Forwarded-For`, `X-Real-IP` and `Forwarded` only
 //! from them. The result is what the app sees in `X-Real-IP` and what the
-//! access log shows.
+//! access log shows. It also owns the client-header rules every request
+//! gets, from a listener or through the embedded service
+//! ([`apply_client_rules`]).
 
 use std::net::IpAddr;
 
 use hyper::HeaderMap;
+use hyper::header::{HeaderName, HeaderValue};
 
+use super::{ClientAddr, X_REAL_IP};
 use crate::cidr::Cidr;
+
+/// The client-header rules, one function for the listeners
+/// (`connection::RequestService`) and the embedded service
+/// ([`super::Handler::handle`]), so the two cannot drift apart:
+/// - `subject_header` (`X-Client-Subject` by default) is removed, whatever
+///   the client sent, and set to `subject` (a verified client
+///   certificate's) when there is one;
+/// - with the `peer` known, the client is found by [`client_addr`]
+///   (forwarding headers believed from `trusted` peers only) and put in
+///   `X-Real-IP`, replacing what the client sent there, and in the
+///   [`ClientAddr`] extension (access log, stream caps). `peer_header` is
+///   the peer's address as a header value, if made already.
+pub(crate) fn apply_client_rules<B>(
+    request: &mut hyper::Request<B>,
+    subject_header: &HeaderName,
+    subject: Option<&HeaderValue>,
+    peer: Option<IpAddr>,
+    peer_header: Option<&HeaderValue>,
+    trusted: &[Cidr],
+) {
+    request.headers_mut().remove(subject_header);
+    if let Some(subject) = subject {
+        request
+            .headers_mut()
+            .insert(subject_header.clone(), subject.clone());
+    }
+    let Some(peer) = peer else {
+        return;
+    };
+    let client = client_addr(peer, request.headers(), trusted);
+    let value = match peer_header {
+        Some(value) if client == peer => Some(value.clone()),
+        _ => HeaderValue::from_str(&client.to_string()).ok(),
+    };
+    if let Some(value) = value {
+        request.headers_mut().insert(X_REAL_IP, value);
+    }
+    request.extensions_mut().insert(ClientAddr(client));
+}
 
 /// The client address for a request from `peer`: forwarding headers are
 /// believed only when `peer` is trusted. `X-Forwarded-For` is read from the

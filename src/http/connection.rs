@@ -35,7 +35,7 @@ use super::layers::LayeredResponse;
 use super::log_limit::LogLimit;
 use super::push_h1;
 use super::send_watch::{SendStall, SendWatch};
-use super::{ClientAddr, ConnectionLimit, GatewayError, Handler, X_REAL_IP, client_addr};
+use super::{ConnectionLimit, GatewayError, Handler};
 use crate::config::LimitsConfig;
 use crate::prefixed::Prefixed;
 
@@ -862,35 +862,17 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         }
         // One settings snapshot for the whole request, this step included.
         let settings = handler.settings();
-        // Whatever the client sent there goes, TLS configured or not: only
-        // a verified certificate sets it.
-        let subject_header = &handler.subject_header;
-        request.headers_mut().remove(subject_header);
-        if let Some(subject) = &self.client_subject {
-            request
-                .headers_mut()
-                .insert(subject_header.clone(), subject.clone());
-        }
-        if let Some(peer) = self.peer {
-            // The client as far as trusted proxies tell; the app sees it in
-            // X-Real-IP (whatever the client sent there), the log too.
-            let client = client_addr(
-                peer.ip(),
-                request.headers(),
-                &settings.config.request.trusted_proxies,
-            );
-            let value = match &self.peer_header {
-                Some(value) if client == peer.ip() => Some(value.clone()),
-                _ => HeaderValue::from_str(&client.to_string()).ok(),
-            };
-            if let Some(value) = value {
-                request.headers_mut().insert(X_REAL_IP, value);
-            }
-            // Read by the handler for the access log only.
-            if settings.config.access_log {
-                request.extensions_mut().insert(ClientAddr(client));
-            }
-        }
+        // The subject header (set only from a verified certificate), and
+        // the client as far as trusted proxies tell in X-Real-IP and for
+        // the log and the stream caps: the embedded service's rules too.
+        super::client_addr::apply_client_rules(
+            &mut request,
+            &handler.subject_header,
+            self.client_subject.as_ref(),
+            self.peer.map(|p| p.ip()),
+            self.peer_header.as_ref(),
+            &settings.config.request.trusted_proxies,
+        );
         let busy = Busy::new(&self.activity, &handler.busy);
         let unanswered = Unanswered(Some(Arc::clone(&self.activity)));
         // HTTP/2 has GOAWAY instead (and no `Connection` header).

@@ -13,7 +13,7 @@
 //! client reusing it later reconnects, as after any keep-alive close).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -175,6 +175,7 @@ impl ConnectionLimit {
         {
             return Ok(None);
         }
+        let client = client_key(client, config.limits.client_ipv6_prefix);
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         let open = clients.entry(client).or_default();
         if *open >= config.limits.max_connections_per_client {
@@ -191,6 +192,24 @@ impl ConnectionLimit {
             limit: Arc::clone(self),
             client,
         }))
+    }
+}
+
+/// The key a client's connections and streams are counted under: an IPv4
+/// address as it is; an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as its
+/// IPv4 address; another IPv6 address cut to its first `ipv6_prefix` bits
+/// (`limits.client_ipv6_prefix`: one host usually has a whole /64).
+pub(crate) fn client_key(client: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match client {
+        IpAddr::V4(_) => client,
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let bits = u32::from(ipv6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
     }
 }
 
@@ -349,6 +368,43 @@ mod tests {
             assert!(matches!(limit.admit(None, &config), Ok(None)));
         }
         drop((b, c, other));
+        assert!(limit.clients.lock().unwrap().is_empty(), "no leftovers");
+    }
+
+    #[test]
+    fn ipv6_clients_are_grouped_by_prefix_and_mapped_ipv4_counts_as_ipv4() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:aaaa::1"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"), 64),
+            client_key(ip("2001:db8:1:2::7"), 64)
+        );
+        assert_ne!(
+            client_key(ip("2001:db8:1:3::1"), 64),
+            client_key(ip("2001:db8:1:2::1"), 64)
+        );
+        assert_eq!(client_key(ip("2001:db8:1:2::1"), 48), ip("2001:db8:1::"));
+        assert_eq!(client_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+        assert_eq!(client_key(ip("ffff::1"), 1), ip("8000::"));
+        assert_eq!(client_key(ip("::ffff:192.0.2.1"), 64), ip("192.0.2.1"));
+        assert_eq!(client_key(ip("192.0.2.1"), 64), ip("192.0.2.1"));
+
+        // One /64 shares the cap; another /64 and the mapped address's
+        // IPv4 twin are counted as such.
+        let limit = Arc::new(ConnectionLimit::new(100));
+        let mut config = Config::default();
+        config.limits.max_connections_per_client = 1;
+        let a = limit.admit(Some(ip("2001:db8::1")), &config).unwrap();
+        assert!(limit.admit(Some(ip("2001:db8::2")), &config).is_err());
+        let b = limit.admit(Some(ip("2001:db8:0:1::1")), &config).unwrap();
+        let c = limit.admit(Some(ip("::ffff:192.0.2.1")), &config).unwrap();
+        assert!(limit.admit(Some(ip("192.0.2.1")), &config).is_err());
+        config.limits.client_ipv6_prefix = 128;
+        let d = limit.admit(Some(ip("2001:db8::2")), &config).unwrap();
+        drop((a, b, c, d));
         assert!(limit.clients.lock().unwrap().is_empty(), "no leftovers");
     }
 }

@@ -200,13 +200,35 @@ impl Handler {
         *settings = Arc::new(Settings::new(config, Some(&settings), &self.json_log));
     }
 
-    /// Answers one request. Never fails: errors become responses.
-    pub async fn handle<B>(&self, request: Request<B>) -> Response<GatewayBody>
+    /// Answers one request of the embedded service
+    /// ([`crate::gateway::GatewayService`]). Never fails: errors become
+    /// responses.
+    ///
+    /// The client-header rules are the listeners' (the same function): a
+    /// client-sent `X-Client-Subject` (or `tls.client_subject_header`) is
+    /// removed, and `X-Real-IP` is set from the peer, forwarding headers
+    /// believed from `request.trusted_proxies` only. The peer is the
+    /// request's [`PeerAddr`] extension, which the embedder sets from its
+    /// accepted connection; without one, `X-Real-IP` is removed (nothing
+    /// vouches for it) and the client is unknown (not counted per client).
+    pub async fn handle<B>(&self, mut request: Request<B>) -> Response<GatewayBody>
     where
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let settings = self.settings();
+        let peer = request.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+        if peer.is_none() {
+            request.headers_mut().remove(X_REAL_IP);
+        }
+        client_addr::apply_client_rules(
+            &mut request,
+            &self.subject_header,
+            None,
+            peer,
+            None,
+            &settings.config.request.trusted_proxies,
+        );
         let begun = self.begin(&settings, request);
         self.finish(&settings, begun).await
     }
@@ -360,6 +382,8 @@ impl Handler {
             &config.routing,
         )?;
         *service = Some(target.service.clone());
+        // Its streams are counted against its client's cap.
+        let client = parts.extensions.get::<ClientAddr>().map(|c| c.0);
         // Load shedding (refused at once rather than queued) and the
         // deadline: the dispatcher's.
         let ticket =
@@ -406,6 +430,7 @@ impl Handler {
             ticket,
             head_request,
             websocket,
+            client,
             request,
         })
     }
@@ -585,6 +610,7 @@ impl Handler {
             ticket,
             head_request,
             websocket,
+            client,
             request,
         } = admitted;
         let outcome = match request {
@@ -662,7 +688,7 @@ impl Handler {
         if let Some(key) = websocket
             && status == StatusCode::SWITCHING_PROTOCOLS
         {
-            return self.upgrade(settings, reply, &key, request_id);
+            return self.upgrade(settings, reply, &key, request_id, client);
         }
         let no_body = head_request
             || status == StatusCode::NO_CONTENT
@@ -688,7 +714,11 @@ impl Handler {
             } else {
                 streams::StreamKind::Push
             };
-            match reply.body.into_push(push_limits, self.streams.open(kind)) {
+            // Past the stream caps: 503, and the reply dropped, which
+            // cancels the app's channel.
+            let caps = streams::StreamCaps::new(limits);
+            let guard = self.streams.try_open(kind, client, caps)?;
+            match reply.body.into_push(push_limits, guard) {
                 Ok(push) => GatewayBody::Push(push),
                 Err(complete) => GatewayBody::Stream(complete),
             }
@@ -742,14 +772,20 @@ impl Handler {
         reply: dispatch::Reply,
         key: &HeaderValue,
         request_id: u64,
+        client: Option<std::net::IpAddr>,
     ) -> Result<Response<GatewayBody>, GatewayError> {
+        // Past the stream caps: 503 instead of the 101, and the reply
+        // dropped, which cancels the app's channel.
+        let caps = streams::StreamCaps::new(&settings.config.limits);
+        let guard = self
+            .streams
+            .try_open(streams::StreamKind::WebSocket, client, caps)?;
         let (sender, receiver) = reply.body.into_channel().ok_or_else(|| {
             GatewayError::Dispatch(dispatch::DispatchError::Protocol(
                 "the app ended the stream with its 101",
             ))
         })?;
         let limits = websocket::Limits::new(&settings.config.limits);
-        let guard = self.streams.open(streams::StreamKind::WebSocket);
         let session = websocket::Session::new(sender, receiver, guard, limits);
         let mut response = Response::new(GatewayBody::empty());
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -896,6 +932,8 @@ struct Admitted<B> {
     head_request: bool,
     /// A WebSocket upgrade request's `Sec-WebSocket-Key`.
     websocket: Option<HeaderValue>,
+    /// The client (as trusted proxies tell), when known.
+    client: Option<std::net::IpAddr>,
     request: Packing<B>,
 }
 
@@ -1021,3 +1059,12 @@ const X_CLIENT_SUBJECT: HeaderName = HeaderName::from_static("x-client-subject")
 /// The client address of a request (see [`client_addr`]), in its extensions.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub std::net::IpAddr);
+
+/// The address of the peer a request came from, set by an embedder in the
+/// request's extensions before it calls
+/// [`GatewayService`](crate::gateway::GatewayService) (from its accepted
+/// connection: `TcpListener::accept`'s address, axum's `ConnectInfo`):
+/// the embedded service applies the listeners' `X-Real-IP` and
+/// trusted-proxy rules to it (see [`Handler::handle`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub std::net::SocketAddr);

@@ -39,13 +39,19 @@ pub enum GatewayError {
     /// cancelled most of its requests (rapid reset): not dispatched (503).
     #[error("this connection is closing: its client cancelled most of its requests")]
     ConnectionClosing,
+    /// A new long-lived stream past `limits.max_streams` or
+    /// `limits.max_streams_per_client` (503).
+    #[error(transparent)]
+    TooManyStreams(#[from] super::streams::TooManyStreams),
 }
 
 impl GatewayError {
     /// The status, and a short machine-readable kind.
     pub fn status(&self) -> (StatusCode, &'static str) {
         match self {
-            Self::Route(RouteError::DotSegment) => (StatusCode::BAD_REQUEST, "bad_path"),
+            Self::Route(RouteError::DotSegment | RouteError::EncodedSlash) => {
+                (StatusCode::BAD_REQUEST, "bad_path")
+            }
             // Exactly as an unknown service: a client cannot probe.
             Self::Route(RouteError::NotExposed(_)) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "service_not_found")
@@ -57,6 +63,7 @@ impl GatewayError {
             Self::BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout"),
             Self::Body(_) => (StatusCode::BAD_REQUEST, "bad_body"),
             Self::ConnectionClosing => (StatusCode::SERVICE_UNAVAILABLE, "connection_closing"),
+            Self::TooManyStreams(_) => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
             Self::Dispatch(e) => match e {
                 DispatchError::NotFound(_) => {
                     (StatusCode::SERVICE_UNAVAILABLE, "service_not_found")

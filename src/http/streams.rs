@@ -9,8 +9,16 @@
 //! cleanly (an SSE body ends, a WebSocket gets close 1001); the gateway
 //! waits for the guards ([`Streams::wait`]) until its drain deadline, and
 //! past it [`Streams::cut`] makes the ones left go at once.
+//!
+//! It also caps them: [`Streams::try_open`] refuses a stream past
+//! `limits.max_streams` (all of the gateway's) or
+//! `limits.max_streams_per_client` (one client's, keyed as the connection
+//! cap keys clients: IPv6 by `limits.client_ipv6_prefix`).
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tokio_util::task::TaskTracker;
@@ -100,25 +108,109 @@ impl Disconnect {
     }
 }
 
+/// A new stream was refused: too many are open (503 `too_many_streams`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TooManyStreams {
+    /// `limits.max_streams` are open.
+    #[error("the gateway has its limit of {0} long-lived streams open")]
+    Gateway(usize),
+    /// `limits.max_streams_per_client` are open from this client.
+    #[error("this client has its limit of {0} long-lived streams open")]
+    Client(usize),
+}
+
+impl TooManyStreams {
+    /// The `rpcgate_limit_hits_total` label.
+    pub fn limit(self) -> &'static str {
+        match self {
+            Self::Gateway(_) => "max_streams",
+            Self::Client(_) => "max_streams_per_client",
+        }
+    }
+}
+
+/// The caps a new stream is checked against (from `[limits]`, read when
+/// it opens: a reload applies to the next one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamCaps {
+    /// `limits.max_streams`.
+    pub total: usize,
+    /// `limits.max_streams_per_client`.
+    pub per_client: usize,
+    /// `limits.client_ipv6_prefix`.
+    pub ipv6_prefix: u8,
+}
+
+impl StreamCaps {
+    /// The caps `limits` sets.
+    pub fn new(limits: &crate::config::LimitsConfig) -> Self {
+        Self {
+            total: limits.max_streams,
+            per_client: limits.max_streams_per_client,
+            ipv6_prefix: limits.client_ipv6_prefix,
+        }
+    }
+}
+
+/// Streams open now: in all, and by client key (only keys with some).
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    clients: HashMap<IpAddr, usize>,
+}
+
 /// The streams of one gateway.
 #[derive(Debug, Default)]
 pub struct Streams {
     tracker: TaskTracker,
     stopping: CancellationToken,
     cut: CancellationToken,
+    counts: Arc<Mutex<Counts>>,
 }
 
 impl Streams {
-    /// Counts a stream of `kind` as open until the guard is dropped.
-    pub fn open(&self, kind: StreamKind) -> StreamGuard {
+    /// Counts a stream of `kind` from `client` (`None`: unknown, counted
+    /// in the total only) as open until the guard is dropped; refused
+    /// (counted in `rpcgate_limit_hits_total`) if `caps` are reached.
+    pub fn try_open(
+        &self,
+        kind: StreamKind,
+        client: Option<IpAddr>,
+        caps: StreamCaps,
+    ) -> Result<StreamGuard, TooManyStreams> {
+        let client = client.map(|c| super::connection_limit::client_key(c, caps.ipv6_prefix));
+        let refused = {
+            let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+            let from_client = client.map_or(0, |c| counts.clients.get(&c).copied().unwrap_or(0));
+            if counts.total >= caps.total {
+                Some(TooManyStreams::Gateway(caps.total))
+            } else if client.is_some() && from_client >= caps.per_client {
+                Some(TooManyStreams::Client(caps.per_client))
+            } else {
+                counts.total += 1;
+                if let Some(c) = client {
+                    *counts.clients.entry(c).or_default() += 1;
+                }
+                None
+            }
+        };
+        if let Some(refused) = refused {
+            crate::metrics::limit_hit(refused.limit());
+            tracing::debug!(kind = kind.label(), %refused, "stream refused");
+            return Err(refused);
+        }
         metrics::gauge!(STREAMS_OPEN, STREAM_KIND => kind.label()).increment(1.0);
-        StreamGuard {
+        Ok(StreamGuard {
             kind,
             _tracked: self.tracker.token(),
             stopping: self.stopping.clone(),
             cut: self.cut.clone(),
             ended: AtomicBool::new(false),
-        }
+            _counted: Counted {
+                counts: Arc::clone(&self.counts),
+                client,
+            },
+        })
     }
 
     /// Streams open now.
@@ -162,6 +254,30 @@ pub struct StreamGuard {
     stopping: CancellationToken,
     cut: CancellationToken,
     ended: AtomicBool,
+    _counted: Counted,
+}
+
+/// A stream's place in [`Counts`], given back when dropped.
+#[derive(Debug)]
+struct Counted {
+    counts: Arc<Mutex<Counts>>,
+    /// Its client's key.
+    client: Option<IpAddr>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(client) = self.client
+            && let Some(open) = counts.clients.get_mut(&client)
+        {
+            *open -= 1;
+            if *open == 0 {
+                counts.clients.remove(&client);
+            }
+        }
+    }
 }
 
 impl StreamGuard {
@@ -218,5 +334,67 @@ impl StreamGuard {
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         metrics::gauge!(STREAMS_OPEN, STREAM_KIND => self.kind.label()).decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+
+    use super::*;
+
+    fn caps(total: usize, per_client: usize) -> StreamCaps {
+        StreamCaps {
+            total,
+            per_client,
+            ipv6_prefix: 64,
+        }
+    }
+
+    #[test]
+    fn the_caps_refuse_and_a_closed_stream_makes_room() {
+        let streams = Streams::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        let b_too: IpAddr = "2001:db8::2".parse().unwrap();
+        let caps = caps(3, 1);
+        let first = streams.try_open(StreamKind::Sse, Some(a), caps).unwrap();
+        assert_eq!(
+            streams
+                .try_open(StreamKind::WebSocket, Some(a), caps)
+                .unwrap_err(),
+            TooManyStreams::Client(1)
+        );
+        let second = streams.try_open(StreamKind::Push, Some(b), caps).unwrap();
+        // One /64: one client.
+        assert_eq!(
+            streams
+                .try_open(StreamKind::Sse, Some(b_too), caps)
+                .unwrap_err(),
+            TooManyStreams::Client(1)
+        );
+        // An unknown client counts in the total only.
+        let third = streams.try_open(StreamKind::Sse, None, caps).unwrap();
+        assert_eq!(
+            streams.try_open(StreamKind::Sse, None, caps).unwrap_err(),
+            TooManyStreams::Gateway(3)
+        );
+        assert_eq!(streams.len(), 3);
+        drop(first);
+        let again = streams.try_open(StreamKind::Sse, Some(a), caps).unwrap();
+        drop((second, third, again));
+        assert_eq!(streams.len(), 0);
+        let counts = streams.counts.lock().unwrap();
+        assert_eq!(counts.total, 0);
+        assert!(counts.clients.is_empty(), "no leftovers");
+    }
+
+    #[test]
+    fn the_caps_are_read_at_each_open() {
+        let streams = Streams::default();
+        let one = streams.try_open(StreamKind::Sse, None, caps(1, 1)).unwrap();
+        assert!(streams.try_open(StreamKind::Sse, None, caps(1, 1)).is_err());
+        let two = streams.try_open(StreamKind::Sse, None, caps(2, 1)).unwrap();
+        drop((one, two));
     }
 }

@@ -21,7 +21,10 @@
 //! `%2e`) is refused with 400: it is neither normalised nor passed on, so
 //! no service, event or app ever sees one. The uri a rule makes is checked
 //! again, as a stripped prefix or a service name read into the query can
-//! leave one.
+//! leave one. So is a path with an encoded `/` or `\` (`%2f`, `%5c`, any
+//! case), unless `routing.allow_encoded_slash`: an app that decodes it
+//! would see a segment boundary the gateway did not, and could be walked
+//! out of its path.
 
 use hyper::header::{HeaderMap, HeaderName};
 
@@ -60,13 +63,20 @@ pub enum RouteError {
     /// The path has a `.` or `..` segment, plain or percent-encoded (400).
     #[error("the request path has a `.` or `..` segment")]
     DotSegment,
+    /// The path has an encoded `/` or `\` (`%2f`, `%5c`, any case) and
+    /// `routing.allow_encoded_slash` is off (400).
+    #[error("the request path has an encoded `/` or `\\` (%2f, %5c)")]
+    EncodedSlash,
 }
 
 impl RouteError {
     /// Whether the client sent a malformed request (400) rather than one
     /// nothing serves (404).
     pub fn is_bad_request(&self) -> bool {
-        matches!(self, Self::OneHeader | Self::DotSegment)
+        matches!(
+            self,
+            Self::OneHeader | Self::DotSegment | Self::EncodedSlash
+        )
     }
 }
 
@@ -86,6 +96,9 @@ pub fn route(
         .map_or(path_and_query, |(path, _)| path);
     if path.split('/').any(is_dot_segment) {
         return Err(RouteError::DotSegment);
+    }
+    if !rules.allow_encoded_slash && has_encoded_slash(path) {
+        return Err(RouteError::EncodedSlash);
     }
     if let Some(target) = by_config(path_and_query, host, routes) {
         return no_dot_segment(target);
@@ -158,6 +171,13 @@ fn is_dot_segment(segment: &str) -> bool {
         dots += 1;
     }
     matches!(dots, 1 | 2)
+}
+
+/// Whether `path` has `%2f` or `%5c` (an encoded `/` or `\`), any case.
+fn has_encoded_slash(path: &str) -> bool {
+    path.as_bytes()
+        .windows(3)
+        .any(|w| matches!(w, [b'%', b'2', b'f' | b'F'] | [b'%', b'5', b'c' | b'C']))
 }
 
 /// `/([^/]*)/([^/?]*)(.*)` without a regex engine.
@@ -286,6 +306,58 @@ mod tests {
         assert_eq!(
             route("/a/../b", None, &h, &[], &RoutingConfig::default()),
             Err(RouteError::DotSegment)
+        );
+    }
+
+    #[test]
+    fn encoded_slashes_are_refused_unless_allowed() {
+        let mut h = HeaderMap::new();
+        let routes = [prefix_route(None, Some("/files/"), "storage")];
+        let refused = RoutingConfig::default();
+        for bad in [
+            "/echo/http/a%2fb",
+            "/echo/http/a%2Fb",
+            "/echo/http/..%5c..%5cetc",
+            "/echo/http/%5C",
+            "/echo%2fhttp/x",
+            "/files/a%2f..%2f..%2fsecret",
+        ] {
+            assert_eq!(
+                route(bad, None, &h, &routes, &refused),
+                Err(RouteError::EncodedSlash),
+                "{bad}"
+            );
+        }
+        assert!(RouteError::EncodedSlash.is_bad_request());
+        // Not a slash, or in the query: the app's business.
+        assert_eq!(
+            route(
+                "/echo/http/a%2eb%25%2%2?p=a%2fb",
+                None,
+                &h,
+                &routes,
+                &refused
+            ),
+            Ok(target("echo", "http", "/a%2eb%25%2%2?p=a%2fb"))
+        );
+        // The header rule: the app sees the path too.
+        h.insert("x-cocaine-service", HeaderValue::from_static("svc"));
+        h.insert("x-cocaine-event", HeaderValue::from_static("ev"));
+        assert_eq!(
+            route("/a%2Fb", None, &h, &[], &refused),
+            Err(RouteError::EncodedSlash)
+        );
+        let allowed = RoutingConfig {
+            allow_encoded_slash: true,
+            ..RoutingConfig::default()
+        };
+        assert_eq!(
+            route("/a%2Fb", None, &h, &[], &allowed),
+            Ok(target("svc", "ev", "/a%2Fb"))
+        );
+        assert_eq!(
+            route("/files/a%2fb", None, &HeaderMap::new(), &routes, &allowed),
+            Ok(target("storage", "http", "/a%2fb"))
         );
     }
 

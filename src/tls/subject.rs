@@ -1,7 +1,9 @@
 //! The subject of an X.509 certificate as an RFC 4514 string
 //! (`CN=client,O=Example`): the one field of a client certificate the
-//! gateway forwards. A small DER walk over the fields before the subject;
-//! anything it does not understand yields `None`, never a panic.
+//! gateway forwards. The certificate is read by x509-parser; anything it
+//! does not understand yields `None`, never a panic.
+
+use x509_parser::asn1_rs::Oid;
 
 /// Short names of the common attribute types (RFC 4514 §3, plus email).
 const NAMES: [(&[u8], &str); 9] = [
@@ -22,105 +24,41 @@ const NAMES: [(&[u8], &str); 9] = [
     ),
 ];
 
-const SEQUENCE: u8 = 0x30;
-const SET: u8 = 0x31;
-const OID: u8 = 0x06;
-
-/// One DER element: its tag, its contents and what follows it.
-fn element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let count = usize::from(first & 0x7F);
-        if count == 0 || count > 4 || rest.len() < count {
-            return None;
-        }
-        let len = rest[..count]
-            .iter()
-            .fold(0usize, |len, b| (len << 8) | usize::from(*b));
-        (len, &rest[count..])
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
-}
-
-/// The contents of the element with `tag` at the start of `input`, and
-/// what follows it.
-fn expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    let (found, contents, rest) = element(input)?;
-    (found == tag).then_some((contents, rest))
-}
-
-/// The certificate's subject, RFC 4514 style (most specific RDN first).
+/// The certificate's subject, RFC 4514 style (most specific RDN first);
+/// `None` if `cert_der` is not a certificate x509-parser reads.
 pub fn subject(cert_der: &[u8]) -> Option<String> {
-    let (certificate, _) = expect(cert_der, SEQUENCE)?;
-    let (tbs, _) = expect(certificate, SEQUENCE)?;
-    let mut fields = tbs;
-    // [0] EXPLICIT version, optional.
-    if let Some((0xA0, _, rest)) = element(fields) {
-        fields = rest;
-    }
-    // serialNumber, signature, issuer, validity, then subject.
-    for _ in 0..4 {
-        fields = element(fields)?.2;
-    }
-    let (mut rdns, _) = expect(fields, SEQUENCE)?;
-    let mut parts = Vec::new();
-    while !rdns.is_empty() {
-        let (mut set, rest) = expect(rdns, SET)?;
-        rdns = rest;
-        let mut attributes = Vec::new();
-        while !set.is_empty() {
-            let (attribute, rest) = expect(set, SEQUENCE)?;
-            set = rest;
-            let (oid, value) = expect(attribute, OID)?;
-            let (value_tag, value, _) = element(value)?;
-            attributes.push(format!(
-                "{}={}",
-                type_name(oid),
-                value_text(value_tag, value)
-            ));
-        }
-        parts.push(attributes.join("+"));
-    }
+    let (_, certificate) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let mut parts: Vec<String> = certificate
+        .subject()
+        .iter_rdn()
+        .map(|rdn| {
+            rdn.iter()
+                .map(|attribute| {
+                    let value = attribute.attr_value();
+                    format!(
+                        "{}={}",
+                        type_name(attribute.attr_type()),
+                        value_text(value.tag().0, value.data)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        })
+        .collect();
     parts.reverse();
     Some(parts.join(","))
 }
 
-fn type_name(oid: &[u8]) -> String {
-    if let Some((_, name)) = NAMES.iter().find(|(known, _)| *known == oid) {
+/// The attribute type's short name, else its dotted decimal OID.
+fn type_name(oid: &Oid<'_>) -> String {
+    if let Some((_, name)) = NAMES.iter().find(|(known, _)| *known == oid.as_bytes()) {
         return (*name).to_owned();
     }
-    // Dotted decimal.
-    let mut arcs = Vec::new();
-    let mut value = 0u64;
-    for (i, byte) in oid.iter().enumerate() {
-        value = (value << 7) | u64::from(byte & 0x7F);
-        if byte & 0x80 == 0 {
-            if arcs.is_empty() {
-                let first = (value / 40).min(2);
-                arcs.push(first);
-                arcs.push(value - first * 40);
-            } else {
-                arcs.push(value);
-            }
-            value = 0;
-        } else if i == oid.len() - 1 {
-            return "?".to_owned();
-        }
-    }
-    arcs.iter()
-        .map(u64::to_string)
-        .collect::<Vec<_>>()
-        .join(".")
+    oid.to_id_string()
 }
 
 /// A string value with RFC 4514 escapes; other types as `#hex`.
-fn value_text(tag: u8, value: &[u8]) -> String {
+fn value_text(tag: u32, value: &[u8]) -> String {
     // UTF8String, PrintableString, TeletexString, IA5String.
     let text = match tag {
         0x0C | 0x13 | 0x14 | 0x16 => std::str::from_utf8(value).ok(),
@@ -166,8 +104,28 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_s_subject_most_specific_first_with_escapes() {
+        let mut params =
+            rcgen::CertificateParams::new(Vec::<String>::new()).unwrap_or_else(|_| unreachable!());
+        let mut name = rcgen::DistinguishedName::new();
+        name.push(rcgen::DnType::CountryName, "NL");
+        name.push(rcgen::DnType::OrganizationName, "Example, Inc.");
+        name.push(rcgen::DnType::CommonName, " client+1");
+        params.distinguished_name = name;
+        let key = rcgen::KeyPair::generate().unwrap_or_else(|_| unreachable!());
+        let cert = params.self_signed(&key).unwrap_or_else(|_| unreachable!());
+        assert_eq!(
+            subject(cert.der()).as_deref(),
+            Some("CN=\\ client\\+1,O=Example\\, Inc.,C=NL")
+        );
+    }
+
+    #[test]
     fn dotted_oids_and_escapes() {
-        assert_eq!(type_name(&[0x2B, 0x06, 0x01]), "1.3.6.1");
+        let oid = Oid::new(std::borrow::Cow::Borrowed(&[0x2B, 0x06, 0x01]));
+        assert_eq!(type_name(&oid), "1.3.6.1");
+        let cn = Oid::new(std::borrow::Cow::Borrowed(&[0x55, 0x04, 0x03]));
+        assert_eq!(type_name(&cn), "CN");
         assert_eq!(value_text(0x0C, b"a,b"), "a\\,b");
         assert_eq!(value_text(0x04, &[1, 2]), "#0102");
     }
