@@ -184,9 +184,11 @@ async fn allow_opens_one_method_and_expose_narrows_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standalone_default_allows_the_read_only_locator_methods() {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.admin = None;
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin: None,
+        ..Config::default()
+    };
     let standalone = rpcgate::gateway::Standalone::start(config, "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
