@@ -555,6 +555,11 @@ pub struct Standalone {
     client: RemoteLocator,
 }
 
+/// The non-app methods JSON-RPC may call in the standalone mode: the
+/// locator's read-only ones.
+pub const STANDALONE_JSONRPC_ALLOW: [&str; 3] =
+    ["locator.resolve", "locator.uuid", "locator.cluster"];
+
 /// The routing group the standalone mode runs: echo-v1 (3) and echo-v2 (1).
 pub const CANARY: &str = "[groups.canary]\necho-v1 = 3\necho-v2 = 1\n";
 
@@ -587,6 +592,13 @@ impl Standalone {
             .entry("upload".to_owned())
             .or_default()
             .stream_request_body = true;
+        // The README's JSON-RPC example asks the locator; only its
+        // read-only methods, never `publish` or `routing`.
+        config.jsonrpc.allow.extend(
+            STANDALONE_JSONRPC_ALLOW
+                .iter()
+                .map(|method| (*method).to_owned()),
+        );
         let (gateway, client) = RunningGateway::start_remote(config).await?;
         Ok(Self {
             gateway,

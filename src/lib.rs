@@ -25,7 +25,8 @@
 //! - [`config`]: the gateway's TOML config, validated.
 //! - [`listener`]: the accept step all listeners share.
 //! - [`cidr`]: address blocks (trusted proxies), shared by `config` and `http`.
-//! - [`admin`]: `/ping`, `/health`, `/ready`, `/metrics`, `/pools`, `/config`.
+//! - [`admin`]: `/ping`, `/health`, `/ready`, `/metrics`, `/pools`, `/config`;
+//!   the one admin server (gateway and locator) and its bearer token.
 //! - [`metrics`]: metric names, labels and help text.
 //! - [`gateway`]: the composition root and standalone mode.
 //! - [`proto`]: the wire. Frames, msgpack forms, headers, typed messages.

@@ -99,8 +99,14 @@ struct LocatorArgs {
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// Address of the admin HTTP API (weights, reload); overrides `admin`.
+    /// Off loopback it needs an admin token.
     #[arg(long, value_name = "ADDR")]
     admin: Option<SocketAddr>,
+    /// File holding the token that admin writes (PUT, POST, DELETE) need
+    /// as `Authorization: Bearer TOKEN`; overrides `admin_token_file`. Must
+    /// not be readable by everyone.
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
     /// The uuid `uuid()` reports; overrides `uuid`. [default: random]
     #[arg(long)]
     uuid: Option<String>,
@@ -274,6 +280,14 @@ async fn run_locator(args: LocatorArgs) -> Result<(), String> {
     }
     if args.admin.is_some() {
         config.admin = args.admin;
+    }
+    if let Some(file) = &args.admin_token_file {
+        config.admin_token = Some(
+            rpcgate::admin::Token::load(file).map_err(|e| format!("--admin-token-file: {e}"))?,
+        );
+    }
+    if let Some(reason) = config.admin_exposure() {
+        return Err(format!("locator admin: {reason}"));
     }
     if args.uuid.is_some() {
         config.uuid = args.uuid;

@@ -1,6 +1,7 @@
 //! The admin API's config and log level: `/config` is the running config as
 //! JSON; `PUT /log-level` changes the binary's log level live; the admin
-//! listener refuses a non-loopback address unless `admin_allow_remote`.
+//! listener refuses a non-loopback address unless `admin_allow_remote`
+//! (with a token).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // in tests a failed unwrap is a failed test
 
@@ -59,8 +60,16 @@ async fn a_remote_admin_address_needs_admin_allow_remote() {
         "{err}"
     );
     assert!(err.contains("admin_allow_remote"), "{err}");
+    // Allowed with a token (admin_token.rs covers the refusals).
+    let token =
+        std::env::temp_dir().join(format!("rpcgate-admin-config-{}.token", std::process::id()));
+    std::fs::write(&token, "t").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let allowed = Config::parse(
-        "admin = \"0.0.0.0:9090\"\nadmin_allow_remote = true\n",
+        &format!(
+            "admin = \"0.0.0.0:9090\"\nadmin_allow_remote = true\nadmin_token_file = \"{}\"\n",
+            token.display()
+        ),
         file,
     )
     .unwrap();

@@ -130,8 +130,24 @@ async fn serve_calc(peer: support::Peer) {
     }
 }
 
-/// A cluster with the `echo` demo app and the `calc` test service.
-async fn start(config: Config) -> (support::Cluster, (MuxHandle, Channel)) {
+/// `calc` is not an app, so JSON-RPC reaches its methods (and the
+/// locator's `resolve`) only when `jsonrpc.allow` lists them.
+const ALLOW: [&str; 6] = [
+    "calc.stream",
+    "calc.sum",
+    "calc.fail",
+    "calc.wait",
+    "calc.release",
+    "locator.resolve",
+];
+
+/// A cluster with the `echo` demo app and the `calc` test service, whose
+/// methods `config` is made to allow.
+async fn start(mut config: Config) -> (support::Cluster, (MuxHandle, Channel)) {
+    config
+        .jsonrpc
+        .allow
+        .extend(ALLOW.iter().map(|m| (*m).to_owned()));
     let c = support::cluster("", vec![demo::build("echo", None).unwrap()], config).await;
     let peer = support::Peer::bind().await;
     let port = peer.addr.port();

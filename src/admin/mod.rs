@@ -1,38 +1,43 @@
-//! The admin listener: owns `/ping`, `/health`, `/ready` (false while
-//! draining), `/metrics` (Prometheus text), `/pools` (each connection's
-//! endpoint, age, in-flight and state), `/config` (the running config as
-//! JSON, see [`crate::config::view`]) and `/log-level`. Loopback by default
-//! (another address needs `admin_allow_remote`); it has no auth.
+//! The admin APIs: owns the gateway's admin routes, `/ping`, `/health`,
+//! `/ready` (false while draining), `/metrics` (Prometheus text), `/pools`
+//! (each connection's endpoint, age, in-flight and state), `/config` (the
+//! running config as JSON, see [`crate::config::view`]) and `/log-level`;
+//! and the one admin server ([`Routes`], [`serve_routes`]) that serves them
+//! and the locator's, with the admin [`Token`]. Loopback by default
+//! (another address needs `admin_allow_remote`, and that needs
+//! `admin_token_file`).
 //!
 //! Every endpoint but `/log-level` is read-only: only GET and HEAD are
 //! served, anything else is 405. `PUT /log-level` with a level (`error`,
 //! `warn`, `info`, `debug`, `trace`) as the body changes the log level
-//! live, where the binary registered how ([`set_log_level_control`]). Like the HTTP listener, it closes a connection that takes
-//! longer than `limits.header_timeout` (of the running config) to send a
-//! request head, and it serves at most [`MAX_CONNECTIONS`] connections at
-//! once (accepting pauses at the cap).
+//! live, where the binary registered how ([`set_log_level_control`]). With
+//! `admin_token_file` set (re-read on every reload), every request but GET
+//! and HEAD needs `Authorization: Bearer TOKEN`, else 401. Like the HTTP
+//! listener, it closes a connection that takes longer than
+//! `limits.header_timeout` (of the running config) to send a request head,
+//! and it serves at most [`MAX_CONNECTIONS`] connections at once
+//! (accepting pauses at the cap).
 
-use std::convert::Infallible;
+mod server;
+mod token;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::{Method, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use self::server::{MAX_CONNECTIONS, Routes, serve as serve_routes};
+pub(crate) use self::server::{error, json, method_not_allowed};
+pub use self::token::{Token, TokenError};
+
 use crate::http::Handler;
 use crate::pool::Pools;
-
-/// The most admin connections served at once: plenty for scrapers,
-/// probes and an operator, few enough that a misbehaving client cannot
-/// hold many sockets. Past it, accepting pauses until one closes.
-pub const MAX_CONNECTIONS: usize = 64;
 
 /// Reads (`None`) or sets (`Some(level)`) the process's log level,
 /// returning the level in force, or why the level was refused.
@@ -61,50 +66,35 @@ pub struct AdminState {
     pub ready: AtomicBool,
 }
 
-/// Serves the admin API until `shutdown`.
+/// Serves the admin API until `shutdown`, on the shared admin server.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AdminState>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    while let Some((stream, _, permit)) =
-        crate::listener::accept_limited(&listener, &shutdown, "admin", &connections).await
-    {
-        let state = Arc::clone(&state);
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let header_timeout = state.handler.config().limits.header_timeout;
-            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
-                let state = Arc::clone(&state);
-                async move {
-                    let (parts, body) = request.into_parts();
-                    // Only a PUT carries a body worth reading, and a short one.
-                    let body = if parts.method == Method::PUT {
-                        http_body_util::BodyExt::collect(http_body_util::Limited::new(
-                            body,
-                            LOG_LEVEL_BODY_LIMIT,
-                        ))
-                        .await
-                        .ok()
-                        .map(http_body_util::Collected::to_bytes)
-                    } else {
-                        None
-                    };
-                    Ok::<_, Infallible>(route(&parts.method, parts.uri.path(), body, &state))
-                }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                () = shutdown.cancelled() => {}
-            }
-            drop(permit);
-        });
+    server::serve(listener, state, shutdown, tracker).await;
+}
+
+impl Routes for AdminState {
+    const NAME: &'static str = "admin";
+    const MAX_BODY: usize = LOG_LEVEL_BODY_LIMIT;
+
+    fn header_timeout(&self) -> Duration {
+        self.handler.config().limits.header_timeout
+    }
+
+    fn token(&self) -> Option<Token> {
+        self.handler.config().admin_token.clone()
+    }
+
+    async fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Response<Full<Bytes>> {
+        route(method, path, body, self)
     }
 }
 
@@ -125,15 +115,7 @@ fn route(
         "/ping" | "/health" | "/ready" | "/pools" | "/metrics" | "/config"
     );
     if known && !matches!(*method, Method::GET | Method::HEAD) {
-        let mut response = json(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &serde_json::json!({"error": format!("method {method} not allowed; use {ALLOWED}")}),
-        );
-        response.headers_mut().insert(
-            hyper::header::ALLOW,
-            hyper::header::HeaderValue::from_static(ALLOWED),
-        );
-        return response;
+        return method_not_allowed(method, ALLOWED);
     }
     match path {
         "/ping" => text(StatusCode::OK, "pong\n"),
@@ -191,17 +173,7 @@ fn log_level(method: &Method, body: Option<Bytes>) -> Response<Full<Bytes>> {
                 "the body must be a level (error, warn, info, debug or trace), at most {LOG_LEVEL_BODY_LIMIT} bytes"
             )),
         },
-        _ => {
-            let mut response = json(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &serde_json::json!({"error": format!("method {method} not allowed; use {ALLOWED_HERE}")}),
-            );
-            response.headers_mut().insert(
-                hyper::header::ALLOW,
-                hyper::header::HeaderValue::from_static(ALLOWED_HERE),
-            );
-            return response;
-        }
+        _ => return method_not_allowed(method, ALLOWED_HERE),
     };
     match outcome {
         Ok(level) => json(StatusCode::OK, &serde_json::json!({"log_level": level})),
@@ -219,14 +191,5 @@ fn text_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
 fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::copy_from_slice(body.as_bytes())));
     *response.status_mut() = status;
-    response
-}
-
-fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
-    let mut response = text(status, &serde_json::to_string(value).unwrap_or_default());
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
     response
 }

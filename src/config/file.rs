@@ -19,6 +19,7 @@ struct File {
     listen_unix: Option<String>,
     admin: Option<String>,
     admin_allow_remote: Option<bool>,
+    admin_token_file: Option<String>,
     locators: Option<Vec<String>>,
     resolve_timeout_ms: Option<i64>,
     access_log: Option<AccessLogFile>,
@@ -85,6 +86,7 @@ struct JsonRpcFile {
     enabled: Option<bool>,
     path: Option<String>,
     max_batch: Option<i64>,
+    allow: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -278,6 +280,11 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     }
     if let Some(v) = raw.admin_allow_remote {
         config.admin_allow_remote = v;
+    }
+    if let Some(v) = &raw.admin_token_file {
+        let token = crate::admin::Token::load(Path::new(v))
+            .map_err(|e| c.err("admin_token_file", e.to_string()))?;
+        config.admin_token = Some(token);
     }
     if let Some(reason) = config.admin_exposure() {
         return Err(c.err("admin", reason));
@@ -506,6 +513,21 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
         if let Some(v) = j.max_batch {
             config.jsonrpc.max_batch = c.int("jsonrpc.max_batch", v, 1, 100_000)?;
+        }
+        if let Some(list) = j.allow {
+            // Only whole methods: a service name alone would open every
+            // method of, say, `node` by accident.
+            if let Some(bad) = list.iter().find(|entry| {
+                !entry
+                    .split_once('.')
+                    .is_some_and(|(s, m)| !s.is_empty() && !m.is_empty())
+            }) {
+                return Err(c.err(
+                    "jsonrpc.allow",
+                    format!("`{bad}`: entries are \"service.method\", a whole method each"),
+                ));
+            }
+            config.jsonrpc.allow = list.into_iter().collect();
         }
     }
     if let Some(o) = raw.outlier {

@@ -22,8 +22,11 @@ pub struct Config {
     /// Where the admin API is served.
     pub admin: Option<SocketAddr>,
     /// Whether the admin API may listen on an address other than loopback
-    /// (it has no authentication).
+    /// (it needs `admin_token` then).
     pub admin_allow_remote: bool,
+    /// The bearer token admin writes (PUT, POST, DELETE) need, read from
+    /// `admin_token_file`; `None`: writes need none (loopback only).
+    pub admin_token: Option<crate::admin::Token>,
     /// Locator endpoints, tried in order.
     pub locators: Vec<SocketAddr>,
     /// The limit on resolving a service name through the locators
@@ -549,6 +552,10 @@ pub struct JsonRpcConfig {
     pub path: String,
     /// The most calls in one batch.
     pub max_batch: usize,
+    /// Methods of services that are not apps which may be called, as
+    /// `"service.method"` (e.g. `locator.resolve`). Apps' methods are
+    /// always callable; nothing else is. `routing.expose` narrows both.
+    pub allow: std::collections::BTreeSet<String>,
 }
 
 impl Default for JsonRpcConfig {
@@ -557,6 +564,7 @@ impl Default for JsonRpcConfig {
             enabled: true,
             path: "/".to_owned(),
             max_batch: 100,
+            allow: std::collections::BTreeSet::new(),
         }
     }
 }
@@ -620,6 +628,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin: Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
             admin_allow_remote: false,
+            admin_token: None,
             locators: vec![SocketAddr::from(([127, 0, 0, 1], 10053))],
             resolve_timeout: Duration::from_secs(2),
             tls: None,
@@ -658,13 +667,20 @@ impl Config {
     }
 
     /// Why the admin address may not be used: it is not a loopback address
-    /// and `admin_allow_remote` is off. `None` when it is fine.
+    /// and `admin_allow_remote` is off, or `admin_allow_remote` is on
+    /// without a token. `None` when it is fine.
     pub fn admin_exposure(&self) -> Option<String> {
         let addr = self.admin?;
+        if self.admin_allow_remote && self.admin_token.is_none() {
+            return Some(format!(
+                "admin_allow_remote = true puts the admin API (`{addr}`) on the \
+                 network, where its writes need a token: set admin_token_file"
+            ));
+        }
         (!addr.ip().is_loopback() && !self.admin_allow_remote).then(|| {
             format!(
-                "`{addr}` is not a loopback address, and the admin API has no \
-                 authentication; set admin_allow_remote = true to serve it there"
+                "`{addr}` is not a loopback address; set admin_allow_remote = true \
+                 (and admin_token_file) to serve the admin API there"
             )
         })
     }

@@ -22,7 +22,7 @@ fn ms(d: Duration) -> u64 {
 /// The config as JSON, keyed as in the file.
 pub fn view(config: &Config) -> Value {
     let c = config;
-    json!({
+    let mut view = json!({
         "listen": c.listen.to_string(),
         "listen_unix": c.listen_unix.as_ref().map(|p| p.display().to_string()),
         "admin": c.admin.map(|a| a.to_string()),
@@ -122,7 +122,15 @@ pub fn view(config: &Config) -> Value {
             "reload_poll_ms": ms(t.reload_poll),
             "proxy_protocol": t.proxy_protocol,
         })),
-    })
+    });
+    // The file only, never the token (set apart: `json!` is at its
+    // recursion limit).
+    view["admin_token_file"] = json!(
+        c.admin_token
+            .as_ref()
+            .map(|t| t.file().display().to_string())
+    );
+    view
 }
 
 /// The `limits` section (its own `json!`: one macro for the whole config

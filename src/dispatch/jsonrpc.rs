@@ -21,6 +21,13 @@
 //! `write`'s args tuple, collected until `close`; an `error` frame is
 //! error -32000 with `data: {category, code}`.
 //!
+//! Reach: a call reaches an app's methods (a service whose graph is an
+//! app's, [`Graph::is_app`]); a method of any other service (the locator,
+//! `node`, `storage`, `logging`...) only when `jsonrpc.allow` lists it as
+//! `"service.method"`. Anything else is -32601, decided from the resolved
+//! graph before any connection to the service is opened, so nothing is
+//! sent to it. `routing.expose`, when set, narrows both further.
+//!
 //! Connections: services that are not apps have no pool (pools serve
 //! HTTP to apps only), so each name a call resolves gets one connection
 //! here, kept while it lives and replaced when it closes. A routing
@@ -135,6 +142,9 @@ pub struct Scope<'a> {
     pub max_batch: usize,
     /// `routing.expose`: services and `"service.method"` entries.
     pub expose: Option<&'a std::collections::BTreeSet<String>>,
+    /// `jsonrpc.allow`: the `"service.method"` entries of services that
+    /// are not apps which may be called.
+    pub allow: &'a std::collections::BTreeSet<String>,
     /// When the whole request's time is up.
     pub deadline: Instant,
     /// Its timeout, for error messages.
@@ -147,6 +157,7 @@ impl<'a> Scope<'a> {
         Self {
             max_batch: config.jsonrpc.max_batch,
             expose: config.routing.expose.as_ref(),
+            allow: &config.jsonrpc.allow,
             deadline,
             timeout,
         }
@@ -245,10 +256,16 @@ impl JsonRpc {
         {
             return Err(not_found());
         }
-        let backend = self.backend(service).await.map_err(|e| match e {
-            CallError::Locator(LocatorError::NotFound(_)) => not_found(),
-            other => other,
-        })?;
+        // Listed methods are callable whatever the graph; any other only
+        // when the service turns out to be an app.
+        let allowed = scope.allow.contains(&call.method);
+        let backend = self
+            .backend(service, &call.method, allowed)
+            .await
+            .map_err(|e| match e {
+                CallError::Locator(LocatorError::NotFound(_)) => not_found(),
+                other => other,
+            })?;
         let id = backend.graph.method_id(name).ok_or_else(not_found)?;
         // Control messages are never sent (PROTOCOL.md §1.5).
         if id >= crate::proto::graph::GOAWAY {
@@ -326,8 +343,16 @@ impl JsonRpc {
     }
 
     /// The connection to `service`, made (after a fresh resolve) if there
-    /// is none or it closed.
-    async fn backend(&self, service: &str) -> Result<Backend, CallError> {
+    /// is none or it closed. Unless `allowed`, a service whose graph is not
+    /// an app's refuses `method` as not found, before any connection is
+    /// made.
+    async fn backend(
+        &self,
+        service: &str,
+        method: &str,
+        allowed: bool,
+    ) -> Result<Backend, CallError> {
+        let refused = || CallError::MethodNotFound(method.to_owned());
         if let Some(backend) = self
             .backends
             .lock()
@@ -335,6 +360,9 @@ impl JsonRpc {
             .get(service)
             .filter(|b| !b.handle.is_closed() && !b.handle.is_draining())
         {
+            if !allowed && !backend.graph.is_app() {
+                return Err(refused());
+            }
             return Ok(backend.clone());
         }
         let resolved = self
@@ -342,6 +370,9 @@ impl JsonRpc {
             .resolve(service)
             .await
             .map_err(CallError::Locator)?;
+        if !allowed && !resolved.graph.is_app() {
+            return Err(refused());
+        }
         for endpoint in &resolved.endpoints {
             let Ok(Ok(stream)) =
                 tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint)).await

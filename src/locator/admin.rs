@@ -1,5 +1,11 @@
-//! The locator's admin API: owns a small HTTP/1.1 listener to read and set
-//! routing-group weights without editing files, and to reload the config.
+//! The locator's admin API: owns the routes to read and set routing-group
+//! weights without editing files, and to reload the config. They run on
+//! the gateway's admin server ([`crate::admin::serve_routes`]): the head
+//! timeout (`admin_header_timeout_ms`), at most
+//! [`crate::admin::MAX_CONNECTIONS`] connections, and with
+//! `admin_token_file` (or `--admin-token-file`) every PUT, POST and DELETE
+//! needs `Authorization: Bearer TOKEN` (else 401). A known path asked with
+//! another method is 405 with `Allow`.
 //!
 //! | request | effect |
 //! |---|---|
@@ -13,64 +19,82 @@
 //! | `POST /reload` | re-reads the config file, as SIGHUP does |
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use http_body_util::Full;
+use hyper::{Method, Response, StatusCode};
 
 use super::registry::Registry;
 use super::server::Reloader;
+use crate::admin::{Routes, Token, error, json, method_not_allowed};
 
 /// The largest admin request body accepted.
 const MAX_BODY: usize = 64 << 10;
 
-pub(crate) async fn serve(
-    listener: TcpListener,
-    registry: Arc<Registry>,
-    reloader: Arc<Reloader>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-) {
-    while let Some(stream) = crate::listener::accept(&listener, &shutdown, "locator admin").await {
-        let registry = Arc::clone(&registry);
-        let reloader = Arc::clone(&reloader);
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let service = service_fn(move |request| {
-                let registry = Arc::clone(&registry);
-                let reloader = Arc::clone(&reloader);
-                async move { Ok::<_, Infallible>(route(request, &registry, &reloader).await) }
-            });
-            let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                result = connection => if let Err(e) = result {
-                    tracing::debug!(error = %e, "admin connection ended");
-                },
-                () = shutdown.cancelled() => {}
-            }
-        });
+/// The locator's admin routes, served by the shared admin server
+/// ([`crate::admin::serve_routes`]).
+#[derive(Debug)]
+pub(crate) struct LocatorAdmin {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) reloader: Arc<Reloader>,
+    /// The token writes need (`admin_token_file`), fixed at start.
+    pub(crate) token: Option<Token>,
+    /// `admin_header_timeout_ms`.
+    pub(crate) header_timeout: Duration,
+}
+
+impl Routes for LocatorAdmin {
+    const NAME: &'static str = "locator admin";
+    const MAX_BODY: usize = MAX_BODY;
+
+    fn header_timeout(&self) -> Duration {
+        self.header_timeout
+    }
+
+    fn token(&self) -> Option<Token> {
+        self.token.clone()
+    }
+
+    async fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Response<Full<Bytes>> {
+        route(method, path, body, &self.registry, &self.reloader).await
+    }
+}
+
+/// The methods each path serves, for 405's `Allow`.
+fn allowed(path: &str) -> Option<&'static str> {
+    match path {
+        "/ping" | "/ready" | "/metrics" | "/groups" | "/services" => Some("GET, HEAD"),
+        "/reload" => Some("POST"),
+        _ if path.strip_prefix("/groups/").is_some_and(|n| !n.is_empty()) => Some("PUT, DELETE"),
+        _ => None,
     }
 }
 
 async fn route(
-    request: Request<Incoming>,
+    method: &Method,
+    path: &str,
+    body: Option<Bytes>,
     registry: &Registry,
     reloader: &Reloader,
 ) -> Response<Full<Bytes>> {
-    let path = request.uri().path().to_owned();
     let group = path
         .strip_prefix("/groups/")
         .filter(|name| !name.is_empty());
-    match (request.method(), path.as_str(), group) {
+    // HEAD is answered as GET (hyper leaves the body out).
+    let get = Method::GET;
+    let method = if *method == Method::HEAD {
+        &get
+    } else {
+        method
+    };
+    match (method, path, group) {
         (&Method::GET, "/ping", _) => json(StatusCode::OK, &serde_json::json!({"ok": true})),
         (&Method::GET, "/ready", _) => {
             // Ready either way: without the store the locator still
@@ -128,9 +152,11 @@ async fn route(
         },
         (&Method::PUT, _, Some(name)) => {
             let name = name.to_owned();
-            let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
-                Ok(body) => body.to_bytes(),
-                Err(e) => return error(StatusCode::BAD_REQUEST, &format!("reading the body: {e}")),
+            let Some(body) = body else {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("the body was broken off or over {MAX_BODY} bytes"),
+                );
             };
             let weights: BTreeMap<String, u32> = match serde_json::from_slice(&body) {
                 Ok(weights) => weights,
@@ -175,27 +201,12 @@ async fn route(
                 error(StatusCode::NOT_FOUND, &format!("no group `{name}`"))
             }
         }
-        _ => error(
-            StatusCode::NOT_FOUND,
-            &format!("no route for {} {path}", request.method()),
-        ),
+        _ => match allowed(path) {
+            Some(allowed) => method_not_allowed(method, allowed),
+            None => error(
+                StatusCode::NOT_FOUND,
+                &format!("no route for {method} {path}"),
+            ),
+        },
     }
-}
-
-fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        hyper::header::CONTENT_TYPE,
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
-    json(
-        status,
-        &serde_json::json!({"error": {"status": status.as_u16(), "message": message}}),
-    )
 }

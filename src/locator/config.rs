@@ -35,6 +35,8 @@ pub struct ConfigError {
 struct LocatorFile {
     listen: Option<String>,
     admin: Option<String>,
+    admin_token_file: Option<String>,
+    admin_header_timeout_ms: Option<i64>,
     uuid: Option<String>,
     #[serde(default)]
     services: BTreeMap<String, ServiceFile>,
@@ -130,6 +132,11 @@ pub struct LocatorConfig {
     pub listen: SocketAddr,
     /// Where the admin HTTP API listens, if anywhere.
     pub admin: Option<SocketAddr>,
+    /// The bearer token admin writes (PUT, POST, DELETE) need, read from
+    /// `admin_token_file`; `None`: writes need none (loopback only).
+    pub admin_token: Option<crate::admin::Token>,
+    /// How long an admin connection may take to send a request head.
+    pub admin_header_timeout: std::time::Duration,
     /// The uuid `uuid()` reports; random when `None`.
     pub uuid: Option<String>,
     /// Services that resolve without being published.
@@ -145,6 +152,8 @@ impl Default for LocatorConfig {
         Self {
             listen: DEFAULT_LISTEN,
             admin: None,
+            admin_token: None,
+            admin_header_timeout: DEFAULT_ADMIN_HEADER_TIMEOUT,
             uuid: None,
             services: BTreeMap::new(),
             groups: BTreeMap::new(),
@@ -152,6 +161,10 @@ impl Default for LocatorConfig {
         }
     }
 }
+
+/// The default `admin_header_timeout_ms`: the gateway's
+/// `limits.header_timeout_ms` default.
+pub const DEFAULT_ADMIN_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Reads a config file; a failure names the file.
 pub fn read_file(path: &Path) -> Result<String, ConfigError> {
@@ -193,6 +206,26 @@ impl LocatorConfig {
             None => DEFAULT_LISTEN,
         };
         let admin = raw.admin.as_deref().map(|v| addr("admin", v)).transpose()?;
+        let admin_token = raw
+            .admin_token_file
+            .as_deref()
+            .map(|v| {
+                crate::admin::Token::load(Path::new(v))
+                    .map_err(|e| err("admin_token_file", e.to_string()))
+            })
+            .transpose()?;
+        let admin_header_timeout = match raw.admin_header_timeout_ms {
+            None => DEFAULT_ADMIN_HEADER_TIMEOUT,
+            Some(ms) if (1..=3_600_000).contains(&ms) => {
+                std::time::Duration::from_millis(ms as u64)
+            }
+            Some(ms) => {
+                return Err(err(
+                    "admin_header_timeout_ms",
+                    format!("must be from 1 to 3600000, not {ms}"),
+                ));
+            }
+        };
         if raw.uuid.as_deref() == Some("") {
             return Err(err("uuid", "must not be empty".into()));
         }
@@ -292,13 +325,31 @@ impl LocatorConfig {
                 })
             }
         };
-        Ok(Self {
+        let config = Self {
             listen,
             admin,
+            admin_token,
+            admin_header_timeout,
             uuid: raw.uuid,
             services,
             groups,
             cluster,
+        };
+        if let Some(reason) = config.admin_exposure() {
+            return Err(err("admin", reason));
+        }
+        Ok(config)
+    }
+
+    /// Why the admin address may not be used: it is not a loopback address
+    /// and there is no admin token. `None` when it is fine.
+    pub fn admin_exposure(&self) -> Option<String> {
+        let addr = self.admin?;
+        (!addr.ip().is_loopback() && self.admin_token.is_none()).then(|| {
+            format!(
+                "the admin API on `{addr}` (not loopback) needs a token for its \
+                 writes: set admin_token_file (or --admin-token-file)"
+            )
         })
     }
 }

@@ -59,8 +59,12 @@ impl Reloader {
                 })?,
         }
         self.registry.set_configured(&config.services);
-        if config.listen != self.running.listen || config.admin != self.running.admin {
-            tracing::warn!(file = %path.display(), "listen/admin address changes need a restart; not applied");
+        if config.listen != self.running.listen
+            || config.admin != self.running.admin
+            || config.admin_token != self.running.admin_token
+            || config.admin_header_timeout != self.running.admin_header_timeout
+        {
+            tracing::warn!(file = %path.display(), "listen/admin changes (addresses, admin token, admin head timeout) need a restart; not applied");
         }
         tracing::info!(file = %path.display(), groups = config.groups.len(), "locator config reloaded");
         Ok(())
@@ -227,7 +231,16 @@ impl RunningLocator {
     /// `path` is the config file that SIGHUP, `refresh` and the admin
     /// `reload` re-read. With `config.cluster`, the locator joins the
     /// cluster: it does not wait for etcd, which it keeps trying.
+    /// An admin address off loopback without an admin token is refused.
     pub async fn start(config: LocatorConfig, path: Option<PathBuf>) -> std::io::Result<Self> {
+        // The file was checked; an address given another way (a flag, a
+        // config built in code) is checked here.
+        if let Some(reason) = config.admin_exposure() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("admin: {reason}"),
+            ));
+        }
         if let Some(cluster) = &config.cluster {
             cluster::EtcdClient::with_security(&cluster.etcd, &cluster.security)
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
@@ -279,6 +292,13 @@ impl RunningLocator {
                 &tracker,
             );
         }
+        let admin_routes = admin.map(|listener| {
+            (
+                listener,
+                config.admin_token.clone(),
+                config.admin_header_timeout,
+            )
+        });
         let reloader = Arc::new(Reloader {
             path,
             registry: Arc::clone(&registry),
@@ -296,11 +316,16 @@ impl RunningLocator {
             shutdown.clone(),
             tracker.clone(),
         ));
-        if let Some(admin) = admin {
-            tracker.spawn(super::admin::serve(
-                admin,
-                Arc::clone(&registry),
-                Arc::clone(&reloader),
+        if let Some((listener, token, header_timeout)) = admin_routes {
+            let routes = super::admin::LocatorAdmin {
+                registry: Arc::clone(&registry),
+                reloader: Arc::clone(&reloader),
+                token,
+                header_timeout,
+            };
+            tracker.spawn(crate::admin::serve_routes(
+                listener,
+                Arc::new(routes),
                 shutdown.clone(),
                 tracker.clone(),
             ));
