@@ -24,6 +24,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Token;
+use crate::http::log_limit::LogLimit;
+
+/// Refused writes are logged at most once a second: anyone who reaches
+/// the listener can make it refuse.
+static REFUSED_LOG: LogLimit = LogLimit::new(Duration::from_secs(1));
 
 /// The most admin connections served at once: plenty for scrapers,
 /// probes and an operator, few enough that a misbehaving client cannot
@@ -106,12 +111,15 @@ async fn answer<R: Routes>(
     if let Some(token) = routes.token()
         && !token.admits(&parts.headers)
     {
-        tracing::warn!(
-            listener = R::NAME,
-            method = %parts.method,
-            path = parts.uri.path(),
-            "admin write refused: no valid bearer token"
-        );
+        if let Some(suppressed) = REFUSED_LOG.allow() {
+            tracing::warn!(
+                listener = R::NAME,
+                method = %parts.method,
+                path = parts.uri.path(),
+                suppressed,
+                "admin write refused: no valid bearer token"
+            );
+        }
         return unauthorized();
     }
     let body = Limited::new(body, R::MAX_BODY)

@@ -9,7 +9,7 @@ mod client_addr;
 mod connection;
 mod connection_limit;
 mod layers;
-mod log_limit;
+pub(crate) mod log_limit;
 mod push_h1;
 pub mod response;
 mod send_watch;
