@@ -79,6 +79,14 @@ async fn open_sse(c: &support::Cluster, forwarded_for: Option<&str>) -> Result<S
     Err(support::got(response).await)
 }
 
+/// The ticker's stream, which must open.
+async fn opened(c: &support::Cluster, forwarded_for: Option<&str>) -> Sse {
+    match open_sse(c, forwarded_for).await {
+        Ok(sse) => sse,
+        Err(got) => panic!("refused: {} {:?}", got.status, got.body),
+    }
+}
+
 /// Asserts a 503 `too_many_streams` JSON error.
 fn assert_too_many(got: &support::Got) {
     assert_eq!(got.status, 503, "{:?}", got.body);
@@ -103,8 +111,8 @@ async fn streams_reach(c: &support::Cluster, n: usize) {
 async fn past_max_streams_sse_and_websocket_get_503_until_one_closes() {
     let c = caps_cluster(|config| config.limits.max_streams = 2).await;
     let before = limit_hits(&c, "max_streams").await;
-    let first = open_sse(&c, None).await.unwrap();
-    let _second = open_sse(&c, None).await.unwrap();
+    let first = opened(&c, None).await;
+    let _second = opened(&c, None).await;
     assert_eq!(c.gateway.streams_open(), 2);
 
     // The third SSE stream: 503 with the JSON body, counted.
@@ -149,7 +157,7 @@ async fn past_max_streams_sse_and_websocket_get_503_until_one_closes() {
     );
     ws.close(None).await.ok();
     streams_reach(&c, 1).await;
-    let _third = open_sse(&c, None).await.unwrap();
+    let _third = opened(&c, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +169,7 @@ async fn past_max_streams_per_client_one_client_is_refused_and_others_are_not() 
     })
     .await;
     let before = limit_hits(&c, "max_streams_per_client").await;
-    let a = open_sse(&c, Some("198.51.100.1")).await.unwrap();
+    let a = opened(&c, Some("198.51.100.1")).await;
     assert_too_many(
         &open_sse(&c, Some("198.51.100.1"))
             .await
@@ -170,10 +178,10 @@ async fn past_max_streams_per_client_one_client_is_refused_and_others_are_not() 
     );
     assert!(limit_hits(&c, "max_streams_per_client").await > before);
     // Another client is not affected.
-    let _b = open_sse(&c, Some("198.51.100.2")).await.unwrap();
+    let _b = opened(&c, Some("198.51.100.2")).await;
     // Two addresses of one IPv6 /64 are one client (the IPv4-mapped
     // address of 198.51.100.2 is 198.51.100.2).
-    let _v6 = open_sse(&c, Some("2001:db8:1:2::1")).await.unwrap();
+    let _v6 = opened(&c, Some("2001:db8:1:2::1")).await;
     assert_too_many(
         &open_sse(&c, Some("2001:db8:1:2:ffff::7"))
             .await
@@ -186,7 +194,7 @@ async fn past_max_streams_per_client_one_client_is_refused_and_others_are_not() 
             .err()
             .expect("a second stream from one IPv4 client opened"),
     );
-    let _other_64 = open_sse(&c, Some("2001:db8:1:3::1")).await.unwrap();
+    let _other_64 = opened(&c, Some("2001:db8:1:3::1")).await;
     // A WebSocket counts against the same cap.
     let mut request = tungstenite::client::IntoClientRequest::into_client_request(format!(
         "ws://{}/chat/http/rooms/caps",
@@ -216,10 +224,10 @@ async fn past_max_streams_per_client_one_client_is_refused_and_others_are_not() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_caps_apply_live_on_reload() {
     let c = caps_cluster(|config| config.limits.max_streams = 1).await;
-    let _first = open_sse(&c, None).await.unwrap();
+    let _first = opened(&c, None).await;
     assert_too_many(&open_sse(&c, None).await.err().expect("past the cap"));
     let mut config = c.gateway.config().as_ref().clone();
     config.limits.max_streams = 2;
     assert_eq!(c.gateway.reload(config), Ok(vec![]));
-    let _second = open_sse(&c, None).await.unwrap();
+    let _second = opened(&c, None).await;
 }
