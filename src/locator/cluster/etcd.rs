@@ -959,7 +959,8 @@ fn classify_text(message: &str, code: Option<i64>) -> EtcdError {
         ))
     } else if message.contains("permission denied") {
         EtcdError::Auth(format!(
-            "{message} (the etcd user needs read-write permission on the cluster prefix)"
+            "{message} (with etcd's auth enabled, set etcd_user and etcd_password_file; \
+             the user needs read-write permission on the cluster prefix)"
         ))
     } else if message.contains("authentication is not enabled") {
         EtcdError::Auth(format!(
