@@ -110,7 +110,7 @@ struct LocatorArgs {
     /// The uuid `uuid()` reports; overrides `uuid`. [default: random]
     #[arg(long)]
     uuid: Option<String>,
-    /// An etcd endpoint (http://host:port) to share services and routing
+    /// An etcd endpoint (http:// or https://host:port) to share services and routing
     /// groups with other locators through; repeat for several. Overrides
     /// `cluster.etcd` (the rest of `[cluster]` keeps its file values or
     /// defaults).

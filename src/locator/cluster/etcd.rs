@@ -116,6 +116,8 @@ pub struct EtcdClient {
     endpoints: Vec<Endpoint>,
     /// For `https://` endpoints.
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Whether `tls` offers a client certificate.
+    client_cert: bool,
     /// etcd's auth, when a user is configured.
     auth: Option<Arc<Auth>>,
 }
@@ -267,6 +269,7 @@ impl EtcdClient {
         Ok(Self {
             endpoints,
             tls,
+            client_cert: security.cert_file.is_some(),
             auth,
         })
     }
@@ -484,8 +487,15 @@ impl EtcdClient {
         Ok(token)
     }
 
-    /// Connects to `endpoint`: TCP, then TLS for `https://`.
-    async fn connect(&self, endpoint: &Endpoint) -> Result<Box<dyn IoStream>, EtcdError> {
+    /// Connects to `endpoint`: TCP, then TLS for `https://`. Without a
+    /// client certificate, the second value says whether etcd asked for
+    /// one: in TLS 1.3 the client's handshake ends before the server has
+    /// checked it, so a refusal comes later, as an alert or a closed
+    /// connection, and that flag is what tells it from an outage.
+    async fn connect(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<(Box<dyn IoStream>, Option<Arc<CertificateAsked>>), EtcdError> {
         let authority = &endpoint.authority;
         let stream = match tokio::time::timeout(CALL_TIMEOUT, TcpStream::connect(authority)).await {
             Ok(Ok(stream)) => stream,
@@ -498,11 +508,19 @@ impl EtcdClient {
         };
         let _ = stream.set_nodelay(true);
         let (Some(name), Some(config)) = (&endpoint.tls_name, &self.tls) else {
-            return Ok(Box::new(stream));
+            return Ok((Box::new(stream), None));
         };
-        let connector = tokio_rustls::TlsConnector::from(Arc::clone(config));
+        let (config, asked) = if self.client_cert {
+            (Arc::clone(config), None)
+        } else {
+            let asked = Arc::new(CertificateAsked::default());
+            let mut config = rustls::ClientConfig::clone(config);
+            config.client_auth_cert_resolver = Arc::clone(&asked) as _;
+            (Arc::new(config), Some(asked))
+        };
+        let connector = tokio_rustls::TlsConnector::from(config);
         match tokio::time::timeout(CALL_TIMEOUT, connector.connect(name.clone(), stream)).await {
-            Ok(Ok(stream)) => Ok(Box::new(stream)),
+            Ok(Ok(stream)) => Ok((Box::new(stream), asked)),
             Ok(Err(e)) => Err(transport_error(authority, &e)),
             Err(_) => Err(EtcdError::Unreachable(format!(
                 "{authority}: TLS handshake timed out"
@@ -523,8 +541,8 @@ impl EtcdClient {
         let payload = Bytes::from(body.to_string());
         let mut last = EtcdError::Unreachable("no endpoint".into());
         for endpoint in &self.endpoints {
-            let stream = match self.connect(endpoint).await {
-                Ok(stream) => stream,
+            let (stream, asked) = match self.connect(endpoint).await {
+                Ok(connected) => connected,
                 Err(e) => {
                     last = e;
                     continue;
@@ -555,6 +573,13 @@ impl EtcdClient {
             };
             let response = match sent {
                 Ok(response) => response,
+                Err(EtcdError::Unreachable(e)) if asked.as_ref().is_some_and(|a| a.asked()) => {
+                    last = EtcdError::Tls(format!(
+                        "{e} (etcd asked for a client certificate and none is configured: \
+                         set etcd_cert_file and etcd_key_file)"
+                    ));
+                    continue;
+                }
                 Err(e) => {
                     last = e;
                     continue;
@@ -580,6 +605,32 @@ impl EtcdClient {
             return Ok(stream);
         }
         Err(last)
+    }
+}
+
+/// The client-certificate resolver of a connection that has no
+/// certificate to offer: notes that the server asked for one.
+#[derive(Debug, Default)]
+struct CertificateAsked(std::sync::atomic::AtomicBool);
+
+impl CertificateAsked {
+    fn asked(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl rustls::client::ResolvesClientCert for CertificateAsked {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.store(true, Ordering::Relaxed);
+        None
+    }
+
+    fn has_certs(&self) -> bool {
+        false
     }
 }
 
@@ -978,7 +1029,8 @@ fn classify_text(message: &str, code: Option<i64>) -> EtcdError {
         ))
     } else if message.contains("permission denied") {
         EtcdError::Auth(format!(
-            "{message} (the etcd user needs read-write permission on the cluster prefix)"
+            "{message} (with etcd's auth enabled, set etcd_user and etcd_password_file; \
+             the user needs read-write permission on the cluster prefix)"
         ))
     } else if message.contains("authentication is not enabled") {
         EtcdError::Auth(format!(
