@@ -604,6 +604,8 @@ pub fn route(data: &[u8]) {
         by_header: flags & 1 != 0,
         by_path: flags & 2 != 0,
         expose: (flags & 4 != 0).then(|| ["echo".to_owned(), "hsvc".to_owned()].into()),
+        // Shares its bit with every third route's strip_prefix.
+        allow_encoded_slash: flags & 0x80 != 0,
         ..RoutingConfig::default()
     };
     let mut headers = HeaderMap::new();
@@ -624,6 +626,15 @@ pub fn route(data: &[u8]) {
         .map_or(path_and_query, |(path, _)| path);
     if has_dot_segment(path) {
         assert_eq!(got, Err(RouteError::DotSegment), "a dot segment is refused");
+        return;
+    }
+    let lower = path.to_ascii_lowercase();
+    if !rules.allow_encoded_slash && (lower.contains("%2f") || lower.contains("%5c")) {
+        assert_eq!(
+            got,
+            Err(RouteError::EncodedSlash),
+            "an encoded slash is refused"
+        );
         return;
     }
     if let Ok(target) = &got {

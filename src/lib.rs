@@ -39,6 +39,8 @@
 //!   locator client, a fixed table, the locator server, the continuum.
 //! - [`app`]: the app SDK (handlers per event, HTTP helper, publishing)
 //!   and the demo apps.
+//! - [`secret_file`]: reading a credential from a private file (admin
+//!   token, etcd password).
 //! - [`fuzzing`]: entry points shared by `fuzz/` and the corpus tests.
 
 #![forbid(unsafe_code)]
@@ -64,6 +66,7 @@ pub mod prefixed;
 pub mod proto;
 pub mod proxy_protocol;
 pub mod route;
+pub mod secret_file;
 pub mod session;
 pub mod systemd;
 pub mod tls;

@@ -3,15 +3,12 @@
 //! `Authorization: Bearer TOKEN` against it in constant time. It never
 //! shows the secret (not in `Debug`, logs or `/config`).
 
-use std::io::Read;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
 
-/// The largest token file read: a token is a line, not a document.
-const MAX_FILE_BYTES: u64 = 4096;
+use crate::secret_file::{self, SecretFileError};
 
 /// The bearer token that admin writes (PUT, POST, DELETE) need.
 #[derive(Clone)]
@@ -23,39 +20,12 @@ pub struct Token {
 /// Why a token file was refused; each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// It could not be opened or read.
-    #[error("cannot read the admin token file {}: {source}", file.display())]
-    Read {
-        /// The file.
-        file: PathBuf,
-        /// What failed.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Others may read it.
-    #[error(
-        "the admin token file {} is readable by everyone (mode {mode:o}); \
-         run chmod o-rwx on it",
-        file.display()
-    )]
-    WorldReadable {
-        /// The file.
-        file: PathBuf,
-        /// Its permission bits.
-        mode: u32,
-    },
+    /// It could not be read, or it is not private, or too long.
+    #[error("the admin token file: {0}")]
+    File(#[from] SecretFileError),
     /// It holds nothing but whitespace.
     #[error("the admin token file {} is empty", file.display())]
     Empty {
-        /// The file.
-        file: PathBuf,
-    },
-    /// It is longer than a token would be.
-    #[error(
-        "the admin token file {} is over {MAX_FILE_BYTES} bytes",
-        file.display()
-    )]
-    TooLong {
         /// The file.
         file: PathBuf,
     },
@@ -66,29 +36,7 @@ impl Token {
     /// whitespace trimmed. The file must exist, be readable, not be
     /// readable by everyone (`o+r`), and not be empty.
     pub fn load(file: &Path) -> Result<Self, TokenError> {
-        let read = |source| TokenError::Read {
-            file: file.to_owned(),
-            source,
-        };
-        // Opened once: the mode checked is that of the file read.
-        let mut opened = std::fs::File::open(file).map_err(read)?;
-        let mode = opened.metadata().map_err(read)?.permissions().mode();
-        if mode & 0o004 != 0 {
-            return Err(TokenError::WorldReadable {
-                file: file.to_owned(),
-                mode: mode & 0o7777,
-            });
-        }
-        let mut content = Vec::new();
-        (&mut opened)
-            .take(MAX_FILE_BYTES + 1)
-            .read_to_end(&mut content)
-            .map_err(read)?;
-        if content.len() as u64 > MAX_FILE_BYTES {
-            return Err(TokenError::TooLong {
-                file: file.to_owned(),
-            });
-        }
+        let content = secret_file::read(file)?;
         let secret = content.trim_ascii();
         if secret.is_empty() {
             return Err(TokenError::Empty {
@@ -142,6 +90,7 @@ impl Eq for Token {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn file(name: &str, content: &str, mode: u32) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("rpcgate-token-{}", std::process::id()));

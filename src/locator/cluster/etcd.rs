@@ -886,24 +886,16 @@ fn is_loopback(authority: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Reads a password file: refused when every user may read it; one
-/// trailing newline is not part of the password.
+/// Reads a password file (see [`crate::secret_file`]); one trailing
+/// newline is not part of the password.
 fn read_secret(path: &Path) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let shown = path.display();
-    let metadata = std::fs::metadata(path).map_err(|e| format!("`{shown}`: {e}"))?;
-    let mode = metadata.permissions().mode();
-    if mode & 0o004 != 0 {
-        return Err(format!(
-            "`{shown}` is readable by every user (mode {:o}); make it private (chmod o-r)",
-            mode & 0o777
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("`{shown}`: {e}"))?;
+    let content = crate::secret_file::read(path).map_err(|e| e.to_string())?;
+    let text = String::from_utf8(content)
+        .map_err(|_| format!("`{}` is not UTF-8 text", path.display()))?;
     let password = text.strip_suffix('\n').unwrap_or(&text);
     let password = password.strip_suffix('\r').unwrap_or(password);
     if password.is_empty() {
-        return Err(format!("`{shown}` is empty"));
+        return Err(format!("`{}` is empty", path.display()));
     }
     Ok(password.to_owned())
 }
