@@ -270,6 +270,7 @@ fi
 # --- 4b. 1,000 stalled readers of 64 MB replies, at the default pool ---------
 if want 4b; then
 start_locator
+start_app hello
 start_app stream
 start_gateway
 wait_for_urls "http://$GW/stream/http/?chunks=1&delay_ms=0"

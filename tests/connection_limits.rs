@@ -27,15 +27,6 @@ fn config() -> Config {
     config
 }
 
-/// `rpcgate_limit_hits_total{limit}` from the admin API.
-async fn limit_hits(admin: SocketAddr, limit: &str) -> u64 {
-    let (_, text) = support::http(admin, "GET", "/metrics", "").await;
-    let series = format!("rpcgate_limit_hits_total{{limit=\"{limit}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map_or(0, |v| v.trim().parse().unwrap())
-}
-
 /// A keep-alive connection from `from` with one request answered on it.
 async fn served(addr: SocketAddr, from: &str) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
@@ -75,7 +66,7 @@ async fn an_idle_flood_at_max_connections_leaves_room_for_a_new_client() {
     for _ in 0..20 {
         flood.push(served(addr, "127.0.0.1").await);
     }
-    let evicted_before = limit_hits(admin, "idle_evicted").await;
+    let evicted_before = support::limit_hits(admin, "idle_evicted").await;
     // A new client is served while all 20 are open and idle...
     let got = tokio::time::timeout(within, support::send(addr, "GET", "/hello/http/", &[], ""))
         .await
@@ -102,7 +93,7 @@ async fn an_idle_flood_at_max_connections_leaves_room_for_a_new_client() {
         }
     })
     .await;
-    assert!(limit_hits(admin, "idle_evicted").await > evicted_before);
+    assert!(support::limit_hits(admin, "idle_evicted").await > evicted_before);
     // The others are still open and served.
     let other = if evicted == 0 { flood.len() - 1 } else { 0 };
     let stream = &mut flood[other];
@@ -123,7 +114,7 @@ async fn a_client_past_its_connection_cap_is_closed_but_others_are_served() {
     config.listen_unix = Some(path.clone());
     let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
     let (addr, admin) = (c.gateway.addr, c.gateway.admin_addr.unwrap());
-    let capped_before = limit_hits(admin, "connections_per_client").await;
+    let capped_before = support::limit_hits(admin, "connections_per_client").await;
     let mut mine = Vec::new();
     for _ in 0..3 {
         mine.push(served(addr, "127.0.0.1").await);
@@ -132,7 +123,7 @@ async fn a_client_past_its_connection_cap_is_closed_but_others_are_served() {
     let mut fourth = TcpStream::connect(addr).await.unwrap();
     let _ = fourth.write_all(HELLO).await;
     assert!(bounded("the fourth to close", closed_unanswered(&mut fourth)).await);
-    assert!(limit_hits(admin, "connections_per_client").await > capped_before);
+    assert!(support::limit_hits(admin, "connections_per_client").await > capped_before);
     // Another address is served.
     let _other = served(addr, "127.0.0.2").await;
     // A trusted proxy and unix-socket peers are not capped.
@@ -189,14 +180,14 @@ async fn ipv6_clients_of_one_prefix_share_the_connection_cap() {
     config.proxy_protocol = true;
     let c = support::cluster("", vec![demo::build("hello", None).unwrap()], config).await;
     let (addr, admin) = (c.gateway.addr, c.gateway.admin_addr.unwrap());
-    let capped_before = limit_hits(admin, "connections_per_client").await;
+    let capped_before = support::limit_hits(admin, "connections_per_client").await;
     let mut first = proxied(addr, "2001:db8:1:2::1").await;
     let (status, _) = support::read_response(&mut first, &mut Vec::new()).await;
     assert_eq!(status, 200);
     // Another address of the same /64: the same client, past its cap.
     let mut same = proxied(addr, "2001:db8:1:2:ffff:ffff:ffff:fffe").await;
     assert!(bounded("the same /64 to close", closed_unanswered(&mut same)).await);
-    assert!(limit_hits(admin, "connections_per_client").await > capped_before);
+    assert!(support::limit_hits(admin, "connections_per_client").await > capped_before);
     // The next /64 is another client.
     let mut next = proxied(addr, "2001:db8:1:3::1").await;
     let (status, _) = support::read_response(&mut next, &mut Vec::new()).await;

@@ -33,20 +33,11 @@ fn config() -> Config {
     config
 }
 
-/// `rpcgate_limit_hits_total{limit}` from the admin API.
-async fn limit_hits(admin: SocketAddr, limit: &str) -> u64 {
-    let (_, text) = support::http(admin, "GET", "/metrics", "").await;
-    let series = format!("rpcgate_limit_hits_total{{limit=\"{limit}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map_or(0, |v| v.trim().parse().unwrap())
-}
-
 /// Waits until `limit` was hit `n` more times than `before`.
 async fn hits_reach(admin: SocketAddr, limit: &str, before: u64, n: u64) {
     bounded(&format!("{n} {limit} hits"), async {
         loop {
-            if limit_hits(admin, limit).await >= before + n {
+            if support::limit_hits(admin, limit).await >= before + n {
                 return;
             }
             tokio::task::yield_now().await;
@@ -95,7 +86,7 @@ async fn two_stalled_readers_are_cut_and_the_shared_connection_keeps_serving() {
     let bound = config.limits.reply_buffer;
     let c = support::cluster("", vec![demo::build("stream", None).unwrap()], config).await;
     let (addr, admin) = (c.gateway.addr, c.gateway.admin_addr.unwrap());
-    let before = limit_hits(admin, "slow_client").await;
+    let before = support::limit_hits(admin, "slow_client").await;
     // The one backend connection is up before the readers come.
     let got = support::send(addr, "GET", "/stream/http/?chunks=1", &[], "").await;
     assert_eq!(got.status, 200);
@@ -121,7 +112,7 @@ async fn two_stalled_readers_are_cut_and_the_shared_connection_keeps_serving() {
         assert_eq!(got.status, 200);
         assert_eq!(&got.body[..], b"chunk 0\nchunk 1\n");
         // Until both readers are cut, and as many again after.
-        if cut_seen_at.is_none() && limit_hits(admin, "slow_client").await >= before + 2 {
+        if cut_seen_at.is_none() && support::limit_hits(admin, "slow_client").await >= before + 2 {
             cut_seen_at = Some(i);
         }
         if cut_seen_at.is_some_and(|at| i >= 2 * at.max(100)) {
@@ -190,7 +181,7 @@ async fn a_reader_that_takes_nothing_is_cut_after_the_send_timeout() {
     let timeout = config.limits.send_timeout;
     let c = support::cluster("", vec![demo::build("stream", None).unwrap()], config).await;
     let (addr, admin) = (c.gateway.addr, c.gateway.admin_addr.unwrap());
-    let before = limit_hits(admin, "send_timeout").await;
+    let before = support::limit_hits(admin, "send_timeout").await;
     // 6.4 MB: well inside the reply buffer, so only the send timeout can
     // cut it.
     let mut stream = stalled_reader(addr, "/stream/http/?chunks=100&size=65536&delay_ms=0").await;
@@ -213,7 +204,7 @@ async fn at_the_total_budget_stalled_replies_go_and_readers_that_keep_up_finish(
     config.limits.reply_buffer_total = 12 << 20;
     let c = support::cluster("", vec![demo::build("stream", None).unwrap()], config).await;
     let (addr, admin) = (c.gateway.addr, c.gateway.admin_addr.unwrap());
-    let before = limit_hits(admin, "slow_client").await;
+    let before = support::limit_hits(admin, "slow_client").await;
     let mut stalled = vec![
         stalled_reader(addr, BIG).await,
         stalled_reader(addr, BIG).await,
@@ -237,7 +228,7 @@ async fn at_the_total_budget_stalled_replies_go_and_readers_that_keep_up_finish(
         assert_eq!(got.status, 200);
         assert_eq!(got.body.len(), 32 * 65536, "never cut");
         fast += 1;
-        if fast >= 20 && limit_hits(admin, "slow_client").await >= before + 2 {
+        if fast >= 20 && support::limit_hits(admin, "slow_client").await >= before + 2 {
             break;
         }
         assert!(fast < 10_000, "the stalled readers were never cut");

@@ -106,15 +106,6 @@ async fn upload(
     (tx, response)
 }
 
-/// `rpcgate_limit_hits_total{limit}` from the admin API.
-async fn limit_hits(admin: SocketAddr, limit: &str) -> u64 {
-    let (_, text) = support::http(admin, "GET", "/metrics", "").await;
-    let series = format!("rpcgate_limit_hits_total{{limit=\"{limit}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .map_or(0, |v| v.trim().parse().unwrap())
-}
-
 /// What a [`reader`] app saw.
 #[derive(Debug, PartialEq)]
 enum Seen {
@@ -350,7 +341,7 @@ async fn a_streamed_body_past_the_limit_gets_413_and_cancels_the_app() {
     let mut config = config(&["counted"]);
     config.request.body_limit = 1000;
     let c = support::cluster("", vec![reader("counted", seen_tx)], config).await;
-    let before = limit_hits(c.gateway.admin_addr.unwrap(), "body_size").await;
+    let before = support::limit_hits(c.gateway.admin_addr.unwrap(), "body_size").await;
     // Chunked, so no Content-Length tells the size up front.
     let (tx, response) = upload(c.gateway.addr, "/counted/http/").await;
     tx.send(Bytes::from(vec![b'a'; 600])).await.unwrap();
@@ -368,7 +359,7 @@ async fn a_streamed_body_past_the_limit_gets_413_and_cancels_the_app() {
         "{how:?}"
     );
     drop(tx);
-    let after = limit_hits(c.gateway.admin_addr.unwrap(), "body_size").await;
+    let after = support::limit_hits(c.gateway.admin_addr.unwrap(), "body_size").await;
     assert!(after > before, "body_size hits {before} → {after}");
 }
 
@@ -389,7 +380,7 @@ async fn a_stalled_body_gets_408_streamed_or_buffered() {
     )
     .await;
     let admin = c.gateway.admin_addr.unwrap();
-    let before = limit_hits(admin, "body_timeout").await;
+    let before = support::limit_hits(admin, "body_timeout").await;
     for path in ["/streamed/http/", "/buffered/http/"] {
         // Some bytes, then nothing: the sender stays open, so the body
         // neither ends nor fails; only the gateway's timeout ends it.
@@ -419,7 +410,7 @@ async fn a_stalled_body_gets_408_streamed_or_buffered() {
     let got = support::send(c.gateway.addr, "POST", "/buffered/http/", &[], "abc").await;
     assert_eq!(got.status, 200);
     assert_eq!(buffered_seen.recv().await.unwrap(), Seen::End(3));
-    let after = limit_hits(admin, "body_timeout").await;
+    let after = support::limit_hits(admin, "body_timeout").await;
     assert!(after >= before + 2, "body_timeout hits {before} → {after}");
 }
 

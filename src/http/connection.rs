@@ -252,7 +252,11 @@ where
         .max_concurrent_streams(w.limits.h2_max_concurrent_streams)
         .max_header_list_size(w.limits.h2_max_header_list_size)
         .max_pending_accept_reset_streams(w.limits.h2_max_pending_resets);
-    let io = SendWatch::new(io, Arc::clone(&w.activity.send_stall));
+    let io = SendWatch::new(
+        io,
+        Arc::clone(&w.activity.send_stall),
+        Arc::clone(&w.activity.unflushed),
+    );
     let mut connection = Box::pin(builder.serve_connection(TokioIo::new(io), service));
     match drive(connection.as_mut(), w, None, None).await {
         Ended::Done(result) => result,
@@ -290,8 +294,9 @@ where
             w.activity.closing();
         }
         // Boxed: its buffers and state live only while it serves.
-        let watched = push_h1::FlushWatch::new(
-            SendWatch::new(io, Arc::clone(&w.activity.send_stall)),
+        let watched = SendWatch::new(
+            io,
+            Arc::clone(&w.activity.send_stall),
             Arc::clone(&w.activity.unflushed),
         );
         let mut connection =
@@ -313,7 +318,7 @@ where
                 // and holds nothing the stream needs: its buffers go.
                 let io = Pin::into_inner(connection).into_parts().io.into_inner();
                 if let Some((push, busy)) = w.activity.handoff.take() {
-                    let io = io.into_inner().into_inner();
+                    let io = io.into_inner();
                     push_h1::serve(io, push, &w.activity.stream_cut, w.cut).await;
                     drop(busy);
                 }
@@ -321,7 +326,7 @@ where
             }
         };
         let parts = Pin::into_inner(connection).into_parts();
-        io = parts.io.into_inner().into_inner().into_inner();
+        io = parts.io.into_inner().into_inner();
         io.unread(&parts.read_buf);
         // Even empty, hyper's read buffer holds its allocation: let go.
         let mut unread = !parts.read_buf.is_empty();
@@ -1021,7 +1026,7 @@ struct Activity {
     /// 101 is written.
     upgrade: std::sync::Mutex<Option<super::websocket::Pending>>,
     /// HTTP/1.1: whether hyper may hold bytes not yet written (see
-    /// [`push_h1::FlushWatch`]).
+    /// [`SendWatch`]).
     unflushed: Arc<AtomicBool>,
     /// HTTP/1.1: a push stream handed over by hyper, to be served without
     /// it (see [`push_h1`]).

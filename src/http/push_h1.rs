@@ -7,18 +7,15 @@
 //! response, with `Transfer-Encoding: chunked` and `Connection: close`;
 //! the body's first poll hands the stream to the connection
 //! ([`Handoff`]); once everything hyper buffered reached the socket
-//! ([`FlushWatch`] tells), the connection drops hyper's state and the
+//! ([`super::send_watch::SendWatch`] tells), the connection drops hyper's state and the
 //! stream goes on here, one chunk per write, until it ends. Then the
 //! connection closes: a client reconnects for its next stream.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 
 use bytes::{BufMut, BytesMut};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -26,74 +23,6 @@ use crate::dispatch::PushBody;
 
 /// The last chunk of a chunked body.
 const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
-
-/// An HTTP/1.1 connection's stream, wrapped while hyper serves it, so that
-/// the connection knows whether hyper's write buffer is empty: hyper
-/// flushes the stream only once it wrote everything it buffered, so a
-/// write since the last completed flush means bytes may still be there.
-#[derive(Debug)]
-pub(super) struct FlushWatch<IO> {
-    io: IO,
-    unflushed: Arc<AtomicBool>,
-}
-
-impl<IO> FlushWatch<IO> {
-    /// `io`, reporting to `unflushed`.
-    pub(super) fn new(io: IO, unflushed: Arc<AtomicBool>) -> Self {
-        Self { io, unflushed }
-    }
-
-    /// The stream back.
-    pub(super) fn into_inner(self) -> IO {
-        self.io
-    }
-}
-
-impl<IO: AsyncRead + Unpin> AsyncRead for FlushWatch<IO> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<IO: AsyncWrite + Unpin> AsyncWrite for FlushWatch<IO> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        self.unflushed.store(true, Ordering::Relaxed);
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        self.unflushed.store(true, Ordering::Relaxed);
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let flushed = Pin::new(&mut self.io).poll_flush(cx);
-        if matches!(flushed, Poll::Ready(Ok(()))) {
-            self.unflushed.store(false, Ordering::Relaxed);
-        }
-        flushed
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
 
 /// Where a push stream waits for its connection to take it from hyper.
 pub(super) struct HandoffSlot<G> {

@@ -1,13 +1,17 @@
-//! Stalled sends: owns telling how long a client connection has had bytes
-//! to write that its client does not take (the socket stays full), so
-//! that the connection can cut a client that reads nothing for
-//! `limits.send_timeout_ms` (nginx's `send_timeout`). It only observes:
-//! [`SendWatch`] wraps the connection's stream and records when a write
-//! first found the socket full, and clears it when a write goes through.
+//! Watched writes: owns what a client connection's writes tell the
+//! connection. It only observes: [`SendWatch`] wraps the connection's
+//! stream and records
+//! - how long its bytes have waited for a client that takes none (the
+//!   socket stays full), so that the connection can cut a client that
+//!   reads nothing for `limits.send_timeout_ms` (nginx's `send_timeout`);
+//! - whether bytes may still sit in hyper's write buffer: hyper flushes
+//!   the stream only once it wrote everything it buffered, so a write
+//!   since the last completed flush means bytes may still be there (an
+//!   HTTP/1.1 push stream is taken from hyper only once it is empty).
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -69,17 +73,23 @@ impl SendStall {
 }
 
 /// A client connection's stream, reporting its stalled writes to a
-/// [`SendStall`].
+/// [`SendStall`] and whether a write came since the last completed flush
+/// to `unflushed`.
 #[derive(Debug)]
 pub(super) struct SendWatch<IO> {
     io: IO,
     stall: Arc<SendStall>,
+    unflushed: Arc<AtomicBool>,
 }
 
 impl<IO> SendWatch<IO> {
-    /// `io`, reporting to `stall`.
-    pub(super) fn new(io: IO, stall: Arc<SendStall>) -> Self {
-        Self { io, stall }
+    /// `io`, reporting to `stall` and `unflushed`.
+    pub(super) fn new(io: IO, stall: Arc<SendStall>, unflushed: Arc<AtomicBool>) -> Self {
+        Self {
+            io,
+            stall,
+            unflushed,
+        }
     }
 
     /// The stream back.
@@ -104,6 +114,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for SendWatch<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
+        self.unflushed.store(true, Ordering::Relaxed);
         let polled = Pin::new(&mut self.io).poll_write(cx, buf);
         self.stall.saw(&polled);
         polled
@@ -114,6 +125,7 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for SendWatch<IO> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        self.unflushed.store(true, Ordering::Relaxed);
         let polled = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
         self.stall.saw(&polled);
         polled
@@ -125,6 +137,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for SendWatch<IO> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let polled = Pin::new(&mut self.io).poll_flush(cx);
+        if matches!(polled, Poll::Ready(Ok(()))) {
+            self.unflushed.store(false, Ordering::Relaxed);
+        }
         self.stall.saw(&polled);
         polled
     }
@@ -144,7 +159,7 @@ mod tests {
         let stall = Arc::new(SendStall::default());
         // A pipe of 16 bytes whose reader reads nothing yet.
         let (client, server) = tokio::io::duplex(16);
-        let mut io = SendWatch::new(server, Arc::clone(&stall));
+        let mut io = SendWatch::new(server, Arc::clone(&stall), Arc::default());
         io.write_all(&[0; 16]).await.unwrap();
         assert_eq!(stall.stalled_for(), None, "the pipe took it all");
         let blocked = tokio::spawn(async move {

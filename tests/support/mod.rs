@@ -291,6 +291,16 @@ pub async fn cluster(locator_toml: &str, apps: Vec<AppBuilder>, mut config: Conf
     }
 }
 
+/// `rpcgate_limit_hits_total{limit}` from the admin API at `admin` (0
+/// before the first hit; the metrics recorder must be installed).
+pub async fn limit_hits(admin: SocketAddr, limit: &str) -> u64 {
+    let (_, text) = http(admin, "GET", "/metrics", "").await;
+    let series = format!("rpcgate_limit_hits_total{{limit=\"{limit}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&series))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
 /// A response: status, headers, whole body.
 pub struct Got {
     pub status: u16,
