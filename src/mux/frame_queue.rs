@@ -238,22 +238,25 @@ impl FrameSender {
             if b.bytes + n > per_reply {
                 return Err(self.cut_locked(state, Cut::Reply(per_reply)));
             }
-            let (budget, key, held) = (b.budget.clone(), b.key, b.bytes);
-            // Reserving may cut another queue, which takes that queue's
-            // lock: never while holding this one.
-            drop(state);
-            let reserved = budget.reserve(n, held, Some(key));
-            state = self.shared.lock();
-            if reserved == Reserved::No {
+            // Below the total (the usual case) the bytes are taken under
+            // this lock; at it, reserving may cut another queue, which
+            // takes that queue's lock: never while holding this one.
+            if !b.budget.try_take(n) {
+                let (budget, key, held) = (b.budget.clone(), b.key, b.bytes);
+                drop(state);
+                let reserved = budget.reserve(n, held, Some(key));
+                state = self.shared.lock();
+                if reserved == Reserved::No {
+                    if state.cut.is_some() || !state.receiver_alive {
+                        return Err(TrySendError::Closed);
+                    }
+                    let total = budget.total();
+                    return Err(self.cut_locked(state, Cut::Total(total)));
+                }
                 if state.cut.is_some() || !state.receiver_alive {
+                    budget.release(n);
                     return Err(TrySendError::Closed);
                 }
-                let total = budget.total();
-                return Err(self.cut_locked(state, Cut::Total(total)));
-            }
-            if state.cut.is_some() || !state.receiver_alive {
-                budget.release(n);
-                return Err(TrySendError::Closed);
             }
             if let Some(b) = &mut state.budget {
                 if b.bytes >= COMPACT_FROM {
@@ -262,7 +265,7 @@ impl FrameSender {
                 b.bytes += n;
                 if b.bytes >= TRACKED_FROM && !b.tracked {
                     b.tracked = true;
-                    track = Some((budget, key));
+                    track = Some((b.budget.clone(), b.key));
                 }
             }
         }

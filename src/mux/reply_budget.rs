@@ -128,12 +128,9 @@ impl ReplyBudget {
         // bytes come back), or gives up; a bounded number of rounds keeps
         // a pathological race from spinning.
         for _ in 0..8 {
-            let total = self.total();
-            let before = self.inner.used.fetch_add(n, Ordering::AcqRel);
-            if before + n <= total {
+            if self.try_take(n) {
                 return Reserved::Yes;
             }
-            self.inner.used.fetch_sub(n, Ordering::AcqRel);
             let Some(victim) = self.largest(own) else {
                 return Reserved::No;
             };
@@ -143,6 +140,18 @@ impl ReplyBudget {
             victim.evict();
         }
         Reserved::No
+    }
+
+    /// Takes `n` bytes if that stays within the total; cuts nothing, so
+    /// it may be called with a queue's lock held.
+    pub(crate) fn try_take(&self, n: usize) -> bool {
+        let total = self.total();
+        let before = self.inner.used.fetch_add(n, Ordering::AcqRel);
+        if before + n <= total {
+            return true;
+        }
+        self.inner.used.fetch_sub(n, Ordering::AcqRel);
+        false
     }
 
     /// Gives back `n` bytes.
