@@ -6,6 +6,11 @@
 //! ephemeral port, sends requests through it, and exits 0 when the answers
 //! are right. Run it with `cargo run --example embed`.
 //!
+//! The embedded service serves the way the listeners do: the same
+//! exchange (server-sent events and other push streams included), the
+//! CORS and compression layers when configured, and the same metrics
+//! (here read from the Prometheus recorder the example installs).
+//!
 //! The embedder tells the gateway each request's peer address (a
 //! [`PeerAddr`] request extension): the gateway then applies the client
 //! rules its own listeners apply. A client-sent `X-Client-Subject` never
@@ -43,7 +48,7 @@ async fn main() {
     .await
     .unwrap();
     let mut apps = Vec::new();
-    for name in ["hello", "echo"] {
+    for name in ["hello", "echo", "ticker"] {
         let app = demo::build(name, None)
             .unwrap()
             .bind("127.0.0.1:0".parse().unwrap(), vec![locator.addr])
@@ -54,8 +59,12 @@ async fn main() {
     }
 
     // The gateway as a Service, mounted in *your* hyper server.
+    rpcgate::metrics::install_prometheus().unwrap();
     let mut config = Config::default();
     config.pool.size = 4;
+    // Compressed when the client accepts it (as the listeners would).
+    config.compression.enabled = true;
+    config.compression.min_bytes = 16;
     // Your load balancer, whose X-Real-IP / X-Forwarded-For are believed.
     config.request.trusted_proxies = vec![Cidr::parse("127.0.0.2").unwrap()];
     let resolver = RemoteLocator::new(RemoteLocatorConfig {
@@ -118,11 +127,86 @@ async fn main() {
         let expected = if from == "127.0.0.2" { FORGED_IP } else { from };
         assert_eq!(real_ip, expected);
     }
+
+    // A server-sent event stream through the embedded service: its first
+    // event, as it comes (the stream goes on until the client leaves).
+    let first = first_event(addr, "/ticker/http/?interval_ms=50").await;
+    println!("sse: {first}");
+    assert!(first.starts_with("id: "), "{first}");
+
+    // Compressed by the configured layer.
+    let (status, encoding, body) = get_gzip(addr, "/echo/http/").await;
+    println!("compressed: {status} {encoding}");
+    assert_eq!(encoding, "gzip");
+    assert!(!body.is_empty());
+
+    // Counted by the same observer as the listeners' requests.
+    let metrics = rpcgate::metrics::render().unwrap();
+    let hello = metrics
+        .lines()
+        .filter(|l| l.starts_with("rpcgate_requests_total{") && l.contains("service=\"hello\""))
+        .count();
+    println!(
+        "metrics: hello counted {}",
+        if hello > 0 { "yes" } else { "no" }
+    );
+    assert!(hello > 0, "{metrics}");
+
     gateway.shutdown().await;
     for app in apps {
         app.stop().await;
     }
     locator.shutdown().await;
+}
+
+/// The first server-sent event of `path` (its lines up to the blank one).
+async fn first_event(addr: SocketAddr, path: &str) -> String {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", "embedded")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    let mut text = String::new();
+    while !text.contains("\n\n") {
+        let frame = body.frame().await.unwrap().unwrap();
+        if let Ok(data) = frame.into_data() {
+            text.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    text.split("\n\n").next().unwrap().replace('\n', " ")
+}
+
+/// `GET path` accepting gzip: status, `Content-Encoding`, body.
+async fn get_gzip(addr: SocketAddr, path: &str) -> (hyper::StatusCode, String, bytes::Bytes) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header("host", "embedded")
+        .header("accept-encoding", "gzip")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status();
+    let encoding = response
+        .headers()
+        .get("content-encoding")
+        .map_or_else(String::new, |v| v.to_str().unwrap().to_owned());
+    (
+        status,
+        encoding,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
 }
 
 /// The client address both requests claim in `X-Real-IP`.

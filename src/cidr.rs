@@ -2,7 +2,7 @@
 //! parses `request.trusted_proxies`) and the HTTP side (which matches peers
 //! against it). It sits below both, so neither imports the other for it.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 /// An address block, e.g. `10.0.0.0/8` or `::1/128`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,5 +56,23 @@ impl Cidr {
 impl std::fmt::Display for Cidr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// The key a client's connections and streams are counted under: an IPv4
+/// address as it is; an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as its
+/// IPv4 address; another IPv6 address cut to its first `ipv6_prefix` bits
+/// (`limits.client_ipv6_prefix`: one host usually has a whole /64).
+pub(crate) fn client_key(client: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match client {
+        IpAddr::V4(_) => client,
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let bits = u32::from(ipv6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
     }
 }

@@ -211,7 +211,7 @@ impl RunningGateway {
 
     /// Long-lived streams (SSE, WebSocket) open now.
     pub fn streams_open(&self) -> usize {
-        self.handler.streams.len()
+        self.handler.streams().len()
     }
 
     /// The config the gateway serves with now.
@@ -339,10 +339,10 @@ impl RunningGateway {
         self.admin.ready.store(false, Ordering::Release);
         self.shutdown.cancel();
         // Streams end cleanly now (SSE bodies end, WebSockets get 1001).
-        self.handler.streams.stop();
+        self.handler.streams().stop();
         self.tracker.close();
         let drained = async {
-            tokio::join!(self.tracker.wait(), self.handler.streams.wait());
+            tokio::join!(self.tracker.wait(), self.handler.streams().wait());
         };
         if tokio::time::timeout_at(until, drained).await.is_err() {
             report.cut_connections = self.handler.open_connections.load(Ordering::Acquire);
@@ -354,9 +354,9 @@ impl RunningGateway {
                 "shutdown deadline passed; cutting the connections still open"
             );
             self.handler.cut.cancel();
-            self.handler.streams.cut();
+            self.handler.streams().cut();
             self.tracker.wait().await;
-            self.handler.streams.wait().await;
+            self.handler.streams().wait().await;
         }
         // Backends drain what is left (nothing, once clients are gone);
         // a backend that will not finish is abandoned at the deadline,

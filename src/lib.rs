@@ -13,18 +13,24 @@
 //!
 //! # Layout
 //!
-//! - [`http`]: listeners, HTTP/1.1 + h2c serving, the single error → status
-//!   mapping ([`http::response`]), long-lived streams ([`http::streams`]).
+//! - [`http`]: the hyper glue: listeners and their one accept path
+//!   ([`http::accept`]), HTTP/1.1 + h2 connections, the single error →
+//!   status mapping ([`http::response`]), the CORS and compression layers,
+//!   and the observer (metrics, spans, access log).
 //! - [`route`]: request head → virtual service, event and uri. Pure.
-//! - [`dispatch`]: the [`dispatch::Dispatcher`]: admission, deadlines,
+//! - [`dispatch`]: the [`dispatch::Dispatcher`] serves a request whole (the
+//!   [`dispatch::exchange`]): route, admission, deadlines, the body,
 //!   packing, the member choice of routing groups, safe retries,
-//!   cancellation, the streamed reply body, push streams, streamed uploads.
+//!   cancellation, the streamed reply body, push streams and WebSocket
+//!   sessions ([`dispatch::streams`], [`dispatch::websocket`]), streamed
+//!   uploads, and JSON-RPC calls through the same door.
 //! - [`pool`]: per-service pools of multiplexed connections, refreshed on a
 //!   schedule; routing groups (a pool per member, weights, slow start,
 //!   outlier ejection).
 //! - [`config`]: the gateway's TOML config, validated.
 //! - [`listener`]: the accept step all listeners share.
-//! - [`cidr`]: address blocks (trusted proxies), shared by `config` and `http`.
+//! - [`cidr`]: address blocks (trusted proxies) and the per-client key,
+//!   shared by `config`, `http` and `dispatch`.
 //! - [`admin`]: `/ping`, `/health`, `/ready`, `/metrics`, `/pools`, `/config`;
 //!   the one admin server (gateway and locator) and its bearer token.
 //! - [`metrics`]: metric names, labels and help text.

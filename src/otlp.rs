@@ -131,6 +131,20 @@ impl Pending {
     pub fn is_sampled(&self) -> bool {
         self.sampled.is_some()
     }
+
+    /// The span of a part of this request (a JSON-RPC call) with ids
+    /// `decision` (a child of the request's), which took `took` until now;
+    /// sampled when the request is.
+    pub fn part(&self, decision: TraceDecision, took: std::time::Duration) -> Self {
+        let sampled = self.sampled.as_ref().map(|start| {
+            Box::new(Start {
+                at: wall_clock().checked_sub(took).unwrap_or_else(wall_clock),
+                method: start.method.clone(),
+                path: start.path.clone(),
+            })
+        });
+        Self { decision, sampled }
+    }
 }
 
 impl Tracer {
@@ -202,10 +216,17 @@ impl Tracer {
         if let Ok(value) = HeaderValue::from_maybe_shared(traceparent(&pending.decision)) {
             response.headers_mut().insert(TRACEPARENT, value);
         }
+        self.end_part(pending, response.status().as_u16(), ended);
+    }
+
+    /// Ends the span of a part of a request that has no response of its
+    /// own (a JSON-RPC call, see [`Pending::part`]), with the status its
+    /// outcome stands for.
+    pub fn end_part(&self, pending: Pending, status: u16, ended: &Ended<'_>) {
         let Some(start) = pending.sampled else {
             return;
         };
-        let span = span(&pending.decision, &start, response.status().as_u16(), ended);
+        let span = span(&pending.decision, &start, status, ended);
         match self.spans.try_send(span) {
             Ok(()) => {
                 let queued = (self.queue - self.spans.capacity()) as u64;

@@ -200,3 +200,61 @@ async fn shutdown_writes_out_the_last_lines() {
         assert_eq!(value["status"], 200);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_json_rpc_call_is_one_line_under_its_own_service() {
+    let path = temp_path("jsonrpc.log");
+    let c = support::cluster(
+        "",
+        vec![demo::build("echo", None).unwrap()],
+        json_config(path.clone(), 64),
+    )
+    .await;
+    let body = serde_json::json!([
+        {"jsonrpc": "2.0", "method": "echo.info", "params": [], "id": 1},
+        {"jsonrpc": "2.0", "method": "nosuch.method", "params": [], "id": 2},
+        {"jsonrpc": "2.0", "method": "echo.info", "params": []},
+    ]);
+    let got = support::send(
+        c.gateway.addr,
+        "POST",
+        "/",
+        &[
+            ("x-cocaine-json-rpc", "1"),
+            ("x-request-id", "00000000000000cd"),
+        ],
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+
+    // One line per call (the notification's too), none for the request.
+    let lines = lines(&path, 3).await;
+    assert_eq!(lines.len(), 3, "{lines:#?}");
+    let mut by_event: Vec<_> = lines
+        .iter()
+        .map(|l| (l["event"].as_str().unwrap().to_owned(), l))
+        .collect();
+    by_event.sort_by(|a, b| a.0.cmp(&b.0));
+    for (event, line) in &by_event {
+        assert_eq!(line["request_id"], "00000000000000cd", "{line}");
+        assert_eq!(line["trace_id"], "00000000000000cd", "the request's trace");
+        assert_eq!(line["method"], "POST");
+        assert_eq!(line["uri"], "/");
+        if event == "echo.info" {
+            assert_eq!(line["status"], 200, "{line}");
+            assert_eq!(line["service"], "echo");
+            assert_eq!(line["member"], "echo");
+            assert_eq!(line["upstream"], c.apps[0].addr.to_string());
+            assert_eq!(line["attempts"], 1);
+        } else {
+            assert_eq!(event, "nosuch.method");
+            assert_eq!(line["status"], 404, "{line}");
+            assert!(line["service"].is_null(), "{line}");
+        }
+    }
+    // Each call its own span id.
+    let spans: std::collections::BTreeSet<_> =
+        lines.iter().map(|l| l["span_id"].to_string()).collect();
+    assert_eq!(spans.len(), 3, "{lines:#?}");
+}

@@ -407,3 +407,59 @@ async fn a_stuck_collector_costs_a_bounded_queue_and_no_request_time() {
     // At most a queue and a batch held; the rest dropped and counted.
     assert!(stats.dropped >= 200 - 8 - 4, "{stats:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_json_rpc_call_is_a_child_span_of_its_request() {
+    let (collector, mut spans) = collector().await;
+    let (seen_tx, _seen) = mpsc::unbounded_channel();
+    let c = support::cluster(
+        "",
+        vec![traced_app(seen_tx)],
+        config(format!("http://{collector}/v1/traces"), 0.0),
+    )
+    .await;
+    let body = serde_json::json!([
+        {"jsonrpc": "2.0", "method": "traced.info", "params": [], "id": 1},
+        {"jsonrpc": "2.0", "method": "nosuch.method", "params": [], "id": 2},
+    ]);
+    let incoming = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    let got = support::send(
+        c.gateway.addr,
+        "POST",
+        "/",
+        &[("x-cocaine-json-rpc", "1"), ("traceparent", &incoming)],
+        &body.to_string(),
+    )
+    .await;
+    assert_eq!(got.status, 200, "{:?}", got.body);
+    let (_, request_span, _) = parts(got.header("traceparent").expect("traceparent"));
+    c.gateway.flush_traces().await;
+    let mut calls = Vec::new();
+    let mut request = None;
+    while let Ok(got) = spans.try_recv() {
+        assert_eq!(hex(&got.span.trace_id), CALLER_TRACE, "one trace");
+        if hex(&got.span.span_id) == request_span {
+            request = Some(got.span);
+        } else {
+            calls.push(got.span);
+        }
+    }
+    let request = request.expect("the request's own span");
+    assert_eq!(hex(&request.parent_span_id), CALLER_SPAN);
+    assert_eq!(calls.len(), 2, "one span per call");
+    calls.sort_by_key(|s| string(s, "rpc.method"));
+    for call in &calls {
+        assert_eq!(
+            hex(&call.parent_span_id),
+            request_span,
+            "a child of the request"
+        );
+    }
+    assert_eq!(string(&calls[0], "rpc.method"), "nosuch.method");
+    assert_eq!(int(&calls[0], "http.response.status_code"), 404);
+    assert_eq!(string(&calls[1], "rpc.method"), "traced.info");
+    assert_eq!(string(&calls[1], "rpc.service"), "traced");
+    assert_eq!(string(&calls[1], "rpcgate.member"), "traced");
+    assert_eq!(int(&calls[1], "http.response.status_code"), 200);
+    c.gateway.shutdown().await;
+}

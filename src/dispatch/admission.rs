@@ -74,6 +74,17 @@ impl Policy {
     pub fn retry(&self) -> &Retry {
         &self.retry
     }
+
+    /// The config it was made from.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// Whether `service` is a push service (`[services.X] push = true`).
+    pub fn is_push(&self, service: &str) -> bool {
+        !self.config.services.is_empty()
+            && self.config.services.get(service).is_some_and(|s| s.push)
+    }
 }
 
 /// One request counted against a limit until dropped.

@@ -13,10 +13,31 @@ use hyper::body::{Body, Frame as HttpFrame, SizeHint};
 use crate::mux::{ChannelReceiver, ChannelSender};
 use crate::proto::StreamEvent;
 
-/// Why a streamed body stopped before its end.
+/// Why a streamed body stopped before its end, by who stopped it.
 #[derive(Debug, thiserror::Error)]
-#[error("backend failed mid-response: {0}")]
-pub struct BodyAborted(pub(crate) String);
+pub enum BodyAborted {
+    /// The backend connection failed under the reply.
+    #[error("backend failed mid-response: {0}")]
+    Channel(#[source] crate::mux::ChannelError),
+    /// The app ended its reply with an `error`.
+    #[error("the app failed mid-response: {0}")]
+    App(#[source] crate::proto::RemoteError),
+    /// A frame on the reply's channel did not fit its protocol.
+    #[error("backend sent a malformed frame mid-response: {0}")]
+    BadFrame(#[source] crate::proto::MessageError),
+    /// The client read too slowly and was cut.
+    #[error("the client read too slowly and was cut")]
+    SlowClient,
+    /// A streamed upload still going under the reply failed.
+    #[error("the request body failed mid-response: {0}")]
+    Upload(#[source] super::UploadError),
+    /// The streamed upload could not be sent to the app.
+    #[error("sending the request body failed mid-response: {0}")]
+    Sending(#[source] crate::mux::ChannelError),
+    /// Compressing the body failed.
+    #[error("compressing the response failed: {0}")]
+    Compression(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
 
 /// The app's body chunks as an HTTP body.
 #[derive(Debug)]
@@ -118,7 +139,7 @@ impl ReplyBody {
     pub fn into_push(
         mut self,
         limits: super::push::PushLimits,
-        guard: crate::http::streams::StreamGuard,
+        guard: super::streams::StreamGuard,
     ) -> Result<super::push::PushBody, Self> {
         if self.done {
             return Err(self);
@@ -170,7 +191,7 @@ impl Body for ReplyBody {
                 }
                 Some(Err(e)) => {
                     this.done = true;
-                    return Poll::Ready(Some(Err(BodyAborted(e.to_string()))));
+                    return Poll::Ready(Some(Err(BodyAborted::Channel(e))));
                 }
                 Some(Ok(frame)) => frame,
             };
@@ -199,11 +220,11 @@ impl Body for ReplyBody {
                         sender.close_on_drop();
                     }
                     this.done = true;
-                    return Poll::Ready(Some(Err(BodyAborted(e.to_string()))));
+                    return Poll::Ready(Some(Err(BodyAborted::App(e))));
                 }
                 Err(e) => {
                     this.done = true;
-                    return Poll::Ready(Some(Err(BodyAborted(e.to_string()))));
+                    return Poll::Ready(Some(Err(BodyAborted::BadFrame(e))));
                 }
             }
         }

@@ -11,10 +11,12 @@ use hyper::header::{HeaderMap, HeaderName};
 use hyper::{Method, Version};
 use rand::Rng;
 
+use super::{Policy, Watching};
 #[cfg(test)]
 use crate::proto::http::HttpRequest;
 use crate::proto::http::str_len;
 use crate::proto::{Headers, TraceContext, msgpack};
+use crate::route;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -106,6 +108,40 @@ impl TraceDecision {
             remote_parent: sampled.is_some(),
             verbose,
         })
+    }
+}
+
+impl TraceDecision {
+    /// Fresh random ids, not sampled: for a request whose own ids could
+    /// not be read.
+    pub fn fresh() -> Self {
+        let mut rng = rand::rng();
+        let id = rng.random();
+        Self {
+            trace: TraceContext {
+                trace_id: id,
+                span_id: rng.random(),
+                parent_id: id,
+            },
+            trace_hi: 0,
+            remote_parent: false,
+            verbose: false,
+        }
+    }
+
+    /// A child of this decision: the same trace and sampling, a new span
+    /// whose parent is this one's (a JSON-RPC call of its request).
+    pub fn child(&self) -> Self {
+        Self {
+            trace: TraceContext {
+                trace_id: self.trace.trace_id,
+                span_id: rand::random(),
+                parent_id: self.trace.span_id,
+            },
+            trace_hi: self.trace_hi,
+            remote_parent: true,
+            verbose: self.verbose,
+        }
     }
 }
 
@@ -236,6 +272,35 @@ pub fn pack_request(
         headers: frame_headers,
         trace: decision.trace,
     }
+}
+
+/// The `enqueue` for a request whose body is `body`.
+pub(super) fn pack(
+    policy: &Policy,
+    parts: &hyper::http::request::Parts,
+    target: &route::Target,
+    body: Bytes,
+    decision: TraceDecision,
+    timeout: Duration,
+    watching: Watching,
+) -> PackedRequest {
+    let mut packed = pack_request(
+        &parts.method,
+        parts.version,
+        &parts.headers,
+        &target.uri,
+        body,
+        &target.event,
+        &policy.config().request.forward_headers,
+        decision,
+        timeout,
+    );
+    if watching.traceparent {
+        packed
+            .headers
+            .set_traceparent(crate::otlp::traceparent(&decision));
+    }
+    packed
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::body::BodyAborted;
-use crate::http::streams::{Direction, Disconnect, StreamGuard};
+use super::streams::{Direction, Disconnect, StreamGuard};
 use crate::mux::{ChannelError, ChannelReceiver, ChannelSender};
 use crate::proto::StreamEvent;
 
@@ -132,16 +132,14 @@ impl Body for PushBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<HttpFrame<Bytes>, BodyAborted>>> {
         if self.shared.cut.load(Ordering::Acquire) {
-            return Poll::Ready(Some(Err(BodyAborted(
-                "the client read too slowly and was cut".to_owned(),
-            ))));
+            return Poll::Ready(Some(Err(BodyAborted::SlowClient)));
         }
         match std::task::ready!(self.chunks.poll_recv(cx)) {
             Some(Ok(chunk)) => Poll::Ready(Some(Ok(HttpFrame::data(chunk)))),
             Some(Err(e)) => Poll::Ready(Some(Err(e))),
-            None if self.shared.cut.load(Ordering::Acquire) => Poll::Ready(Some(Err(BodyAborted(
-                "the client read too slowly and was cut".to_owned(),
-            )))),
+            None if self.shared.cut.load(Ordering::Acquire) => {
+                Poll::Ready(Some(Err(BodyAborted::SlowClient)))
+            }
             None => Poll::Ready(None),
         }
     }
@@ -234,10 +232,10 @@ impl Pump {
     }
 
     /// Aborts the body with `error` (queued after the chunks before it).
-    fn abort(&mut self, error: String, reason: Disconnect) -> Step {
+    fn abort(&mut self, error: BodyAborted, reason: Disconnect) -> Step {
         // Best effort: a full queue is cut anyway when the body is next
         // polled, and a gone client needs nothing.
-        let _ = self.tx.try_send(Err(BodyAborted(error)));
+        let _ = self.tx.try_send(Err(error));
         Step::End(reason)
     }
 
@@ -247,7 +245,7 @@ impl Pump {
                 self.complete();
                 return Step::End(Disconnect::AppClosed);
             }
-            Some(Err(e)) => return self.abort(e.to_string(), Disconnect::Backend),
+            Some(Err(e)) => return self.abort(BodyAborted::Channel(e), Disconnect::Backend),
             Some(Ok(frame)) => frame,
         };
         match frame.stream_event() {
@@ -267,9 +265,9 @@ impl Pump {
             Ok(StreamEvent::Error(e)) => {
                 // The app's own terminal message: our side ends cleanly.
                 self.complete();
-                self.abort(e.to_string(), Disconnect::AppError)
+                self.abort(BodyAborted::App(e), Disconnect::AppError)
             }
-            Err(e) => self.abort(e.to_string(), Disconnect::Backend),
+            Err(e) => self.abort(BodyAborted::BadFrame(e), Disconnect::Backend),
         }
     }
 }

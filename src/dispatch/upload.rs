@@ -49,10 +49,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Body;
 use tokio::sync::Semaphore;
 
+use super::GatewayError;
 use super::body::BodyAborted;
 use crate::mux::{ChannelError, ChannelSender};
 
@@ -309,13 +311,57 @@ impl Upload {
                             crate::metrics::limit_hit(limit);
                         }
                         // Dropping the sender cancels the app's channel.
-                        return Err(BodyAborted(format!("request body: {e}")));
+                        return Err(BodyAborted::Upload(e));
                     }
                     Err(StepError::Channel(e)) => {
-                        return Err(BodyAborted(format!("sending the request body: {e}")));
+                        return Err(BodyAborted::Sending(e));
                     }
                 }
             }
         }))
     }
+}
+/// A request body collected whole, up to `limit` bytes (413 past it), from
+/// a client that never pauses for `timeout` or longer mid-body (408).
+pub(super) async fn collect_body<B>(
+    body: B,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, GatewayError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut body = std::pin::pin!(Limited::new(body, limit));
+    // One frame is kept as it came; more are copied into one buffer.
+    let mut first = Bytes::new();
+    let mut more: Option<bytes::BytesMut> = None;
+    loop {
+        let frame = match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => return Err(GatewayError::BodyTimeout(timeout)),
+            Ok(None) => break,
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e)))
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some() =>
+            {
+                return Err(GatewayError::BodyTooLarge(limit));
+            }
+            Ok(Some(Err(e))) => return Err(GatewayError::Body(e)),
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        match &mut more {
+            Some(buf) => buf.extend_from_slice(&data),
+            None if first.is_empty() => first = data,
+            None => {
+                let mut buf = bytes::BytesMut::with_capacity(first.len() + data.len());
+                buf.extend_from_slice(&first);
+                buf.extend_from_slice(&data);
+                more = Some(buf);
+            }
+        }
+    }
+    Ok(more.map_or(first, bytes::BytesMut::freeze))
 }

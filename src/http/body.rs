@@ -23,6 +23,20 @@ pub enum GatewayBody {
     /// Another body, counted for the JSON access log, whose line it writes
     /// when dropped (`access_log = "json"`; never a push stream).
     Logged(Box<super::access_log::Logged>),
+    /// Another body through tower-http's compression (the embedded
+    /// service's; the listeners' connections keep their own).
+    Compressed(Box<CompressedBody>),
+}
+
+/// A body through tower-http's compression.
+pub struct CompressedBody(pub(crate) tower_http::compression::CompressionBody<GatewayBody>);
+
+impl std::fmt::Debug for CompressedBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("CompressedBody")
+            .field(self.0.get_ref())
+            .finish()
+    }
 }
 
 impl Default for GatewayBody {
@@ -52,6 +66,7 @@ impl GatewayBody {
             Self::Stream(stream) => stream.close_connection_on_cut(signal),
             Self::Push(push) => push.close_connection_on_cut(Arc::clone(signal)),
             Self::Logged(logged) => logged.body().close_connection_on_cut(signal),
+            Self::Compressed(compressed) => compressed.0.get_ref().close_connection_on_cut(signal),
         }
     }
 }
@@ -69,6 +84,9 @@ impl Body for GatewayBody {
             Self::Stream(stream) => Pin::new(stream).poll_frame(cx),
             Self::Push(push) => Pin::new(push).poll_frame(cx),
             Self::Logged(logged) => Pin::new(&mut **logged).poll_frame(cx),
+            Self::Compressed(compressed) => Pin::new(&mut compressed.0)
+                .poll_frame(cx)
+                .map_err(BodyAborted::Compression),
         }
     }
 
@@ -78,6 +96,7 @@ impl Body for GatewayBody {
             Self::Stream(stream) => stream.is_end_stream(),
             Self::Push(push) => push.is_end_stream(),
             Self::Logged(logged) => logged.is_end_stream(),
+            Self::Compressed(compressed) => compressed.0.is_end_stream(),
         }
     }
 
@@ -88,6 +107,7 @@ impl Body for GatewayBody {
             Self::Stream(stream) => stream.size_hint(),
             Self::Push(push) => push.size_hint(),
             Self::Logged(logged) => logged.size_hint(),
+            Self::Compressed(compressed) => compressed.0.size_hint(),
         }
     }
 }

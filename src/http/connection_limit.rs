@@ -13,12 +13,13 @@
 //! client reusing it later reconnects, as after any keep-alive close).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::cidr::client_key;
 use crate::config::Config;
 
 /// Open client connections, by gateway and by client, and the parked ones
@@ -192,24 +193,6 @@ impl ConnectionLimit {
             limit: Arc::clone(self),
             client,
         }))
-    }
-}
-
-/// The key a client's connections and streams are counted under: an IPv4
-/// address as it is; an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) as its
-/// IPv4 address; another IPv6 address cut to its first `ipv6_prefix` bits
-/// (`limits.client_ipv6_prefix`: one host usually has a whole /64).
-pub(crate) fn client_key(client: IpAddr, ipv6_prefix: u8) -> IpAddr {
-    match client {
-        IpAddr::V4(_) => client,
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return IpAddr::V4(v4);
-            }
-            let bits = u32::from(ipv6_prefix.min(128));
-            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
-        }
     }
 }
 

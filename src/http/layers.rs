@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use hyper::body::{Body, Incoming};
+use hyper::body::Body;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use tower_http::compression::predicate::{Predicate, SizeAbove};
@@ -23,7 +23,8 @@ use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer, Expos
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{GatewayBody, Handler, Settings, X_ACCEL_BUFFERING};
+use super::response::X_ACCEL_BUFFERING;
+use super::{GatewayBody, Handler, Settings};
 use crate::config::{CompressionConfig, Config, CorsConfig};
 
 /// The layers a config turns on; `None` from [`Layers::new`] when none is.
@@ -50,12 +51,16 @@ impl Layers {
     /// Serves `request` through the layers and the handler. The handler's
     /// synchronous first step ([`Handler::begin`]) runs now, before this
     /// returns, as it does without layers.
-    pub(crate) fn call(
+    pub(crate) fn call<B>(
         &self,
         handler: Arc<Handler>,
         settings: Arc<Settings>,
-        request: Request<Incoming>,
-    ) -> Layered {
+        request: Request<B>,
+    ) -> Layered
+    where
+        B: Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let inner = Inner {
             cors: self.cors.as_ref(),
             handled: Handled { handler, settings },
@@ -96,6 +101,17 @@ pub(crate) enum LayeredResponse {
     Compressed(Response<CompressionBody<GatewayBody>>),
 }
 
+impl LayeredResponse {
+    /// The response with one body type (the embedded service's).
+    pub(crate) fn into_gateway_body(self) -> Response<GatewayBody> {
+        match self {
+            Self::Plain(response) => response,
+            Self::Compressed(response) => response
+                .map(|body| GatewayBody::Compressed(Box::new(super::body::CompressedBody(body)))),
+        }
+    }
+}
+
 impl Layered {
     /// The response.
     pub(crate) async fn response(self) -> LayeredResponse {
@@ -119,7 +135,11 @@ struct Inner<'a> {
 }
 
 impl Inner<'_> {
-    fn call_once(self, request: Request<Incoming>) -> ResponseFuture<GatewayBody> {
+    fn call_once<B>(self, request: Request<B>) -> ResponseFuture<GatewayBody>
+    where
+        B: Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         match self.cors {
             // A plain OPTIONS (no `Access-Control-Request-Method`) is not
             // a preflight: it goes to the app, as without CORS.
@@ -133,7 +153,11 @@ impl Inner<'_> {
     }
 }
 
-impl Service<Request<Incoming>> for Inner<'_> {
+impl<B> Service<Request<B>> for Inner<'_>
+where
+    B: Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Response = Response<GatewayBody>;
     type Error = Infallible;
     type Future = ResponseFuture<GatewayBody>;
@@ -142,7 +166,7 @@ impl Service<Request<Incoming>> for Inner<'_> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         Inner {
             cors: self.cors,
             handled: self.handled.clone(),
@@ -168,13 +192,21 @@ struct Handled {
 
 impl Handled {
     /// Takes the request's first step now (see [`Handler::begin`]).
-    fn call_now(self, request: Request<Incoming>) -> ResponseFuture<GatewayBody> {
+    fn call_now<B>(self, request: Request<B>) -> ResponseFuture<GatewayBody>
+    where
+        B: Body<Data = bytes::Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let begun = self.handler.begin(&self.settings, request);
         Box::pin(async move { Ok(self.handler.finish(&self.settings, begun).await) })
     }
 }
 
-impl Service<Request<Incoming>> for Handled {
+impl<B> Service<Request<B>> for Handled
+where
+    B: Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     type Response = Response<GatewayBody>;
     type Error = Infallible;
     type Future = ResponseFuture<GatewayBody>;
@@ -183,7 +215,7 @@ impl Service<Request<Incoming>> for Handled {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, request: Request<B>) -> Self::Future {
         self.clone().call_now(request)
     }
 }

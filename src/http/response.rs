@@ -1,5 +1,6 @@
 //! The one place an error becomes an HTTP status: every failure of the
-//! request path is a [`GatewayError`], mapped here to a status, a JSON body
+//! request path is a [`GatewayError`] (the exchange's, `dispatch::error`),
+//! mapped here to a status, a JSON body
 //! `{"error": {"status", "kind", "message", "category", "code",
 //! "request_id"}}`, `X-Error-Generated-By: rpcgate` and `X-Request-Id`.
 
@@ -8,42 +9,13 @@ use hyper::header::{HeaderName, HeaderValue};
 use hyper::{Response, StatusCode};
 
 use super::body::GatewayBody;
-use crate::dispatch::jsonrpc::Answer;
-use crate::dispatch::{BadRequestId, DispatchError, UploadError};
+pub use crate::dispatch::GatewayError;
+use crate::dispatch::jsonrpc::{Answer, CallFailure};
+use crate::dispatch::{AppBody, AppReply, Upgrade};
+use crate::dispatch::{DispatchError, UploadError};
 use crate::proto::category;
+use crate::proto::http::HeaderPair;
 use crate::route::RouteError;
-
-/// Every way the request path can fail, by who failed.
-#[derive(Debug, thiserror::Error)]
-pub enum GatewayError {
-    /// No route (client: 400 or 404).
-    #[error(transparent)]
-    Route(#[from] RouteError),
-    /// A malformed `X-Request-Id` (client: 400).
-    #[error(transparent)]
-    RequestId(#[from] BadRequestId),
-    /// The body is over the limit (client: 413).
-    #[error("request body larger than the limit of {0} bytes")]
-    BodyTooLarge(usize),
-    /// The client sent no body bytes for `limits.body_timeout` (client:
-    /// 408).
-    #[error("no request body bytes for {0:?}")]
-    BodyTimeout(std::time::Duration),
-    /// The body could not be read (client: 400).
-    #[error("reading the request body failed: {0}")]
-    Body(#[source] Box<dyn std::error::Error + Send + Sync>),
-    /// The backend side failed (locator, connection, app).
-    #[error(transparent)]
-    Dispatch(#[from] DispatchError),
-    /// The request came on a connection being closed because its client
-    /// cancelled most of its requests (rapid reset): not dispatched (503).
-    #[error("this connection is closing: its client cancelled most of its requests")]
-    ConnectionClosing,
-    /// A new long-lived stream past `limits.max_streams` or
-    /// `limits.max_streams_per_client` (503).
-    #[error(transparent)]
-    TooManyStreams(#[from] super::streams::TooManyStreams),
-}
 
 impl GatewayError {
     /// The status, and a short machine-readable kind.
@@ -91,27 +63,6 @@ impl GatewayError {
                     UploadError::Client(_) => (StatusCode::BAD_REQUEST, "bad_body"),
                 },
             },
-        }
-    }
-
-    /// The `rpcgate_limit_hits_total` label of the client limit this
-    /// error is, if it is one of the body's (size or timeout).
-    pub fn body_limit_hit(&self) -> Option<&'static str> {
-        match self {
-            Self::BodyTooLarge(_) => Some("body_size"),
-            Self::BodyTimeout(_) => Some("body_timeout"),
-            Self::Dispatch(DispatchError::Upload(e)) => e.limit(),
-            _ => None,
-        }
-    }
-
-    /// The app error's category name, when the app answered with one.
-    pub fn app_category(&self) -> Option<&'static str> {
-        match self {
-            Self::Dispatch(DispatchError::App(e) | DispatchError::Overloaded { last: e, .. }) => {
-                Some(category::name(e.code.category))
-            }
-            _ => None,
         }
     }
 
@@ -183,6 +134,132 @@ pub fn jsonrpc(answer: Answer, request_id: u64) -> Response<GatewayBody> {
     };
     set_request_id(response.headers_mut(), request_id);
     response
+}
+
+/// The status a JSON-RPC call's outcome stands for, in its metrics sample,
+/// span and access-log line (its HTTP response is 200 whatever it is).
+pub fn call_status(failure: Option<CallFailure>) -> StatusCode {
+    match failure {
+        None => StatusCode::OK,
+        Some(CallFailure::Invalid) => StatusCode::BAD_REQUEST,
+        Some(CallFailure::NotFound) => StatusCode::NOT_FOUND,
+        Some(CallFailure::Refused) => StatusCode::SERVICE_UNAVAILABLE,
+        Some(CallFailure::Unreachable) => StatusCode::SERVICE_UNAVAILABLE,
+        Some(CallFailure::Deadline) => StatusCode::GATEWAY_TIMEOUT,
+        Some(CallFailure::BadReply) => StatusCode::BAD_GATEWAY,
+        Some(CallFailure::Backend) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// A failed JSON-RPC call's error kind, for its span.
+pub fn call_failure_kind(failure: CallFailure) -> &'static str {
+    match failure {
+        CallFailure::Invalid => "bad_call",
+        CallFailure::NotFound => "method_not_found",
+        CallFailure::Refused => "shed",
+        CallFailure::Unreachable => "no_connection",
+        CallFailure::Deadline => "deadline",
+        CallFailure::BadReply => "bad_gateway",
+        CallFailure::Backend => "app_error",
+    }
+}
+
+/// Headers that describe one hop and are never copied from the app.
+const HOP_BY_HOP: [&str; 7] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Tells nginx not to buffer a push stream.
+pub(crate) const X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+/// The response to the app's reply: its status, its headers (by value, less
+/// the hop-by-hop ones and any that are not valid HTTP), and its body; a
+/// push stream's headers tell proxies in front not to buffer it.
+pub fn reply(reply: AppReply, request_id: u64) -> Response<GatewayBody> {
+    let AppReply {
+        status,
+        headers: app_headers,
+        body,
+        no_body,
+        push,
+        event_stream,
+    } = reply;
+    let body = match body {
+        AppBody::Empty => GatewayBody::empty(),
+        AppBody::Stream(body) => GatewayBody::Stream(body),
+        AppBody::Push(push) => GatewayBody::Push(push),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    copy_headers(app_headers, headers, |_| false);
+    if no_body {
+        headers.remove(hyper::header::CONTENT_LENGTH);
+    }
+    if push {
+        // nginx in front must pass each chunk on at once.
+        headers.remove(hyper::header::CONTENT_LENGTH);
+        headers.insert(X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+        if event_stream && !headers.contains_key(hyper::header::CACHE_CONTROL) {
+            headers.insert(
+                hyper::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-cache"),
+            );
+        }
+    }
+    set_request_id(headers, request_id);
+    response
+}
+
+/// The 101 for a WebSocket the app accepted: the app's headers (its
+/// `Sec-WebSocket-Protocol`...), the handshake's own, and the session to
+/// run once the 101 is written (see `http::websocket`).
+pub fn upgrade(upgrade: Upgrade, request_id: u64) -> Response<GatewayBody> {
+    let Upgrade {
+        headers: app_headers,
+        key,
+        session,
+    } = upgrade;
+    let mut response = Response::new(GatewayBody::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    copy_headers(app_headers, headers, super::websocket::is_own_header);
+    super::websocket::accept(headers, &key);
+    set_request_id(headers, request_id);
+    response
+        .extensions_mut()
+        .insert(super::websocket::Pending::new(session));
+    response
+}
+
+/// Moves the app's headers into `headers`, less hop-by-hop ones, those
+/// `skip` names, and any that are not valid HTTP. Repeated headers
+/// (`Set-Cookie`...) are all kept.
+fn copy_headers(
+    from: Vec<HeaderPair>,
+    headers: &mut hyper::HeaderMap,
+    skip: impl Fn(&HeaderName) -> bool,
+) {
+    // By value: each header value's bytes move into the response.
+    for (name, value) in from {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(&name),
+            HeaderValue::from_maybe_shared(value),
+        ) else {
+            tracing::debug!("dropping an invalid response header from the app");
+            continue;
+        };
+        if HOP_BY_HOP.contains(&name.as_str()) || skip(&name) {
+            continue;
+        }
+        headers.append(name, value);
+    }
 }
 
 /// `X-Request-Id: <16 lowercase hex digits>`.

@@ -9,9 +9,10 @@
 mod subject;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use hyper::header::HeaderValue;
 use rustls::crypto::CryptoProvider;
@@ -20,7 +21,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -269,9 +270,11 @@ pub fn reload_logged(store: &CertStore, why: &str) -> bool {
     }
 }
 
-/// Accepts HTTPS connections until `shutdown`: each gets `handshake_timeout`
-/// to finish its handshake, then is served by `handler` with the verified
-/// client subject (mTLS) in the configured header.
+/// Accepts HTTPS connections until `shutdown` through the one accept path
+/// ([`crate::http::accept::serve_with`]): each gets `handshake_timeout`
+/// for its PROXY header (when required) and its handshake together, then
+/// is served by `handler` with the verified client subject (mTLS) in the
+/// configured header.
 pub async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
@@ -281,75 +284,69 @@ pub async fn serve(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    loop {
-        let Some((stream, peer)) =
-            crate::listener::accept_with_peer(&listener, &shutdown, "https").await
-        else {
-            return;
-        };
-        // Room for it, made by closing an idle connection if need be
-        // (only once a client is there); meanwhile accepting pauses.
-        let Some(permit) = connections.acquire(&shutdown, "https").await else {
-            return;
-        };
-        let acceptor = acceptor.clone();
-        let handler = Arc::clone(&handler);
-        let connections = Arc::clone(&connections);
-        let shutdown = shutdown.clone();
-        let tls = Arc::clone(&tls);
-        tracker.spawn(async move {
-            // The PROXY header (when required) and the handshake share
-            // the handshake timeout.
-            let started = tokio::time::Instant::now();
-            let (stream, peer) = match crate::proxy_protocol::accept(
-                stream,
-                peer,
-                tls.proxy_protocol,
-                tls.handshake_timeout,
-            )
-            .await
-            {
-                Ok(accepted) => accepted,
-                Err(e) => return crate::http::refuse_proxy_header(&e),
-            };
-            // Past its client's cap: dropped before the handshake, so
-            // closed unanswered.
-            let Ok(_client) = connections.admit(Some(peer.ip()), &handler.config()) else {
+    let proxy_protocol = tls.proxy_protocol;
+    let handshake = Arc::new(TlsHandshake { acceptor, tls });
+    crate::http::accept::serve_with(
+        listener,
+        proxy_protocol,
+        handshake,
+        handler,
+        connections,
+        shutdown,
+        tracker,
+    )
+    .await;
+}
+
+/// The TLS handshake of an HTTPS listener, and the verified client
+/// subject it gives.
+struct TlsHandshake {
+    acceptor: TlsAcceptor,
+    tls: Arc<TlsConfig>,
+}
+
+impl crate::http::accept::Handshake<TcpStream> for TlsHandshake {
+    const NAME: &'static str = "https";
+
+    fn timeout(&self) -> Option<Duration> {
+        Some(self.tls.handshake_timeout)
+    }
+
+    async fn serve(
+        &self,
+        stream: crate::prefixed::Prefixed<TcpStream>,
+        client: SocketAddr,
+        handler: Arc<Handler>,
+        connections: Arc<crate::http::ConnectionLimit>,
+        shutdown: CancellationToken,
+        deadline: tokio::time::Instant,
+    ) {
+        let stream = match tokio::time::timeout_at(deadline, self.acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
                 return;
-            };
-            let stream = match tokio::time::timeout_at(
-                started + tls.handshake_timeout,
-                acceptor.accept(stream),
-            )
-            .await
-            {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!("TLS handshake timed out");
-                    return;
-                }
-            };
-            let subject = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|leaf| subject(leaf))
-                .and_then(|s| HeaderValue::from_bytes(s.as_bytes()).ok());
-            crate::http::serve_connection(
-                stream,
-                Some(peer),
-                handler,
-                &connections,
-                shutdown,
-                subject,
-            )
-            .await;
-            drop(permit);
-        });
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                return;
+            }
+        };
+        let subject = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| subject(leaf))
+            .and_then(|s| HeaderValue::from_bytes(s.as_bytes()).ok());
+        crate::http::serve_connection(
+            stream,
+            Some(client),
+            handler,
+            &connections,
+            shutdown,
+            subject,
+        )
+        .await;
     }
 }

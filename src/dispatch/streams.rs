@@ -178,7 +178,7 @@ impl Streams {
         client: Option<IpAddr>,
         caps: StreamCaps,
     ) -> Result<StreamGuard, TooManyStreams> {
-        let client = client.map(|c| super::connection_limit::client_key(c, caps.ipv6_prefix));
+        let client = client.map(|c| crate::cidr::client_key(c, caps.ipv6_prefix));
         let refused = {
             let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
             let from_client = client.map_or(0, |c| counts.clients.get(&c).copied().unwrap_or(0));
