@@ -175,7 +175,7 @@ fn steps(block: &Block, file: &str) -> Result<Vec<Step>, String> {
             let step = steps.last_mut().unwrap();
             step.command.push('\n');
             step.command.push_str(raw);
-            continued = text.ends_with('\\');
+            continued = continues(&step.command);
             continue;
         }
         if let Some(expect) = text.strip_prefix(EXPECT) {
@@ -189,10 +189,37 @@ fn steps(block: &Block, file: &str) -> Result<Vec<Step>, String> {
                 command: raw.to_owned(),
                 expects: Vec::new(),
             });
-            continued = text.ends_with('\\');
+            continued = continues(raw);
         }
     }
     Ok(steps)
+}
+
+/// Whether a command goes on past the end of `text`: a trailing `\`, or a
+/// quote still open (a multi-line `-d '...'`). A `#` that starts a word
+/// outside quotes starts a comment, to the end of its line.
+fn continues(text: &str) -> bool {
+    let mut quote: Option<char> = None;
+    let (mut escaped, mut comment, mut word_start) = (false, false, true);
+    for c in text.chars() {
+        if comment {
+            comment = c != '\n';
+            word_start = true;
+            continue;
+        }
+        match (quote, c) {
+            _ if escaped => escaped = false,
+            (Some('\''), '\'') => quote = None,
+            (Some('\''), _) => {}
+            (_, '\\') => escaped = true,
+            (Some('"'), '"') => quote = None,
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '#') if word_start => comment = true,
+            _ => {}
+        }
+        word_start = c.is_whitespace();
+    }
+    !comment && (quote.is_some() || text.trim_end().ends_with('\\'))
 }
 
 /// The Markdown files the contract covers: README.md and docs/*.md.
@@ -463,43 +490,60 @@ async fn locator_admin_flag() -> Option<String> {
 
 /// Runs the `sh standalone` blocks of `text` (shown as `file`) against a
 /// fresh standalone; every failure as `FILE:LINE: what`, with the output.
+/// A command that exits non-zero (or times out) ends its block: the later
+/// commands of that block depend on it, and are reported as skipped.
 async fn run_document(file: &str, text: &str) -> Vec<String> {
-    let mut all = Vec::new();
+    let mut runnable = Vec::new();
     let mut failures = Vec::new();
     for block in blocks(text) {
         if block.info.len() == 2 && block.info[0] == "sh" && block.info[1] == STANDALONE {
             match steps(&block, file) {
-                Ok(s) => all.extend(s),
+                Ok(s) if !s.is_empty() => runnable.push(s),
+                Ok(_) => {}
                 Err(e) => failures.push(e),
             }
         }
     }
-    if all.is_empty() {
+    if runnable.is_empty() {
         return failures;
     }
     let standalone = Standalone::start().await;
-    for step in &all {
-        let command = standalone.rewrite(&step.command);
-        let shown_command = step.command.trim();
-        match standalone.run(&command).await {
-            Err(why) => failures.push(format!("{file}:{}: `{shown_command}` {why}", step.line)),
-            Ok((status, output)) => {
-                if status != Some(0) {
-                    failures.push(format!(
-                        "{file}:{}: `{shown_command}` exited with {}\n--- output ---\n{output}",
-                        step.line,
-                        status.map_or("a signal".to_owned(), |c| c.to_string()),
-                    ));
-                }
-                for (line, expect) in &step.expects {
-                    if !output.contains(expect.as_str()) {
-                        failures.push(format!(
-                            "{file}:{line}: expected `{expect}` in the output of line {} \
-                             (`{shown_command}`)\n--- output ---\n{output}",
-                            step.line
-                        ));
+    for block in &runnable {
+        for (i, step) in block.iter().enumerate() {
+            let command = standalone.rewrite(&step.command);
+            let shown_command = step.command.trim();
+            let failed = match standalone.run(&command).await {
+                Err(why) => Some(format!("{file}:{}: `{shown_command}` {why}", step.line)),
+                Ok((status, output)) => {
+                    for (line, expect) in &step.expects {
+                        if !output.contains(expect.as_str()) {
+                            failures.push(format!(
+                                "{file}:{line}: expected `{expect}` in the output of line {} \
+                                 (`{shown_command}`)\n--- output ---\n{output}",
+                                step.line
+                            ));
+                        }
                     }
+                    (status != Some(0)).then(|| {
+                        format!(
+                            "{file}:{}: `{shown_command}` exited with {}\n--- output ---\n{output}",
+                            step.line,
+                            status.map_or("a signal".to_owned(), |c| c.to_string()),
+                        )
+                    })
                 }
+            };
+            if let Some(failure) = failed {
+                let rest: Vec<String> = block[i + 1..].iter().map(|s| s.line.to_string()).collect();
+                failures.push(if rest.is_empty() {
+                    failure
+                } else {
+                    format!(
+                        "{failure}\n(the rest of its block was skipped: line(s) {})",
+                        rest.join(", ")
+                    )
+                });
+                break;
             }
         }
     }
@@ -553,6 +597,7 @@ async fn a_broken_block_is_reported_with_its_file_and_line() {
                 ```sh standalone\n\
                 curl -sf http://127.0.0.1:9090/ping \\\n  -o /dev/null\n\
                 curl -sf http://127.0.0.1:8080/no-such-service/http/\n\
+                curl -sf http://127.0.0.1:8080/hello/http/\n\
                 ```\n";
     let failures = run_document("broken.md", text).await;
     assert_eq!(failures.len(), 2, "{failures:#?}");
@@ -566,4 +611,25 @@ async fn a_broken_block_is_reported_with_its_file_and_line() {
         ),
         "{failures:#?}"
     );
+    assert!(failures[1].contains("skipped: line(s) 14"), "{failures:#?}");
+}
+
+#[test]
+fn commands_go_on_over_backslashes_and_open_quotes_but_not_comments() {
+    let text = "```sh standalone\n\
+                curl -s x \\\n  -d '[1,\n     2]'   # the app's answer\n\
+                # a comment line, the doc's own\n\
+                echo it's'' fine # it's a comment\n\
+                # expect: fine\n\
+                ```\n";
+    let block = blocks(text).pop().unwrap();
+    let steps = steps(&block, "x.md").unwrap();
+    assert_eq!(steps.len(), 2, "{steps:#?}");
+    assert_eq!(steps[0].line, 2);
+    assert_eq!(
+        steps[0].command,
+        "curl -s x \\\n  -d '[1,\n     2]'   # the app's answer"
+    );
+    assert_eq!(steps[1].line, 6);
+    assert_eq!(steps[1].expects, [(7, "fine".to_owned())]);
 }

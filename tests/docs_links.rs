@@ -183,11 +183,18 @@ fn broken_links(path: &Path, shown: &str, text: &str) -> Vec<String> {
                 Some((f, frag)) => (f, Some(frag)),
                 None => (target.as_str(), None),
             };
-            let resolved = if file.is_empty() {
-                path.to_path_buf()
-            } else {
-                dir.join(file)
-            };
+            if file.is_empty() {
+                // This page's own heading.
+                if let Some(fragment) = fragment
+                    && !anchors(text).iter().any(|a| a == fragment)
+                {
+                    errors.push(format!(
+                        "{shown}:{line}: `{target}`: no heading with anchor #{fragment}"
+                    ));
+                }
+                continue;
+            }
+            let resolved = dir.join(file);
             if !resolved.exists() {
                 errors.push(format!(
                     "{shown}:{line}: `{target}`: no such file {}",
