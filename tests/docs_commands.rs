@@ -315,6 +315,11 @@ struct Standalone {
 
 static RUNS: AtomicUsize = AtomicUsize::new(0);
 
+/// One standalone at a time in this test binary: an address the checker
+/// cannot move (a role with no flag for a free port) must not be bound
+/// twice.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 impl Standalone {
     async fn start() -> Self {
         let run = RUNS.fetch_add(1, Ordering::Relaxed);
@@ -507,42 +512,53 @@ async fn run_document(file: &str, text: &str) -> Vec<String> {
     if runnable.is_empty() {
         return failures;
     }
+    let _one = ONE_AT_A_TIME.lock().await;
     let standalone = Standalone::start().await;
     for block in &runnable {
         for (i, step) in block.iter().enumerate() {
             let command = standalone.rewrite(&step.command);
             let shown_command = step.command.trim();
-            let failed = match standalone.run(&command).await {
-                Err(why) => Some(format!("{file}:{}: `{shown_command}` {why}", step.line)),
-                Ok((status, output)) => {
-                    for (line, expect) in &step.expects {
-                        if !output.contains(expect.as_str()) {
-                            failures.push(format!(
-                                "{file}:{line}: expected `{expect}` in the output of line {} \
-                                 (`{shown_command}`)\n--- output ---\n{output}",
-                                step.line
-                            ));
-                        }
-                    }
-                    (status != Some(0)).then(|| {
-                        format!(
-                            "{file}:{}: `{shown_command}` exited with {}\n--- output ---\n{output}",
-                            step.line,
-                            status.map_or("a signal".to_owned(), |c| c.to_string()),
-                        )
-                    })
-                }
-            };
-            if let Some(failure) = failed {
-                let rest: Vec<String> = block[i + 1..].iter().map(|s| s.line.to_string()).collect();
-                failures.push(if rest.is_empty() {
-                    failure
+            let rest = || {
+                let lines: Vec<String> =
+                    block[i + 1..].iter().map(|s| s.line.to_string()).collect();
+                if lines.is_empty() {
+                    String::new()
                 } else {
                     format!(
-                        "{failure}\n(the rest of its block was skipped: line(s) {})",
-                        rest.join(", ")
+                        "\n(the rest of its block was skipped: line(s) {})",
+                        lines.join(", ")
                     )
-                });
+                }
+            };
+            let (status, output) = match standalone.run(&command).await {
+                Ok(ran) => ran,
+                Err(why) => {
+                    failures.push(format!(
+                        "{file}:{}: `{shown_command}` {why}{}",
+                        step.line,
+                        rest()
+                    ));
+                    break;
+                }
+            };
+            if status != Some(0) {
+                failures.push(format!(
+                    "{file}:{}: `{shown_command}` exited with {}\n--- output ---\n{output}{}",
+                    step.line,
+                    status.map_or("a signal".to_owned(), |c| c.to_string()),
+                    rest()
+                ));
+            }
+            for (line, expect) in &step.expects {
+                if !output.contains(expect.as_str()) {
+                    failures.push(format!(
+                        "{file}:{line}: expected `{expect}` in the output of line {} \
+                         (`{shown_command}`)\n--- output ---\n{output}",
+                        step.line
+                    ));
+                }
+            }
+            if status != Some(0) {
                 break;
             }
         }
