@@ -390,7 +390,7 @@ impl Report {
         let is_group = |name: &str| groups_list.iter().any(|g| g.name() == name);
 
         // Services: members summed.
-        let mut services: BTreeMap<&str, ([f64; 5], [f64; 5], Vec<(f64, f64)>)> = BTreeMap::new();
+        let mut services: BTreeMap<&str, ServiceSums> = BTreeMap::new();
         for ((service, member), counts) in &now.requests {
             let entry = services.entry(service).or_default();
             let before = base
@@ -516,6 +516,10 @@ impl Report {
         }
     }
 }
+
+/// A service's counts, members summed: answered by class since start, the
+/// same over the window, and the window's latency buckets.
+type ServiceSums = ([f64; 5], [f64; 5], Vec<(f64, f64)>);
 
 /// Adds `now - before` (cumulative bucket counts) into `sum`.
 fn add_buckets(sum: &mut Vec<(f64, f64)>, now: &[(f64, f64)], before: Option<&[(f64, f64)]>) {
