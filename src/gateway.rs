@@ -160,6 +160,7 @@ impl RunningGateway {
             handler: Arc::clone(&handler),
             pools,
             ready: AtomicBool::new(true),
+            stats: admin::Stats::default(),
         });
         let admin_shutdown = CancellationToken::new();
         let admin_tracker = TaskTracker::new();

@@ -626,6 +626,9 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
         "  websocat ws://{http}/chat/http/rooms/lobby   # WebSocket chat: every message to everyone in the room"
     );
     println!("  open http://{http}/chat/http/ in two tabs   # the chat room and the SSE ticker");
+    if let Some(admin) = standalone.gateway.admin_addr {
+        println!("  open http://{admin}/ui   # live rates, shares against weights, errors");
+    }
     println!("  curl -i 'http://{http}/fail/http/?category=43&code=7&message=boom'");
     println!(
         "  curl -si http://{http}/canary/http/ | grep -i x-app-version   # v1 exactly 3 in 4 times"

@@ -17,8 +17,14 @@
 //! `limits.header_timeout` (of the running config) to send a request head,
 //! and it serves at most [`MAX_CONNECTIONS`] connections at once
 //! (accepting pauses at the cap).
+//!
+//! `GET /ui` is a page for people: live rates, shares against weights,
+//! connections, streams, limit hits and ejections, updated every second
+//! from `GET /stats` ([`Stats`], computed when asked). Both are reads and
+//! need no token.
 
 mod server;
+mod stats;
 mod token;
 
 use std::sync::Arc;
@@ -34,6 +40,7 @@ use tokio_util::task::TaskTracker;
 
 pub use self::server::{MAX_CONNECTIONS, Routes, serve as serve_routes};
 pub(crate) use self::server::{error, json, method_not_allowed};
+pub use self::stats::{Report, Stats, WINDOW as STATS_WINDOW};
 pub use self::token::{Token, TokenError};
 
 use crate::http::Handler;
@@ -64,6 +71,8 @@ pub struct AdminState {
     pub pools: Arc<Pools>,
     /// False once shutdown starts.
     pub ready: AtomicBool,
+    /// The samples behind `/stats` (empty until someone asks).
+    pub stats: Stats,
 }
 
 /// Serves the admin API until `shutdown`, on the shared admin server.
@@ -112,7 +121,15 @@ fn route(
     }
     let known = matches!(
         path,
-        "/ping" | "/health" | "/ready" | "/pools" | "/metrics" | "/config"
+        "/ping"
+            | "/health"
+            | "/ready"
+            | "/pools"
+            | "/metrics"
+            | "/config"
+            | "/stats"
+            | "/ui"
+            | "/favicon.ico"
     );
     if known && !matches!(*method, Method::GET | Method::HEAD) {
         return method_not_allowed(method, ALLOWED);
@@ -149,6 +166,16 @@ fn route(
             StatusCode::OK,
             &crate::config::view(&state.handler.config()),
         ),
+        "/stats" => {
+            let mut response = json(StatusCode::OK, &state.stats.report(&state.pools));
+            response.headers_mut().insert(
+                hyper::header::CACHE_CONTROL,
+                hyper::header::HeaderValue::from_static("no-store"),
+            );
+            response
+        }
+        "/ui" => static_page(UI_PAGE, "text/html; charset=utf-8"),
+        "/favicon.ico" => static_page(FAVICON, "image/svg+xml"),
         _ => json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({"error": "no such admin route"}),
@@ -182,6 +209,22 @@ fn log_level(method: &Method, body: Option<Bytes>) -> Response<Full<Bytes>> {
             &serde_json::json!({"error": reason}),
         ),
     }
+}
+
+/// The `/ui` page: HTML, CSS and JavaScript in one file, nothing fetched
+/// from elsewhere but `/stats`.
+const UI_PAGE: &str = include_str!("ui.html");
+
+/// The icon of `/ui` (also linked inline, so browsers need not ask).
+const FAVICON: &str = include_str!("favicon.svg");
+
+fn static_page(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(content_type),
+    );
+    response
 }
 
 fn text_response(status: StatusCode, body: &str) -> Response<Full<Bytes>> {

@@ -8,8 +8,10 @@
 // crates that include this module.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod browser;
 pub mod child;
 pub mod etcd;
+pub mod standalone;
 
 use std::net::SocketAddr;
 

@@ -93,8 +93,9 @@ pub(super) async fn chat(
     let path = req.path().into_owned();
     let room = path
         .strip_prefix("/rooms/")
-        .filter(|r| !r.is_empty() && r.len() <= MAX_ROOM_NAME && !r.contains('/'))
-        .map(str::to_owned);
+        .filter(|r| !r.contains('/'))
+        .map(decode_room)
+        .filter(|r| !r.is_empty() && r.len() <= MAX_ROOM_NAME && !r.contains('/'));
     match (room, req.is_upgrade()) {
         (Some(room), true) => member(req, &rooms, &room).await,
         (Some(_), false) => {
@@ -173,59 +174,42 @@ async fn member(req: WebSocketRequest, rooms: &Rooms, room: &str) -> HandlerResu
     Ok(())
 }
 
-/// The demo page: a room over WebSocket and the ticker over EventSource.
-const PAGE: &str = r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>rpcgate chat</title>
-<style>
- body { font: 15px system-ui, sans-serif; max-width: 40em; margin: 2em auto; }
- #log { border: 1px solid #ccc; height: 20em; overflow-y: auto; padding: .5em; white-space: pre-wrap; }
- .sys { color: #888; }
-</style>
-</head>
-<body>
-<h1>rpcgate chat</h1>
-<p>Room <input id="room" value="lobby" size="12"> <button id="join">join</button>
- &middot; ticker (SSE): <span id="clock">&hellip;</span></p>
-<div id="log"></div>
-<form id="form"><input id="text" size="50" autocomplete="off" placeholder="say something">
-<button>send</button></form>
-<script>
-"use strict";
-const base = location.pathname.replace(/\/+$/, "");
-const log = document.getElementById("log");
-function line(text, cls) {
-  const div = document.createElement("div");
-  div.textContent = text;
-  if (cls) div.className = cls;
-  log.appendChild(div);
-  log.scrollTop = log.scrollHeight;
+/// A room name as the page typed it: the path segment percent-decoded
+/// (`my%20room` is `my room`); bytes that are not UTF-8 become U+FFFD.
+fn decode_room(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: Option<&u8>| b.and_then(|b| char::from(*b).to_digit(16));
+        match (bytes[i], hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
+            (b'%', Some(high), Some(low)) => {
+                out.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
-let ws = null;
-function join() {
-  if (ws) ws.close();
-  const room = encodeURIComponent(document.getElementById("room").value || "lobby");
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  ws = new WebSocket(scheme + "//" + location.host + base + "/rooms/" + room);
-  ws.onopen = () => line("joined " + room, "sys");
-  ws.onmessage = (e) => line(typeof e.data === "string" ? e.data : "(binary message)");
-  ws.onclose = (e) => line("closed: " + e.code + " " + e.reason, "sys");
+
+/// The demo page: a room over WebSocket and the ticker over EventSource,
+/// with a connection state, reconnects with backoff, an outbox for what
+/// is typed while disconnected, and sender names and times.
+const PAGE: &str = include_str!("chat.html");
+
+#[cfg(test)]
+mod tests {
+    use super::decode_room;
+
+    #[test]
+    fn room_names_are_decoded() {
+        assert_eq!(decode_room("my%20room"), "my room");
+        assert_eq!(decode_room("caf%C3%A9"), "café");
+        assert_eq!(decode_room("100%"), "100%");
+        assert_eq!(decode_room("a+b%2"), "a+b%2");
+    }
 }
-document.getElementById("join").onclick = join;
-document.getElementById("form").onsubmit = (e) => {
-  e.preventDefault();
-  const text = document.getElementById("text");
-  if (ws && ws.readyState === WebSocket.OPEN && text.value) ws.send(text.value);
-  text.value = "";
-};
-const ticker = new EventSource("/ticker/http/?interval_ms=1000");
-ticker.onmessage = (e) => {
-  document.getElementById("clock").textContent = new Date(Number(e.data)).toLocaleTimeString();
-};
-join();
-</script>
-</body>
-</html>
-"#;
