@@ -16,24 +16,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{Conn, LocatorOrConnect, Pool, Pools};
+use crate::backoff::Backoff;
 use crate::locator::{Locator, LocatorError, Rings};
 use crate::mux::{self, MuxConfig};
 
-/// The first pause after a failed connect; doubles per failure.
-const BACKOFF_START: Duration = Duration::from_millis(100);
-/// The longest pause between connect attempts while a service fails.
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The pauses between connect attempts while a service fails: 100 ms after
+/// the first failure, doubling, at most 5 s.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 /// A connection that closes sooner than this after connecting, without
 /// being told to drain, counts as a failed connect: a backend that accepts
 /// and drops at once is backed off like one that refuses.
 const HEALTHY_AFTER: Duration = Duration::from_secs(1);
 
-/// The pause after `failures` failures in a row.
-fn backoff(failures: u32) -> Duration {
-    BACKOFF_START
-        .saturating_mul(1 << failures.saturating_sub(1).min(6))
-        .min(BACKOFF_MAX)
-}
 /// How often the maintainer looks even when nothing wakes it (to notice
 /// connections that died without a request noticing).
 const IDLE_CHECK: Duration = Duration::from_secs(1);
@@ -107,7 +101,7 @@ pub(super) async fn run(
                 pools.report_failure(&pool);
             }
             failures = failures.saturating_add(1);
-            let pause = backoff(failures);
+            let pause = BACKOFF.pause(failures.saturating_sub(1));
             retry_at = Some(now + pause);
             tracing::debug!(service = %pool.service, %endpoint, ?pause, "pool connection closed right after connecting");
             *pool
@@ -220,7 +214,7 @@ pub(super) async fn run(
                 Ok(Ok(conn)) => {
                     // While failing, a connect is only a probe: the next one
                     // waits its pause until a connection proves healthy.
-                    retry_at = (failures > 0).then(|| Instant::now() + backoff(failures));
+                    retry_at = (failures > 0).then(|| Instant::now() + BACKOFF.pause(failures.saturating_sub(1)));
                     for old in add(&pool, conn) {
                         // Never cut: it finishes its open channels, then closes.
                         old.handle.drain().await;
@@ -250,7 +244,7 @@ pub(super) async fn run(
                         pools.report_failure(&pool);
                     }
                     failures = failures.saturating_add(1);
-                    let pause = backoff(failures);
+                    let pause = BACKOFF.pause(failures.saturating_sub(1));
                     retry_at = Some(Instant::now() + pause);
                     tracing::debug!(service = %pool.service, ?error, ?pause, "pool connect failed");
                     *pool.last_error.write().unwrap_or_else(PoisonError::into_inner) = Some(error);
