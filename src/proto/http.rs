@@ -52,6 +52,119 @@ fn pairs_len(pairs: &[HeaderPair]) -> usize {
             .sum::<usize>()
 }
 
+/// How [`RequestTuple`] writes header names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderNames {
+    /// As given.
+    AsIs,
+    /// Title-cased (`content-type` → `Content-Type`): HTTP/1 header names
+    /// reach the gateway lowercased, and workers written against the old
+    /// proxies look headers up in their usual case.
+    TitleCase,
+}
+
+/// The request 5-tuple from borrowed parts: the one encoder, behind both
+/// [`HttpRequest::to_bytes`] and the gateway's packing (which writes
+/// straight from the HTTP request, with no per-header copies). v4 string
+/// forms only; every header line its own pair.
+#[derive(Debug, Clone)]
+pub struct RequestTuple<'a, H> {
+    /// The method.
+    pub method: &'a [u8],
+    /// Path and query.
+    pub uri: &'a [u8],
+    /// `1.1` or `1.0`.
+    pub version: &'a [u8],
+    /// Every header line, `(name, value)`, in order: called twice, to
+    /// measure and to write.
+    pub headers: H,
+    /// How the names are written.
+    pub names: HeaderNames,
+    /// The whole body (empty when streamed).
+    pub body: &'a [u8],
+}
+
+impl<'a, H, I> RequestTuple<'a, H>
+where
+    H: Fn() -> I,
+    I: Iterator<Item = (&'a [u8], &'a [u8])>,
+{
+    /// The number of header lines and the exact encoded length.
+    fn measure(&self) -> (usize, usize) {
+        let (count, lines) = (self.headers)().fold((0, 0), |(n, len), (name, value)| {
+            (n + 1, len + 1 + str_len(name) + str_len(value))
+        });
+        let len = 1
+            + str_len(self.method)
+            + str_len(self.uri)
+            + str_len(self.version)
+            + msgpack::container_header_len(count)
+            + lines
+            + str_len(self.body);
+        (count, len)
+    }
+
+    /// The exact length of [`RequestTuple::encode`].
+    pub fn encoded_len(&self) -> usize {
+        self.measure().1
+    }
+
+    /// Writes the 5-tuple.
+    pub fn encode(self, buf: &mut impl BufMut) {
+        let count = (self.headers)().count();
+        self.write(buf, count);
+    }
+
+    /// The encoded 5-tuple in one buffer of its exact size, ready to be a
+    /// `write` chunk.
+    pub fn to_bytes(self) -> Bytes {
+        let (count, len) = self.measure();
+        let mut buf = BytesMut::with_capacity(len);
+        self.write(&mut buf, count);
+        buf.freeze()
+    }
+
+    fn write(self, buf: &mut impl BufMut, count: usize) {
+        msgpack::put_array_len(buf, 5);
+        msgpack::put_str(buf, self.method);
+        msgpack::put_str(buf, self.uri);
+        msgpack::put_str(buf, self.version);
+        // `count` is every line, so repeated headers are all there.
+        msgpack::put_array_len(buf, count);
+        for (name, value) in (self.headers)() {
+            msgpack::put_array_len(buf, 2);
+            match self.names {
+                HeaderNames::AsIs => msgpack::put_str(buf, name),
+                HeaderNames::TitleCase => {
+                    msgpack::put_str_header(buf, name.len());
+                    put_title_cased(buf, name);
+                }
+            }
+            msgpack::put_str(buf, value);
+        }
+        msgpack::put_str(buf, self.body);
+    }
+}
+
+/// Writes `name` title-cased (`content-type` → `Content-Type`), through a
+/// small stack buffer rather than byte by byte.
+fn put_title_cased(buf: &mut impl BufMut, name: &[u8]) {
+    let mut upper = true;
+    let mut chunk = [0u8; 64];
+    for part in name.chunks(chunk.len()) {
+        let out = &mut chunk[..part.len()];
+        for (o, &b) in out.iter_mut().zip(part) {
+            *o = if upper { b.to_ascii_uppercase() } else { b };
+            upper = b == b'-';
+        }
+        buf.put_slice(out);
+    }
+}
+
+fn pair_line((name, value): &HeaderPair) -> (&[u8], &[u8]) {
+    (name, value)
+}
+
 impl HttpRequest {
     /// The exact length of [`HttpRequest::encode`].
     pub fn encoded_len(&self) -> usize {
@@ -64,17 +177,15 @@ impl HttpRequest {
 
     /// Writes the 5-tuple with v4 forms only.
     pub fn encode(&self, buf: &mut impl BufMut) {
-        msgpack::put_array_len(buf, 5);
-        msgpack::put_str(buf, &self.method);
-        msgpack::put_str(buf, &self.uri);
-        msgpack::put_str(buf, &self.version);
-        msgpack::put_array_len(buf, self.headers.len());
-        for (name, value) in &self.headers {
-            msgpack::put_array_len(buf, 2);
-            msgpack::put_str(buf, name);
-            msgpack::put_str(buf, value);
+        RequestTuple {
+            method: &self.method,
+            uri: &self.uri,
+            version: &self.version,
+            headers: || self.headers.iter().map(pair_line),
+            names: HeaderNames::AsIs,
+            body: &self.body,
         }
-        msgpack::put_str(buf, &self.body);
+        .write(buf, self.headers.len());
     }
 
     /// The encoded 5-tuple, ready to be a `write` chunk.
@@ -336,6 +447,25 @@ mod tests {
             headers: vec![pair("Host", "example.com"), pair("Accept", "*/*")],
             body: Bytes::new(),
         }
+    }
+
+    #[test]
+    fn title_cased_names_across_the_stack_buffer() {
+        // A `-` as the 64th byte: the next chunk starts upper-cased.
+        let name = format!("{}-{}", "a".repeat(63), "b".repeat(70));
+        let lines = [(name.as_bytes(), &b"v"[..])];
+        let tuple = RequestTuple {
+            method: b"GET",
+            uri: b"/",
+            version: b"1.1",
+            headers: || lines.iter().copied(),
+            names: HeaderNames::TitleCase,
+            body: b"",
+        };
+        assert_eq!(tuple.encoded_len(), tuple.clone().to_bytes().len());
+        let decoded = HttpRequest::decode(&tuple.to_bytes()).unwrap();
+        let expected = format!("A{}-B{}", "a".repeat(62), "b".repeat(69));
+        assert_eq!(decoded.headers[0].0, expected.as_bytes());
     }
 
     #[test]
