@@ -19,47 +19,10 @@ pub(crate) struct ResolveArgs {
 }
 
 pub(crate) async fn run_resolve(args: ResolveArgs) -> Result<(), String> {
-    use rpcgate::mux::{self, Invocation, MuxConfig};
-    use rpcgate::proto::locator::{ResolveReply, ResolveRequest, method};
-    use rpcgate::proto::{Message, PrimitiveEvent, Protocol};
-    use std::collections::BTreeMap;
-
-    let stream = tokio::net::TcpStream::connect(args.locator)
-        .await
-        .map_err(|e| format!("cannot reach the locator at {}: {e}", args.locator))?;
-    let (handle, connection) =
-        mux::from_tcp(stream, MuxConfig::default()).map_err(|e| e.to_string())?;
-    tokio::spawn(connection.run());
-    let request = ResolveRequest {
-        name: args.name.clone(),
-        seed: args.seed.map(Into::into),
-    };
-    let mut split: BTreeMap<String, u32> = BTreeMap::new();
-    for _ in 0..args.count {
-        let invocation = Invocation::new(
-            Message::new(method::RESOLVE, request.to_args()),
-            Protocol::Terminal,
-            Protocol::Primitive,
-        );
-        let mut channel = handle.open(invocation).await.map_err(|e| e.to_string())?;
-        let frame = match channel.receiver.recv().await {
-            Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Err(format!("locator connection failed: {e}")),
-            None => return Err("the locator sent no reply".into()),
-        };
-        let reply = match frame.primitive_event().map_err(|e| e.to_string())? {
-            PrimitiveEvent::Value(args) => {
-                ResolveReply::decode_args(&args).map_err(|e| e.to_string())?
-            }
-            PrimitiveEvent::Error(e) => return Err(format!("`{}`: {e}", args.name)),
-        };
-        let endpoints: Vec<_> = reply
-            .endpoints
-            .iter()
-            .map(|e| format!("{}:{}", e.host, e.port))
-            .collect();
-        *split.entry(endpoints.join(",")).or_default() += 1;
-    }
+    let split =
+        rpcgate::locator::client::resolve_split(args.locator, &args.name, args.seed, args.count)
+            .await
+            .map_err(|e| e.to_string())?;
     for (endpoints, n) in &split {
         if args.count == 1 {
             println!("{endpoints}");

@@ -15,6 +15,9 @@ use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod resolve;
+
+pub use self::resolve::{ResolveError, resolve_split};
 use super::continuum::Continuum;
 use super::{BoxFuture, Locator, LocatorError, Resolved, Rings, socket_addrs};
 use crate::backoff::Backoff;

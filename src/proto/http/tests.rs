@@ -1,4 +1,3 @@
-
 use super::*;
 use crate::proto::frame::{FrameCodec, Message, StreamEvent};
 use tokio_util::codec::{Decoder, Encoder};
