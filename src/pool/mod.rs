@@ -100,8 +100,10 @@ pub enum PoolError {
     NoConnection {
         /// The service.
         service: String,
-        /// The last connect or resolve failure, if any.
-        last_error: String,
+        /// The last connect or resolve failure (or that the first connect
+        /// was still under way).
+        #[source]
+        last_error: ConnectError,
     },
     /// The gateway is shutting down.
     #[error("the gateway is shutting down")]
@@ -160,7 +162,7 @@ pub struct Pool {
     /// A configured service: kept and retried even while the locator does
     /// not know it (its app may start later). Other pools are dropped then.
     pub(crate) kept: std::sync::atomic::AtomicBool,
-    pub(crate) last_error: RwLock<Option<LocatorOrConnect>>,
+    pub(crate) last_error: RwLock<Option<ConnectError>>,
     /// Connections being made right now (at most the reconnect cap).
     pub(crate) connecting: std::sync::atomic::AtomicUsize,
     /// The most connections ever being made at once.
@@ -194,13 +196,66 @@ pub struct Pool {
 /// How long an endpoint that failed is tried last.
 const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
 
-/// The last reason a connection could not be made.
-#[derive(Debug, Clone)]
-pub(crate) enum LocatorOrConnect {
+/// Why the pool's last attempt to connect failed: the source of
+/// [`PoolError::NoConnection`].
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectError {
+    /// Resolving the service failed.
+    #[error(transparent)]
     Locator(LocatorError),
-    Connect(String),
+    /// The service resolved to no endpoints.
+    #[error("`{0}` resolved to nothing")]
+    ResolvedToNothing(String),
+    /// Every endpoint refused the connection or did not answer in time.
+    #[error("`{service}` ({member}): {}", EndpointFailure::list(failures))]
+    Unreachable {
+        /// The service (or routing-group member) asked for.
+        service: String,
+        /// The service it resolved to.
+        member: String,
+        /// Each endpoint tried, in order, and why it failed.
+        failures: Vec<EndpointFailure>,
+    },
+    /// A connection could not be set up after it was accepted.
+    #[error("{endpoint}: {source}")]
+    Setup {
+        /// The backend address.
+        endpoint: SocketAddr,
+        /// What failed.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// A connection closed right after connecting, without being asked to
+    /// drain: a backend that accepts and drops at once.
+    #[error("{0}: closed right after connecting")]
+    ClosedAtOnce(SocketAddr),
     /// The service resolved, but its graph is not an app's.
+    #[error("`{0}` is not an app")]
     NotAnApp(String),
+    /// No attempt has finished yet.
+    #[error("still connecting")]
+    StillConnecting,
+}
+
+/// One endpoint a connect attempt tried, and why it failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{endpoint}: {}", match error { Some(e) => e.to_string(), None => "connect timed out".to_owned() })]
+pub struct EndpointFailure {
+    /// The backend address.
+    pub endpoint: SocketAddr,
+    /// The connect error; `None` when the connect timed out.
+    #[source]
+    pub error: Option<Arc<std::io::Error>>,
+}
+
+impl EndpointFailure {
+    fn list(failures: &[Self]) -> String {
+        failures
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
 }
 
 impl Pool {
@@ -425,19 +480,19 @@ impl Pool {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
             match last_error {
-                Some(LocatorOrConnect::Locator(LocatorError::NotFound(name))) => {
+                Some(ConnectError::Locator(LocatorError::NotFound(name))) => {
                     return Err(PoolError::NotFound(name));
                 }
                 // Known at once (and kept with the resolve): never sent
                 // an HTTP request.
-                Some(LocatorOrConnect::NotAnApp(name)) if self.read().is_empty() => {
+                Some(ConnectError::NotAnApp(name)) if self.read().is_empty() => {
                     return Err(PoolError::NotAnApp(name));
                 }
                 // No connection, and the locator cannot be reached: ask the
                 // maintainer for an attempt now (not after its backoff);
                 // once one has failed since, or the resolve timeout passed,
                 // the request fails rather than wait for its deadline.
-                Some(LocatorOrConnect::Locator(e @ LocatorError::Unavailable(_)))
+                Some(ConnectError::Locator(e @ LocatorError::Unavailable(_)))
                     if self.read().is_empty() =>
                 {
                     let attempted = self.attempts.load(Ordering::Acquire) > attempts_before;
@@ -463,10 +518,8 @@ impl Pool {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .clone()
                 {
-                    Some(LocatorOrConnect::Locator(e)) => e.to_string(),
-                    Some(LocatorOrConnect::Connect(e)) => e,
-                    Some(LocatorOrConnect::NotAnApp(name)) => format!("`{name}` is not an app"),
-                    None => "still connecting".into(),
+                    Some(error) => error,
+                    None => ConnectError::StillConnecting,
                 };
                 return Err(PoolError::NoConnection {
                     service: self.service.clone(),
