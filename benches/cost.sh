@@ -13,6 +13,7 @@
 #     migrations per request;
 #  3. `strace -c` of the gateway: syscalls per request by kind (ptrace
 #     slows it, so its requests are counted in the same window).
+# COST_TOP=N also prints the N costliest user-space symbols.
 # Requests per window come from the gateway's own rpcgate_requests_total.
 # Needs perf (Debian linux-perf), strace and wrk. Loopback only; every
 # window is bounded and the script stops by itself.
@@ -81,6 +82,12 @@ perf report -i "$out/perf.data" --no-children --sort dso,sym --stdio -q 2>/dev/n
         share[stage(dso, sym)] += pct
     }
     END { for (s in share) printf "%6.1f%%  %s\n", share[s], s }' | sort -rn
+if [ -n "${COST_TOP:-}" ]; then
+    echo
+    echo "== the top ${COST_TOP} user-space symbols"
+    perf report -i "$out/perf.data" --no-children --sort sym --stdio -q 2>/dev/null |
+        grep -v '\[k\]' | head -"$COST_TOP"
+fi
 echo
 echo "== per request (perf stat, $((r2 - r1)) requests in ${secs}s)"
 awk -F, -v reqs=$((r2 - r1)) '

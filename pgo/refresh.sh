@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Records pgo/rpcgate.profdata, the profile pgo/rustc-wrapper feeds to
-# optimised builds. Re-run it after changes to the request path: a function
-# whose code changed since the recording gets no profile (it is optimised as
-# without PGO), so a stale profile loses its gain gradually, never breaks a
-# build.
+# optimised builds, and pgo/request-path.sum, what it was recorded from.
+# Re-run it after changes to the request path: a function whose code
+# changed since the recording gets no profile (it is optimised as without
+# PGO), so a stale profile loses its gain gradually, never breaks a build;
+# pgo/check.sh (a CI step) fails until it is re-run (pgo/README.md).
 #
 #   pgo/refresh.sh [SECONDS]      (default 8: the main load phase)
 #
@@ -87,6 +88,10 @@ wrk -t1 -c64 -d"$((secs / 2 + 1))s" "https://$HTTPS/hello/http/" >/dev/null
 stop_all
 
 "$profdata" merge --sparse -o pgo/rpcgate.profdata "$data"/rpcgate-*.profraw
+# What it was recorded from, for pgo/check.sh (CI fails once the request
+# path's code differs; pgo/README.md).
+. pgo/manifest.sh
+manifest >pgo/request-path.sum
 # The wrapper applies the profile only where it can be read and matches.
 sed -i -e "s/^profile_target=.*/profile_target=$host/" -e "s/^profile_llvm=.*/profile_llvm=$llvm/" \
     pgo/rustc-wrapper

@@ -45,6 +45,7 @@
 //!   locator client, a fixed table, the locator server, the continuum.
 //! - [`app`]: the app SDK (handlers per event, HTTP helper, publishing)
 //!   and the demo apps.
+//! - [`backoff`]: the doubling, jittered pauses of every retry loop.
 //! - [`secret_file`]: reading a credential from a private file (admin
 //!   token, etcd password).
 //! - [`fuzzing`]: entry points shared by `fuzz/` and the corpus tests.
@@ -56,6 +57,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod backoff;
 pub mod cidr;
 pub mod config;
 pub mod dispatch;

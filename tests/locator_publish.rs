@@ -246,3 +246,31 @@ async fn cluster_uuid_refresh_and_connect_answer() {
         "value []"
     );
 }
+
+/// `rpcgate resolve`'s client: a published service's endpoints, counted
+/// per resolve; an unknown name is the locator's error, named.
+#[tokio::test]
+async fn the_resolve_client_counts_answers_and_names_errors() {
+    use rpcgate::locator::client::{ResolveError, resolve_split};
+    let locator = support::start_locator(LocatorConfig::default()).await;
+    let tracker = TaskTracker::new();
+    let _publication = publish(
+        &[locator.addr],
+        "svc",
+        vec![endpoint(7001), endpoint(7002)],
+        Duration::from_secs(5),
+        &tracker,
+    )
+    .await
+    .unwrap();
+    let split = resolve_split(locator.addr, "svc", None, 3).await.unwrap();
+    assert_eq!(
+        split.into_iter().collect::<Vec<_>>(),
+        [("127.0.0.1:7001,127.0.0.1:7002".to_owned(), 3)]
+    );
+    let error = resolve_split(locator.addr, "nope", None, 1)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, ResolveError::Remote { .. }), "{error:?}");
+    assert_eq!(error.to_string(), "`nope`: [1]: service is not available");
+}

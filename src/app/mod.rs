@@ -49,13 +49,14 @@ use self::handler::{Handler, Isolated, report_failure};
 pub use self::handler::{HandlerResult, Request, RequestError, Response};
 pub use self::http::{HttpRequest, HttpResponse};
 pub use self::websocket::{WebSocket, WebSocketMessage, WebSocketRequest, WebSocketSender};
+use crate::backoff::Backoff;
 use crate::locator::client::publish;
 use crate::proto::app::{Enqueue, InfoReply, method};
 use crate::proto::graph::{GOAWAY, PING, REVOKE};
 use crate::proto::locator::Endpoint;
 use crate::proto::msgpack::Value;
 use crate::proto::{Args, ErrorCode, Protocol, RemoteError};
-use crate::session::{self, Call, Reply, Service, SessionConfig};
+use crate::session::{self, Call, Reply, Service};
 
 /// The default number of requests an app runs at once.
 pub const DEFAULT_CONCURRENCY: usize = 1024;
@@ -188,9 +189,10 @@ impl AppBuilder {
         let accept_stop = CancellationToken::new();
         let sessions_stop = CancellationToken::new();
         let sessions = TaskTracker::new();
-        sessions.spawn(accept_loop(
+        sessions.spawn(session::accept_loop(
             listener,
             Arc::clone(&service),
+            "app",
             accept_stop.clone(),
             sessions_stop.clone(),
             sessions.clone(),
@@ -470,26 +472,6 @@ impl Service for AppService {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    service: Arc<AppService>,
-    accept_stop: CancellationToken,
-    sessions_stop: CancellationToken,
-    sessions: TaskTracker,
-) {
-    while let Some(stream) = crate::listener::accept(&listener, &accept_stop, "app").await {
-        let service = Arc::clone(&service);
-        let stop = sessions_stop.clone();
-        sessions.spawn(async move {
-            let result =
-                session::serve_until(stream, service, SessionConfig::default(), stop).await;
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "app session ended");
-            }
-        });
-    }
-}
-
 /// Publishes the app and keeps it published: after the locator connection
 /// is lost, publishes again with backoff, until stopped (then unpublishes).
 async fn keep_published(
@@ -526,23 +508,17 @@ async fn keep_published(
             Err(e) => tracing::warn!(app = %name, error = %e, "publish failed"),
         }
         tokio::select! {
-            () = tokio::time::sleep(publish_backoff(failures)) => {}
+            () = tokio::time::sleep(PUBLISH_BACKOFF.pause(failures)) => {}
             () = stop.cancelled() => return,
         }
         failures = failures.saturating_add(1);
     }
 }
 
-/// The first pause before publishing again; doubles per failure.
-const PUBLISH_BACKOFF_START: Duration = Duration::from_millis(100);
 /// The longest pause between publish attempts: an app is back in the
 /// locator at most this long after the locator is.
 pub const PUBLISH_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The pause after `failures` failed publishes in a row (0 after a lost
 /// connection): 100 ms, doubling, at most [`PUBLISH_BACKOFF_MAX`].
-fn publish_backoff(failures: u32) -> Duration {
-    PUBLISH_BACKOFF_START
-        .saturating_mul(1 << failures.min(16))
-        .min(PUBLISH_BACKOFF_MAX)
-}
+const PUBLISH_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), PUBLISH_BACKOFF_MAX);

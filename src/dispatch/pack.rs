@@ -6,16 +6,16 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use hyper::header::{HeaderMap, HeaderName};
+use bytes::Bytes;
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Version};
 use rand::Rng;
 
 use super::{Policy, Watching};
 #[cfg(test)]
 use crate::proto::http::HttpRequest;
-use crate::proto::http::str_len;
-use crate::proto::{Headers, TraceContext, msgpack};
+use crate::proto::http::{HeaderNames, RequestTuple};
+use crate::proto::{Headers, TraceContext};
 use crate::route;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -181,9 +181,8 @@ fn version_text(version: Version) -> &'static [u8] {
     }
 }
 
-/// The 5-tuple of `HttpRequest::encode`, written straight from the
-/// request into one buffer of its exact size (no per-header copies), with
-/// every header line its own pair and names title-cased.
+/// The 5-tuple written straight from the request (proto's one encoder),
+/// with every header line its own pair and names title-cased.
 fn encode_tuple(
     method: &str,
     uri: &str,
@@ -191,47 +190,19 @@ fn encode_tuple(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Bytes {
-    let len = 1
-        + str_len(method.as_bytes())
-        + str_len(uri.as_bytes())
-        + str_len(version)
-        + msgpack::container_header_len(headers.len())
-        + headers
-            .iter()
-            .map(|(n, v)| 1 + str_len(n.as_str().as_bytes()) + str_len(v.as_bytes()))
-            .sum::<usize>()
-        + str_len(body);
-    let mut buf = BytesMut::with_capacity(len);
-    msgpack::put_array_len(&mut buf, 5);
-    msgpack::put_str(&mut buf, method.as_bytes());
-    msgpack::put_str(&mut buf, uri.as_bytes());
-    msgpack::put_str(&mut buf, version);
-    // `len` counts every value, so repeated headers are all there.
-    msgpack::put_array_len(&mut buf, headers.len());
-    for (name, value) in headers {
-        msgpack::put_array_len(&mut buf, 2);
-        let name = name.as_str().as_bytes();
-        msgpack::put_str_header(&mut buf, name.len());
-        let start = buf.len();
-        buf.extend_from_slice(name);
-        title_case(&mut buf[start..]);
-        msgpack::put_str(&mut buf, value.as_bytes());
+    RequestTuple {
+        method: method.as_bytes(),
+        uri: uri.as_bytes(),
+        version,
+        headers: || headers.iter().map(line),
+        names: HeaderNames::TitleCase,
+        body,
     }
-    msgpack::put_str(&mut buf, body);
-    buf.freeze()
+    .to_bytes()
 }
 
-/// `content-type` → `Content-Type`, in place: HTTP/1 header names reach us
-/// lowercased, and workers written against the old proxies look headers up
-/// in their usual case.
-fn title_case(name: &mut [u8]) {
-    let mut upper = true;
-    for b in name {
-        if upper {
-            b.make_ascii_uppercase();
-        }
-        upper = *b == b'-';
-    }
+fn line<'h>((name, value): (&'h HeaderName, &'h HeaderValue)) -> (&'h [u8], &'h [u8]) {
+    (name.as_str().as_bytes(), value.as_bytes())
 }
 
 /// Packs a request for `event`: the 5-tuple with `uri` (as routing decided
@@ -306,7 +277,17 @@ pub(super) fn pack(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::header::HeaderValue;
+
+    /// `content-type` → `Content-Type`, the reference for the encoder's.
+    fn title_case(name: &mut [u8]) {
+        let mut upper = true;
+        for b in name {
+            if upper {
+                b.make_ascii_uppercase();
+            }
+            upper = *b == b'-';
+        }
+    }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();

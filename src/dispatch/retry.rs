@@ -4,8 +4,6 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rand::Rng;
-
 /// The retry policy and its budget.
 #[derive(Debug)]
 pub struct Retry {
@@ -46,9 +44,13 @@ impl Retry {
         Some(RetryToken(self))
     }
 
+    /// The pause before retry `attempt` (0 for the first): the crate's one
+    /// backoff rule, doubling from `backoff` for at most ten doublings,
+    /// jittered ± 50%.
     pub(super) fn pause(&self, attempt: u32) -> Duration {
-        let base = self.backoff.saturating_mul(1 << attempt.min(10));
-        base.mul_f64(rand::rng().random_range(0.5..1.5))
+        crate::backoff::Backoff::new(self.backoff, self.backoff.saturating_mul(1 << 10))
+            .with_jitter(0.5)
+            .pause(attempt)
     }
 }
 

@@ -15,8 +15,12 @@ use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod resolve;
+
+pub use self::resolve::{ResolveError, resolve_split};
 use super::continuum::Continuum;
 use super::{BoxFuture, Locator, LocatorError, Resolved, Rings, socket_addrs};
+use crate::backoff::Backoff;
 use crate::mux::{self, Channel, ChannelSender, Invocation, MuxConfig, MuxHandle};
 use crate::proto::locator::{
     Endpoint, PublishRequest, ResolveReply, ResolveRequest, RoutingRequest, RoutingUpdate, method,
@@ -384,7 +388,7 @@ async fn follow_routing(inner: Arc<Inner>) {
         // Failures in a row back off.
         let delay = match failures {
             0 => RESUBSCRIBE_AFTER_LOSS,
-            n => backoff(n - 1),
+            n => RESUBSCRIBE_BACKOFF.pause(n - 1),
         };
         failures = failures.saturating_add(1);
         tokio::select! {
@@ -394,10 +398,8 @@ async fn follow_routing(inner: Arc<Inner>) {
     }
 }
 
-/// The pause after `failures` consecutive failures: 2^min(n, 6) seconds.
-pub fn backoff(failures: u32) -> Duration {
-    Duration::from_secs(1 << failures.min(6))
-}
+/// The pause after `n + 1` consecutive failures: 1, 2, 4 … 64 seconds.
+const RESUBSCRIBE_BACKOFF: Backoff = Backoff::new(Duration::from_secs(1), MAX_BACKOFF);
 
 async fn subscribe_once(
     inner: &Inner,
@@ -552,7 +554,9 @@ mod tests {
 
     #[test]
     fn backoff_doubles_from_one_second_to_64() {
-        let secs: Vec<_> = (0..9).map(|n| backoff(n).as_secs()).collect();
+        let secs: Vec<_> = (0..9)
+            .map(|n| RESUBSCRIBE_BACKOFF.pause(n).as_secs())
+            .collect();
         assert_eq!(secs, [1, 2, 4, 8, 16, 32, 64, 64, 64]);
     }
 }

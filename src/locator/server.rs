@@ -18,7 +18,7 @@ use crate::proto::locator::{
     ClusterReply, PublishRequest, ResolveRequest, RoutingRequest, UuidArgs, method,
 };
 use crate::proto::{Args, ErrorCode, Graph, Protocol, RemoteError};
-use crate::session::{self, Call, Service, SessionConfig};
+use crate::session::{self, Call, Service};
 
 /// The locator protocol over a [`Registry`].
 #[derive(Debug)]
@@ -310,9 +310,11 @@ impl RunningLocator {
             reloader: Arc::clone(&reloader),
             tracker: tracker.clone(),
         });
-        tracker.spawn(accept_loop(
+        tracker.spawn(session::accept_loop(
             listener,
             service,
+            "locator",
+            shutdown.clone(),
             shutdown.clone(),
             tracker.clone(),
         ));
@@ -361,25 +363,6 @@ impl RunningLocator {
         self.shutdown.cancel();
         self.tracker.close();
         self.tracker.wait().await;
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    service: Arc<LocatorService>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-) {
-    while let Some(stream) = crate::listener::accept(&listener, &shutdown, "locator").await {
-        let service = Arc::clone(&service);
-        let shutdown = shutdown.clone();
-        tracker.spawn(async move {
-            let result =
-                session::serve_until(stream, service, SessionConfig::default(), shutdown).await;
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "locator session ended");
-            }
-        });
     }
 }
 

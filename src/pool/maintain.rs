@@ -15,30 +15,24 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{Conn, LocatorOrConnect, Pool, Pools};
+use super::{Conn, ConnectError, EndpointFailure, Pool, Pools};
+use crate::backoff::Backoff;
 use crate::locator::{Locator, LocatorError, Rings};
 use crate::mux::{self, MuxConfig};
 
-/// The first pause after a failed connect; doubles per failure.
-const BACKOFF_START: Duration = Duration::from_millis(100);
-/// The longest pause between connect attempts while a service fails.
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The pauses between connect attempts while a service fails: 100 ms after
+/// the first failure, doubling, at most 5 s.
+const BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
 /// A connection that closes sooner than this after connecting, without
 /// being told to drain, counts as a failed connect: a backend that accepts
 /// and drops at once is backed off like one that refuses.
 const HEALTHY_AFTER: Duration = Duration::from_secs(1);
 
-/// The pause after `failures` failures in a row.
-fn backoff(failures: u32) -> Duration {
-    BACKOFF_START
-        .saturating_mul(1 << failures.saturating_sub(1).min(6))
-        .min(BACKOFF_MAX)
-}
 /// How often the maintainer looks even when nothing wakes it (to notice
 /// connections that died without a request noticing).
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
-type Connected = Result<Conn, LocatorOrConnect>;
+type Connected = Result<Conn, ConnectError>;
 
 /// Keeps `pool` at its size until shutdown. A pool that never connected
 /// and whose name the locator does not know is given up: it is taken out
@@ -107,15 +101,14 @@ pub(super) async fn run(
                 pools.report_failure(&pool);
             }
             failures = failures.saturating_add(1);
-            let pause = backoff(failures);
+            let pause = BACKOFF.pause(failures.saturating_sub(1));
             retry_at = Some(now + pause);
             tracing::debug!(service = %pool.service, %endpoint, ?pause, "pool connection closed right after connecting");
             *pool
                 .last_error
                 .write()
-                .unwrap_or_else(PoisonError::into_inner) = Some(LocatorOrConnect::Connect(
-                format!("{endpoint}: closed right after connecting"),
-            ));
+                .unwrap_or_else(PoisonError::into_inner) =
+                Some(ConnectError::ClosedAtOnce(endpoint));
         } else if failures > 0
             && pool
                 .read()
@@ -220,7 +213,7 @@ pub(super) async fn run(
                 Ok(Ok(conn)) => {
                     // While failing, a connect is only a probe: the next one
                     // waits its pause until a connection proves healthy.
-                    retry_at = (failures > 0).then(|| Instant::now() + backoff(failures));
+                    retry_at = (failures > 0).then(|| Instant::now() + BACKOFF.pause(failures.saturating_sub(1)));
                     for old in add(&pool, conn) {
                         // Never cut: it finishes its open channels, then closes.
                         old.handle.drain().await;
@@ -244,13 +237,13 @@ pub(super) async fn run(
                     return;
                 }
                 Ok(Err(error)) => {
-                    if !matches!(error, LocatorOrConnect::NotAnApp(_))
+                    if !matches!(error, ConnectError::NotAnApp(_))
                         && let Some(pools) = pools.upgrade()
                     {
                         pools.report_failure(&pool);
                     }
                     failures = failures.saturating_add(1);
-                    let pause = backoff(failures);
+                    let pause = BACKOFF.pause(failures.saturating_sub(1));
                     retry_at = Some(Instant::now() + pause);
                     tracing::debug!(service = %pool.service, ?error, ?pause, "pool connect failed");
                     *pool.last_error.write().unwrap_or_else(PoisonError::into_inner) = Some(error);
@@ -269,10 +262,10 @@ pub(super) async fn run(
 /// path names a service, and a pool per made-up name, each with a task
 /// re-resolving it, would grow without bound. The next request for the
 /// name resolves afresh.
-fn is_unknown(error: &LocatorOrConnect) -> bool {
+fn is_unknown(error: &ConnectError) -> bool {
     matches!(
         error,
-        LocatorOrConnect::Locator(crate::locator::LocatorError::NotFound(_))
+        ConnectError::Locator(crate::locator::LocatorError::NotFound(_))
     )
 }
 
@@ -280,11 +273,8 @@ fn is_unknown(error: &LocatorOrConnect) -> bool {
 /// dropped then too (unless configured or a group member): with the
 /// locator down every name is unresolvable, and keeping a pool, a task and
 /// metric series per made-up name would grow without bound.
-fn is_locator_down(error: &LocatorOrConnect) -> bool {
-    matches!(
-        error,
-        LocatorOrConnect::Locator(LocatorError::Unavailable(_))
-    )
+fn is_locator_down(error: &ConnectError) -> bool {
+    matches!(error, ConnectError::Locator(LocatorError::Unavailable(_)))
 }
 
 /// The connection states the pool gauges count.
@@ -373,14 +363,12 @@ async fn connect(
     for _ in 0..RESOLVES_PER_CONNECT {
         let answer = match timeout(settings.resolve_timeout, locator.resolve_fresh(service)).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => return Err(LocatorOrConnect::Locator(e)),
+            Ok(Err(e)) => return Err(ConnectError::Locator(e)),
             Err(_) => {
-                return Err(LocatorOrConnect::Locator(LocatorError::Unavailable(
-                    format!(
-                        "resolving `{service}` took longer than {:?}",
-                        settings.resolve_timeout
-                    ),
-                )));
+                return Err(ConnectError::Locator(LocatorError::Unavailable(format!(
+                    "resolving `{service}` took longer than {:?}",
+                    settings.resolve_timeout
+                ))));
             }
         };
         let all_unreachable = answer
@@ -393,13 +381,11 @@ async fn connect(
         }
     }
     let Some(resolved) = resolved else {
-        return Err(LocatorOrConnect::Connect(format!(
-            "`{service}` resolved to nothing"
-        )));
+        return Err(ConnectError::ResolvedToNothing(service.to_owned()));
     };
     if !resolved.graph.is_app() {
         // Checked once per resolve, never per request.
-        return Err(LocatorOrConnect::NotAnApp(resolved.service));
+        return Err(ConnectError::NotAnApp(resolved.service));
     }
     let now = Instant::now();
     let mut endpoints = resolved.endpoints.clone();
@@ -418,18 +404,23 @@ async fn connect(
                     &tracker,
                 );
             }
-            Ok(Err(e)) => errors.push(format!("{endpoint}: {e}")),
-            Err(_) => errors.push(format!("{endpoint}: connect timed out")),
+            Ok(Err(e)) => errors.push(EndpointFailure {
+                endpoint: *endpoint,
+                error: Some(Arc::new(e)),
+            }),
+            Err(_) => errors.push(EndpointFailure {
+                endpoint: *endpoint,
+                error: None,
+            }),
         }
         pool.mark_unreachable(*endpoint, Instant::now());
         locator.forget_endpoint(&resolved.service, *endpoint);
     }
-    Err(LocatorOrConnect::Connect(format!(
-        "`{}` ({}): {}",
-        service,
-        resolved.service,
-        errors.join("; ")
-    )))
+    Err(ConnectError::Unreachable {
+        service: service.to_owned(),
+        member: resolved.service,
+        failures: errors,
+    })
 }
 
 fn start(
@@ -439,13 +430,15 @@ fn start(
     pool: &Arc<Pool>,
     epoch: u64,
     tracker: &TaskTracker,
-) -> Result<Conn, LocatorOrConnect> {
+) -> Result<Conn, ConnectError> {
     let config = MuxConfig {
         reply_budget: pool.settings().reply_budget,
         ..MuxConfig::default()
     };
-    let (handle, connection) = mux::from_tcp(stream, config)
-        .map_err(|e| LocatorOrConnect::Connect(format!("{endpoint}: {e}")))?;
+    let (handle, connection) = mux::from_tcp(stream, config).map_err(|e| ConnectError::Setup {
+        endpoint,
+        source: Arc::new(e),
+    })?;
     // The maintainer replaces a connection as soon as it closes.
     let closed = Arc::downgrade(pool);
     tracker.spawn(async move {

@@ -40,6 +40,12 @@ pub use self::routing::GroupSettings;
 use crate::locator::{Locator, LocatorError};
 use crate::mux::MuxHandle;
 
+mod pools;
+pub use self::pools::*;
+
+mod error;
+pub use self::error::*;
+
 /// A request joins the connection gathering a write only while that
 /// connection has fewer than this many requests in flight.
 pub const GATHER_LIMIT: usize = 64;
@@ -86,43 +92,6 @@ impl PoolSettings {
     }
 }
 
-/// Why no connection could be had.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum PoolError {
-    /// The locator does not know the service.
-    #[error("service `{0}` is not available")]
-    NotFound(String),
-    /// No connection came up before the deadline.
-    #[error("no connection to `{service}` before the deadline: {last_error}")]
-    NoConnection {
-        /// The service.
-        service: String,
-        /// The last connect or resolve failure, if any.
-        last_error: String,
-    },
-    /// The gateway is shutting down.
-    #[error("the gateway is shutting down")]
-    ShuttingDown,
-    /// The service has no connection and the locator cannot be reached
-    /// (503, at once or within the resolve timeout, not at the deadline).
-    #[error("no connection to `{service}`, and the locator is unreachable: {source}")]
-    LocatorUnavailable {
-        /// The service.
-        service: String,
-        /// What the locator client said.
-        #[source]
-        source: LocatorError,
-    },
-    /// The service resolved, but its protocol graph is not an app's: it is
-    /// never sent an HTTP request.
-    #[error("service `{0}` is not an app: it does not take HTTP requests")]
-    NotAnApp(String),
-    /// The pool was closed while the request waited: its service left
-    /// the routing group it served. Nothing was sent; choose again.
-    #[error("the pool of `{0}` closed: it left its routing group")]
-    Left(String),
-}
-
 /// One pooled connection.
 #[derive(Debug)]
 pub(crate) struct Conn {
@@ -157,7 +126,7 @@ pub struct Pool {
     /// A configured service: kept and retried even while the locator does
     /// not know it (its app may start later). Other pools are dropped then.
     pub(crate) kept: std::sync::atomic::AtomicBool,
-    pub(crate) last_error: RwLock<Option<LocatorOrConnect>>,
+    pub(crate) last_error: RwLock<Option<ConnectError>>,
     /// Connections being made right now (at most the reconnect cap).
     pub(crate) connecting: std::sync::atomic::AtomicUsize,
     /// The most connections ever being made at once.
@@ -190,15 +159,6 @@ pub struct Pool {
 
 /// How long an endpoint that failed is tried last.
 const UNREACHABLE_FOR: Duration = Duration::from_secs(5);
-
-/// The last reason a connection could not be made.
-#[derive(Debug, Clone)]
-pub(crate) enum LocatorOrConnect {
-    Locator(LocatorError),
-    Connect(String),
-    /// The service resolved, but its graph is not an app's.
-    NotAnApp(String),
-}
 
 impl Pool {
     fn new(service: String, settings: PoolSettings) -> Self {
@@ -422,19 +382,19 @@ impl Pool {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .clone();
             match last_error {
-                Some(LocatorOrConnect::Locator(LocatorError::NotFound(name))) => {
+                Some(ConnectError::Locator(LocatorError::NotFound(name))) => {
                     return Err(PoolError::NotFound(name));
                 }
                 // Known at once (and kept with the resolve): never sent
                 // an HTTP request.
-                Some(LocatorOrConnect::NotAnApp(name)) if self.read().is_empty() => {
+                Some(ConnectError::NotAnApp(name)) if self.read().is_empty() => {
                     return Err(PoolError::NotAnApp(name));
                 }
                 // No connection, and the locator cannot be reached: ask the
                 // maintainer for an attempt now (not after its backoff);
                 // once one has failed since, or the resolve timeout passed,
                 // the request fails rather than wait for its deadline.
-                Some(LocatorOrConnect::Locator(e @ LocatorError::Unavailable(_)))
+                Some(ConnectError::Locator(e @ LocatorError::Unavailable(_)))
                     if self.read().is_empty() =>
                 {
                     let attempted = self.attempts.load(Ordering::Acquire) > attempts_before;
@@ -460,10 +420,8 @@ impl Pool {
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .clone()
                 {
-                    Some(LocatorOrConnect::Locator(e)) => e.to_string(),
-                    Some(LocatorOrConnect::Connect(e)) => e,
-                    Some(LocatorOrConnect::NotAnApp(name)) => format!("`{name}` is not an app"),
-                    None => "still connecting".into(),
+                    Some(error) => error,
+                    None => ConnectError::StillConnecting,
                 };
                 return Err(PoolError::NoConnection {
                     service: self.service.clone(),
@@ -552,221 +510,4 @@ pub struct ConnSnapshot {
 
 fn as_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
-}
-
-/// Settings per service.
-type SettingsFn = Box<dyn Fn(&str) -> PoolSettings + Send + Sync>;
-
-/// Every service's pool, and every routing group's members.
-pub struct Pools {
-    pools: RwLock<HashMap<String, Arc<Pool>>>,
-    /// Routing groups by name, from the locator's rings.
-    groups: RwLock<HashMap<String, Arc<Group>>>,
-    group_settings: RwLock<GroupSettings>,
-    /// Wakes the group maintainer (an ejection, new settings).
-    groups_wake: Arc<Notify>,
-    /// Signals that the groups were applied again.
-    groups_applied: Notify,
-    /// Serialises ejection decisions (the share cap counts the others).
-    ejecting: std::sync::Mutex<()>,
-    /// Signals that a pool was added or taken out.
-    changed: Notify,
-    locator: Arc<dyn Locator>,
-    settings: RwLock<SettingsFn>,
-    tracker: TaskTracker,
-    shutdown: CancellationToken,
-}
-
-impl std::fmt::Debug for Pools {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pools")
-            .field(
-                "services",
-                &self
-                    .all()
-                    .iter()
-                    .map(|p| p.service().to_owned())
-                    .collect::<Vec<_>>(),
-            )
-            .finish()
-    }
-}
-
-impl Pools {
-    /// Pools resolving through `locator`, with settings per service from
-    /// `settings`. Follows the locator's routing groups: when a group's
-    /// ring changes, that group's pool (only) refreshes.
-    pub fn new(
-        locator: Arc<dyn Locator>,
-        settings: impl Fn(&str) -> PoolSettings + Send + Sync + 'static,
-    ) -> Arc<Self> {
-        let pools = Arc::new(Self {
-            pools: RwLock::new(HashMap::new()),
-            groups: RwLock::new(HashMap::new()),
-            group_settings: RwLock::new(GroupSettings::default()),
-            groups_wake: Arc::new(Notify::new()),
-            groups_applied: Notify::new(),
-            ejecting: std::sync::Mutex::new(()),
-            changed: Notify::new(),
-            locator,
-            settings: RwLock::new(Box::new(settings)),
-            tracker: TaskTracker::new(),
-            shutdown: CancellationToken::new(),
-        });
-        // The rings known now apply before the first request can come.
-        let routing = pools.locator.routing();
-        let known = Arc::clone(&routing.borrow());
-        pools.apply_rings(&known);
-        pools.tracker.spawn(maintain::follow_groups(
-            Arc::downgrade(&pools),
-            routing,
-            pools.shutdown.clone(),
-            Arc::clone(&pools.groups_wake),
-        ));
-        pools
-    }
-
-    /// The locator the pools resolve through.
-    pub fn locator(&self) -> &Arc<dyn Locator> {
-        &self.locator
-    }
-
-    /// The pool of `service`, created (and started) on first use.
-    pub fn get(self: &Arc<Self>, service: &str) -> Arc<Pool> {
-        self.get_or_start(service, false)
-    }
-
-    /// [`Pools::get`]; with `kept`, the pool is marked kept before its
-    /// maintainer starts.
-    fn get_or_start(self: &Arc<Self>, service: &str, kept: bool) -> Arc<Pool> {
-        if let Some(pool) = self
-            .pools
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(service)
-        {
-            return Arc::clone(pool);
-        }
-        let mut pools = self
-            .pools
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(pool) = pools.get(service) {
-            return Arc::clone(pool);
-        }
-        let settings = (self
-            .settings
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner))(service);
-        let pool = Arc::new(Pool::new(service.to_owned(), settings));
-        pool.kept.store(kept, Ordering::Release);
-        pools.insert(service.to_owned(), Arc::clone(&pool));
-        drop(pools);
-        self.announce_change();
-        self.tracker.spawn(maintain::run(
-            Arc::clone(&pool),
-            Arc::clone(&self.locator),
-            self.shutdown.clone(),
-            self.tracker.clone(),
-            Arc::downgrade(self),
-        ));
-        pool
-    }
-
-    /// Replaces the settings per service (a config reload) and applies
-    /// them to every pool there is (see [`Pool::settings`]).
-    pub fn reconfigure(&self, settings: impl Fn(&str) -> PoolSettings + Send + Sync + 'static) {
-        // Lock order as in `get`: pools, then settings; a pool created
-        // meanwhile gets the new settings.
-        let pools = self
-            .pools
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut current = self
-            .settings
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *current = Box::new(settings);
-        for pool in pools.values() {
-            pool.set_settings((current)(&pool.service));
-        }
-    }
-
-    /// The pool of a configured service ([`Pools::get`]), kept even while
-    /// the locator does not know the name. `None` for a routing group's
-    /// name: its members' pools serve it (and are kept while members).
-    pub fn keep(self: &Arc<Self>, service: &str) -> Option<Arc<Pool>> {
-        if self.group(service).is_some() {
-            return None;
-        }
-        let pool = self.get_or_start(service, true);
-        // An existing pool (first made by a request) is kept from now on.
-        pool.kept.store(true, Ordering::Release);
-        Some(pool)
-    }
-
-    /// Takes `pool` out (if it is still the one for its service).
-    fn forget(&self, pool: &Arc<Pool>) {
-        if self.take_out(pool, usize::MAX) {
-            self.announce_change();
-        }
-    }
-
-    /// Takes `pool` out if nothing but this map and `pool` itself (its
-    /// maintainer's reference) holds it: no request is on its way to a
-    /// checkout, and none can start while the map is locked. Whether it
-    /// was taken out; the caller then calls [`Pools::announce_change`].
-    fn forget_unused(&self, pool: &Arc<Pool>) -> bool {
-        self.take_out(pool, 2)
-    }
-
-    /// Wakes [`Pools::wait_until`] callers after a pool was added or taken out.
-    fn announce_change(&self) {
-        self.changed.notify_waiters();
-    }
-
-    fn take_out(&self, pool: &Arc<Pool>, max_holders: usize) -> bool {
-        let mut pools = self
-            .pools
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        pools
-            .get(&pool.service)
-            .is_some_and(|current| Arc::ptr_eq(current, pool))
-            && Arc::strong_count(pool) <= max_holders
-            && pools.remove(&pool.service).is_some()
-    }
-
-    /// Waits until `accept` holds for the pools there are, re-checking
-    /// each time one is added or taken out.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: it only observes.
-    pub async fn wait_until(&self, accept: impl Fn(&[Arc<Pool>]) -> bool) {
-        until_notified(&self.changed, || accept(&self.all())).await;
-    }
-
-    /// Every pool, by service.
-    pub fn all(&self) -> Vec<Arc<Pool>> {
-        let mut all: Vec<_> = self
-            .pools
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect();
-        all.sort_by(|a, b| a.service.cmp(&b.service));
-        all
-    }
-
-    /// Stops maintaining, drains every connection, and waits for them.
-    pub async fn shutdown(&self) {
-        self.shutdown.cancel();
-        for pool in self.all() {
-            pool.drain_all().await;
-        }
-        self.tracker.close();
-        self.tracker.wait().await;
-    }
 }

@@ -17,8 +17,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 pub use self::reply::{Incoming, Reply, ReplyError};
 use crate::mux::batch_queue;
@@ -87,6 +89,33 @@ pub enum SessionError {
     /// The client sent something the protocol does not allow.
     #[error("protocol violation: {0}")]
     Protocol(String),
+}
+
+/// Accepts connections on `listener` until `accept_stop` is cancelled, and
+/// serves each as a session (tracked by `sessions`) until it ends or
+/// `sessions_stop` is cancelled ([`serve_until`]). `role` names the server
+/// in the log (`app`, `locator`). The one accept loop of the locator server
+/// and the app SDK.
+pub async fn accept_loop<S>(
+    listener: TcpListener,
+    service: Arc<S>,
+    role: &'static str,
+    accept_stop: CancellationToken,
+    sessions_stop: CancellationToken,
+    sessions: TaskTracker,
+) where
+    S: Service,
+{
+    while let Some(stream) = crate::listener::accept(&listener, &accept_stop, role).await {
+        let service = Arc::clone(&service);
+        let stop = sessions_stop.clone();
+        sessions.spawn(async move {
+            let result = serve_until(stream, service, SessionConfig::default(), stop).await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "{role} session ended");
+            }
+        });
+    }
 }
 
 /// Serves one connection until the client leaves or breaks the protocol.

@@ -17,15 +17,16 @@ use tokio_util::task::TaskTracker;
 
 use super::Cluster;
 use super::etcd::{EtcdError, KeyValue, WatchEvent, b64, unb64};
+use crate::backoff::Backoff;
 use crate::locator::config::validate_group;
 use crate::locator::registry::{Instance, Registry};
 use crate::proto::Graph;
 use crate::proto::locator::Endpoint;
 
-/// The first retry after a failed session; doubled up to [`BACKOFF_MAX`].
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-/// The longest wait between two session attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// The waits between two session attempts: 100 ms after a failed session,
+/// doubled up to 5 s, each ±20%.
+const BACKOFF: Backoff =
+    Backoff::new(Duration::from_millis(100), Duration::from_secs(5)).with_jitter(0.2);
 
 /// A published instance as stored.
 #[derive(Debug, Serialize, Deserialize)]
@@ -74,7 +75,7 @@ struct Sync {
 
 impl Sync {
     async fn run(self) {
-        let mut backoff = BACKOFF_MIN;
+        let mut retry = 0;
         loop {
             let mut lease = 0;
             let result = tokio::select! {
@@ -93,7 +94,7 @@ impl Sync {
                 Err(e) => e.to_string(),
             };
             if self.cluster.status.borrow().connected {
-                backoff = BACKOFF_MIN;
+                retry = 0;
                 tracing::warn!(error = %error, "cluster store lost; serving the last view");
             } else {
                 tracing::debug!(error = %error, "cluster store still unreachable");
@@ -105,12 +106,11 @@ impl Sync {
             });
             metrics::gauge!(crate::metrics::LOCATOR_STORE_CONNECTED).set(0.0);
             metrics::counter!(crate::metrics::LOCATOR_STORE_FAILURES).increment(1);
-            let jitter = rand::random_range(0.8..1.2);
             tokio::select! {
-                () = tokio::time::sleep(backoff.mul_f64(jitter)) => {}
+                () = tokio::time::sleep(BACKOFF.pause(retry)) => {}
                 () = self.shutdown.cancelled() => return,
             }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
+            retry = retry.saturating_add(1);
         }
     }
 
