@@ -50,6 +50,15 @@ struct Cli {
     /// Needs a restart to change. [default: off]
     #[arg(long, value_name = "URL", value_parser = rpcgate::config::otlp_endpoint)]
     otlp_endpoint: Option<String>,
+    /// Standalone only: where the embedded locator's admin API listens
+    /// (GET/PUT /groups...). [default: 127.0.0.1:10054]
+    #[arg(long, value_name = "ADDR")]
+    locator_admin: Option<SocketAddr>,
+    /// Standalone only: the token file both admin APIs' writes need as
+    /// `Authorization: Bearer TOKEN`. [default: $HOME/.rpcgate/admin.token,
+    /// created if missing]
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -66,6 +75,10 @@ enum Command {
     /// Ask a locator where a service or routing group resolves; with
     /// --count, how the picks split over many resolves.
     Resolve(ResolveArgs),
+    /// Step a routing group's weights towards a canary member, judging
+    /// each step on what the gateways saw; promote it (exit 0) or roll it
+    /// back (exit 1). Bad input exits 2. See docs/rollout.md.
+    Rollout(rpcgate::rollout::RolloutArgs),
     /// Validate a gateway config file; exit non-zero with the reason.
     CheckConfig {
         /// The file to check.
@@ -240,6 +253,7 @@ fn main() -> ExitCode {
             Some(Command::Locator(args)) => run_locator(args).await,
             Some(Command::DemoApp(args)) => run_demo_app(args).await,
             Some(Command::Resolve(args)) => run_resolve(args).await,
+            Some(Command::Rollout(args)) => std::process::exit(rpcgate::rollout::run(args).await),
             Some(Command::CheckConfig { file }) => {
                 let config = Config::load(&file).map_err(|e| e.to_string())?;
                 if let Some(tls) = &config.tls {
@@ -256,6 +270,8 @@ fn main() -> ExitCode {
                     locators: cli.locators,
                     pool_size: cli.pool_size,
                     otlp_endpoint: cli.otlp_endpoint,
+                    locator_admin: cli.locator_admin,
+                    admin_token_file: cli.admin_token_file,
                 };
                 run_gateway(cli.config, flags).await
             }
@@ -490,6 +506,10 @@ struct GatewayFlags {
     locators: Vec<SocketAddr>,
     pool_size: Option<u16>,
     otlp_endpoint: Option<String>,
+    /// Standalone: the embedded locator's admin address.
+    locator_admin: Option<SocketAddr>,
+    /// Standalone: the admin token file.
+    admin_token_file: Option<PathBuf>,
 }
 
 impl GatewayFlags {
@@ -553,6 +573,9 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
         None => Config::default(),
     };
     flags.apply(&mut config, file.is_some());
+    if file.is_some() && (flags.locator_admin.is_some() || flags.admin_token_file.is_some()) {
+        return Err("--locator-admin and --admin-token-file are for the standalone default; with --config, set admin_token_file in the file".into());
+    }
     if let Some(path) = &file {
         let listen = config.listen;
         let (gateway, locator) = RunningGateway::start_remote(config)
@@ -585,9 +608,19 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
         .first()
         .copied()
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 10053)));
-    let standalone = Standalone::start(config, locator_addr)
-        .await
-        .map_err(|e| format!("cannot start the standalone gateway: {e}"))?;
+    let token_file = match flags.admin_token_file.clone() {
+        Some(file) => file,
+        None => rpcgate::gateway::standalone_token_path()
+            .ok_or("$HOME is not set: give --admin-token-file")?,
+    };
+    let token = rpcgate::gateway::standalone_token(&token_file)?;
+    let locator_admin = flags
+        .locator_admin
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 10054)));
+    let standalone =
+        Standalone::start_admin(config, locator_addr, Some(locator_admin), Some(token))
+            .await
+            .map_err(|e| format!("cannot start the standalone gateway: {e}"))?;
     let http = standalone.gateway.addr;
     let mut signals = Signals::new(false)?;
     println!(
@@ -600,6 +633,23 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
     println!(
         "  locator {}  (routing group `canary`: echo-v1 weight 3, echo-v2 weight 1)",
         standalone.locator.addr
+    );
+    let locator_admin = standalone.locator.admin_addr;
+    if let Some(admin) = locator_admin {
+        println!("  locator admin http://{admin}  (GET /groups, PUT /groups/NAME)");
+    }
+    // `~/...` when under $HOME, as the README's curl line writes it.
+    let token_shown = std::env::var_os("HOME")
+        .and_then(|home| {
+            token_file
+                .strip_prefix(home)
+                .ok()
+                .map(|p| format!("~/{}", p.display()))
+        })
+        .unwrap_or_else(|| token_file.display().to_string());
+    println!(
+        "  token   {}  (admin writes: Authorization: Bearer TOKEN)",
+        token_file.display()
     );
     println!(
         "  apps    {}",
@@ -636,6 +686,11 @@ async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> Result<(), S
     if let Some(admin) = standalone.gateway.admin_addr {
         println!(
             "  curl -s http://{admin}/pools; curl -s http://{admin}/metrics | grep canary   # the split per version"
+        );
+    }
+    if let Some(admin) = locator_admin {
+        println!(
+            "  curl -s -X PUT -H \"Authorization: Bearer $(cat {token_shown})\" http://{admin}/groups/canary -d '{{\"echo-v1\": 1, \"echo-v2\": 1}}'"
         );
     }
     println!(
