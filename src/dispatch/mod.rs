@@ -15,6 +15,7 @@
 mod admission;
 mod body;
 pub mod jsonrpc;
+pub mod mirror;
 mod pack;
 mod push;
 pub mod upload;

@@ -57,6 +57,8 @@ pub struct Handler {
     /// What requests read from the config; a reload swaps it whole.
     settings: std::sync::RwLock<Arc<Settings>>,
     dispatcher: Dispatcher,
+    /// MIRROR HOOK (issue 27): copies to `[services.X] mirror`.
+    mirrors: dispatch::mirror::Mirrors,
     metrics: crate::metrics::RequestMetrics,
     /// The header that carries a verified client subject (mTLS): removed
     /// from every request, TLS configured or not, and set only from a
@@ -141,6 +143,7 @@ impl Handler {
                 .and_then(|t| HeaderName::from_bytes(t.client_subject_header.as_bytes()).ok())
                 .unwrap_or(X_CLIENT_SUBJECT),
             settings: std::sync::RwLock::new(Arc::new(Settings::new(config, None, &json_log))),
+            mirrors: dispatch::mirror::Mirrors::new(&dispatcher), // MIRROR HOOK
             dispatcher,
             metrics: crate::metrics::RequestMetrics::new(),
             cut: CancellationToken::new(),
@@ -616,8 +619,19 @@ impl Handler {
         let outcome = match request {
             Packing::Packed(packed) => {
                 served.bytes_in = Some(0);
-                self.dispatcher
-                    .send(&settings.policy, &target.service, &ticket, &packed)
+                // MIRROR HOOK: `dispatcher.send` plus the mirror copy.
+                let buffered = websocket.is_none() && !settings.is_push(&target.service);
+                let (config, policy) = (&settings.config, &settings.policy);
+                self.mirrors
+                    .send(
+                        &self.dispatcher,
+                        config,
+                        policy,
+                        &target.service,
+                        &ticket,
+                        &packed,
+                        buffered,
+                    )
                     .await
             }
             Packing::Collect(collecting) => {
@@ -672,8 +686,19 @@ impl Handler {
                     served.bytes_in = Some(body.len() as u64);
                     let remaining = remaining();
                     let packed = self.pack(settings, &parts, &target, body, decision, remaining);
-                    self.dispatcher
-                        .send(&settings.policy, &target.service, &ticket, &packed)
+                    // MIRROR HOOK: `dispatcher.send` plus the mirror copy.
+                    let buffered = websocket.is_none() && !settings.is_push(&target.service);
+                    let (config, policy) = (&settings.config, &settings.policy);
+                    self.mirrors
+                        .send(
+                            &self.dispatcher,
+                            config,
+                            policy,
+                            &target.service,
+                            &ticket,
+                            &packed,
+                            buffered,
+                        )
                         .await
                 }
             }
