@@ -692,6 +692,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_standalone_token_is_created_private_then_reused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("rpcgate-sa-token-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let file = dir.join(".rpcgate").join("admin.token");
+        let first = standalone_token(&file).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.join(".rpcgate")), 0o700);
+        assert_eq!(mode(&file), 0o600);
+        assert_eq!(std::fs::read_to_string(&file).unwrap().trim().len(), 64);
+        assert_eq!(standalone_token(&file).unwrap(), first, "reused");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            standalone_token(&file).is_err(),
+            "refused when readable by everyone"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn the_resolve_timeout_reaches_the_locator_client_and_every_pool() {
         let mut config = Config::default();
         assert_eq!(config.resolve_timeout, Duration::from_secs(2));

@@ -412,13 +412,12 @@ impl Rollout {
                     self.args.max_p99_ratio,
                     record.p99_ms,
                     record.baseline_p99_ms,
-                ) {
-                    if base > 0.0 && p99 > max * base {
-                        record.verdict = "breach";
-                        record.reason =
-                            format!("p99 {:.1}x the baseline's, over {max}x", p99 / base);
-                        return (StepEnd::Breach, record);
-                    }
+                ) && base > 0.0
+                    && p99 > max * base
+                {
+                    record.verdict = "breach";
+                    record.reason = format!("p99 {:.1}x the baseline's, over {max}x", p99 / base);
+                    return (StepEnd::Breach, record);
                 }
             }
             if Instant::now() < deadline {

@@ -251,7 +251,7 @@ impl Source {
     /// Says what it reads, for the first line printed.
     pub fn describe(&self) -> String {
         match self {
-            Self::Gateways(urls) if urls.len() == 1 => format!("{}", urls[0].as_str()),
+            Self::Gateways(urls) if urls.len() == 1 => urls[0].as_str().to_owned(),
             Self::Gateways(urls) => format!("{} gateways' /metrics", urls.len()),
             Self::Prometheus(url) => format!("Prometheus at {}", url.as_str()),
         }
