@@ -22,7 +22,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use support::child::{GatewayChild, bounded, demo_app};
 use tokio::io::{AsyncBufReadExt, BufReader};
