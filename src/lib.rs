@@ -73,6 +73,7 @@ pub mod pool;
 pub mod prefixed;
 pub mod proto;
 pub mod proxy_protocol;
+pub mod rollout;
 pub mod route;
 pub mod secret_file;
 pub mod session;

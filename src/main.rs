@@ -54,6 +54,15 @@ struct Cli {
     /// Needs a restart to change. [default: off]
     #[arg(long, value_name = "URL", value_parser = rpcgate::config::otlp_endpoint)]
     otlp_endpoint: Option<String>,
+    /// Standalone only: where the embedded locator's admin API listens
+    /// (GET/PUT /groups...). [default: 127.0.0.1:10054]
+    #[arg(long, value_name = "ADDR")]
+    locator_admin: Option<SocketAddr>,
+    /// Standalone only: the token file both admin APIs' writes need as
+    /// `Authorization: Bearer TOKEN`. [default: $HOME/.rpcgate/admin.token,
+    /// created if missing]
+    #[arg(long, value_name = "FILE")]
+    admin_token_file: Option<PathBuf>,
 
     #[command(subcommand)]
     command: Option<Command>,
@@ -70,6 +79,10 @@ enum Command {
     /// Ask a locator where a service or routing group resolves; with
     /// --count, how the picks split over many resolves.
     Resolve(ResolveArgs),
+    /// Step a routing group's weights towards a canary member, judging
+    /// each step on what the gateways saw; promote it (exit 0) or roll it
+    /// back (exit 1). Bad input exits 2. See docs/rollout.md.
+    Rollout(rpcgate::rollout::RolloutArgs),
     /// Validate a gateway config file; exit non-zero with the reason.
     CheckConfig {
         /// The file to check.
@@ -116,6 +129,7 @@ fn main() -> ExitCode {
             Some(Command::Locator(args)) => run_locator(args).await,
             Some(Command::DemoApp(args)) => run_demo_app(args).await,
             Some(Command::Resolve(args)) => run_resolve(args).await,
+            Some(Command::Rollout(args)) => std::process::exit(rpcgate::rollout::run(args).await),
             Some(Command::CheckConfig { file }) => {
                 let config = Config::load(&file).map_err(|e| e.to_string())?;
                 if let Some(tls) = &config.tls {
@@ -132,6 +146,8 @@ fn main() -> ExitCode {
                     locators: cli.locators,
                     pool_size: cli.pool_size,
                     otlp_endpoint: cli.otlp_endpoint,
+                    locator_admin: cli.locator_admin,
+                    admin_token_file: cli.admin_token_file,
                 };
                 run_gateway(cli.config, flags).await
             }

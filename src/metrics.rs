@@ -69,6 +69,28 @@ pub const TRACE_SPANS_EXPORTED: &str = "rpcgate_trace_spans_exported_total";
 /// down), `export_failed`, `export_timeout`.
 pub const TRACE_SPANS_DROPPED: &str = "rpcgate_trace_spans_dropped_total";
 
+/// Mirror copies (`[services.X] mirror`), by `service`, `mirror` and
+/// `outcome`: `match` (the same status class as the primary's),
+/// `mismatch`, `error` (no reply from the mirror), `dropped` (over
+/// `mirror_max_in_flight`), `abandoned` (the primary never answered).
+pub const MIRROR_TOTAL: &str = "rpcgate_mirror_total";
+/// Mirror copies whose status class differed from the primary's, by
+/// `service`, `mirror`, `primary` and `mirrored` class (`error`: no reply).
+pub const MIRROR_MISMATCHES: &str = "rpcgate_mirror_status_mismatches_total";
+/// Seconds to the reply head of mirrored requests, by `service`, `mirror`
+/// and `side` (`primary`, `mirror`).
+pub const MIRROR_DURATION: &str = "rpcgate_mirror_duration_seconds";
+/// Label: the service a copy went to.
+pub const MIRROR_TARGET: &str = "mirror";
+/// Label: what a copy came to.
+pub const MIRROR_OUTCOME: &str = "outcome";
+/// Label: `primary` or `mirror`.
+pub const MIRROR_SIDE: &str = "side";
+/// Label: the primary's status class.
+pub const MIRROR_PRIMARY_CLASS: &str = "primary";
+/// Label: the mirror's status class.
+pub const MIRRORED_CLASS: &str = "mirrored";
+
 /// Label: which limit.
 pub const LIMIT: &str = "limit";
 /// Label: a stream's kind (`sse`, `websocket`).
@@ -113,6 +135,19 @@ pub fn describe() {
         "Request latency, by service."
     );
     describe_gauge!(IN_FLIGHT, "Requests being handled now.");
+    describe_counter!(
+        MIRROR_TOTAL,
+        "Mirror copies, by service, mirror and outcome (match, mismatch, error, dropped, abandoned)."
+    );
+    describe_counter!(
+        MIRROR_MISMATCHES,
+        "Mirror copies whose status class differed from the primary's."
+    );
+    describe_histogram!(
+        MIRROR_DURATION,
+        metrics::Unit::Seconds,
+        "Time to the reply head of mirrored requests, primary and mirror side."
+    );
     describe_gauge!(HTTP_CONNECTIONS, "Open HTTP connections.");
     describe_gauge!(
         HTTP_PARKED,

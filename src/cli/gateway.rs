@@ -18,6 +18,10 @@ pub(crate) struct GatewayFlags {
     pub(crate) locators: Vec<SocketAddr>,
     pub(crate) pool_size: Option<u16>,
     pub(crate) otlp_endpoint: Option<String>,
+    /// Standalone: the embedded locator's admin address.
+    pub(crate) locator_admin: Option<SocketAddr>,
+    /// Standalone: the admin token file.
+    pub(crate) admin_token_file: Option<PathBuf>,
 }
 
 impl GatewayFlags {
@@ -60,6 +64,9 @@ pub(crate) async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> R
         None => Config::default(),
     };
     flags.apply(&mut config, file.is_some());
+    if file.is_some() && (flags.locator_admin.is_some() || flags.admin_token_file.is_some()) {
+        return Err("--locator-admin and --admin-token-file are for the standalone default; with --config, set admin_token_file in the file".into());
+    }
     if let Some(path) = &file {
         let listen = config.listen;
         let (gateway, locator) = RunningGateway::start_remote(config)
@@ -92,9 +99,19 @@ pub(crate) async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> R
         .first()
         .copied()
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 10053)));
-    let standalone = Standalone::start(config, locator_addr)
-        .await
-        .map_err(|e| format!("cannot start the standalone gateway: {e}"))?;
+    let token_file = match flags.admin_token_file.clone() {
+        Some(file) => file,
+        None => rpcgate::gateway::standalone_token_path()
+            .ok_or("$HOME is not set: give --admin-token-file")?,
+    };
+    let token = rpcgate::gateway::standalone_token(&token_file)?;
+    let locator_admin = flags
+        .locator_admin
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 10054)));
+    let standalone =
+        Standalone::start_admin(config, locator_addr, Some(locator_admin), Some(token))
+            .await
+            .map_err(|e| format!("cannot start the standalone gateway: {e}"))?;
     let http = standalone.gateway.addr;
     let mut signals = Signals::new(false)?;
     println!(
@@ -107,6 +124,23 @@ pub(crate) async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> R
     println!(
         "  locator {}  (routing group `canary`: echo-v1 weight 3, echo-v2 weight 1)",
         standalone.locator.addr
+    );
+    let locator_admin = standalone.locator.admin_addr;
+    if let Some(admin) = locator_admin {
+        println!("  locator admin http://{admin}  (GET /groups, PUT /groups/NAME)");
+    }
+    // `~/...` when under $HOME, as the README's curl line writes it.
+    let token_shown = std::env::var_os("HOME")
+        .and_then(|home| {
+            token_file
+                .strip_prefix(home)
+                .ok()
+                .map(|p| format!("~/{}", p.display()))
+        })
+        .unwrap_or_else(|| token_file.display().to_string());
+    println!(
+        "  token   {}  (admin writes: Authorization: Bearer TOKEN)",
+        token_file.display()
     );
     println!(
         "  apps    {}",
@@ -146,6 +180,11 @@ pub(crate) async fn run_gateway(file: Option<PathBuf>, flags: GatewayFlags) -> R
     if let Some(admin) = standalone.gateway.admin_addr {
         println!(
             "  curl -s http://{admin}/pools; curl -s http://{admin}/metrics | grep canary   # the split per version"
+        );
+    }
+    if let Some(admin) = locator_admin {
+        println!(
+            "  curl -s -X PUT -H \"Authorization: Bearer $(cat {token_shown})\" http://{admin}/groups/canary -d '{{\"echo-v1\": 1, \"echo-v2\": 1}}'"
         );
     }
     println!(

@@ -165,7 +165,7 @@ pub struct RetryConfig {
 }
 
 /// Overrides for one virtual service.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
     /// Streamed uploads: a request body goes to the app as `write` chunks
     /// as it arrives, after a 5-tuple with an empty body, instead of
@@ -185,7 +185,38 @@ pub struct ServiceConfig {
     /// `request_timeout` instead of the request deadline, and its reply
     /// queue cuts a slow client from the start.
     pub push: bool,
+    /// Another service (or a routing-group member, even of weight 0) that
+    /// gets a copy of a share of this service's buffered requests, fire
+    /// and forget (see `dispatch::mirror`).
+    pub mirror: Option<String>,
+    /// The share of requests copied to `mirror`, 0 to 1.
+    pub mirror_share: f64,
+    /// Mirror copies in flight at most for this service; past it they are
+    /// dropped and counted.
+    pub mirror_max_in_flight: usize,
 }
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            stream_request_body: false,
+            timeout: None,
+            pool_size: None,
+            max_in_flight: None,
+            lifespan: None,
+            push: false,
+            mirror: None,
+            mirror_share: DEFAULT_MIRROR_SHARE,
+            mirror_max_in_flight: DEFAULT_MIRROR_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+/// The default `mirror_share`.
+pub const DEFAULT_MIRROR_SHARE: f64 = 0.1;
+/// The default `mirror_max_in_flight`: a mirror that is slow or down holds
+/// at most this many copies (and their backend channels) per service.
+pub const DEFAULT_MIRROR_MAX_IN_FLIGHT: usize = 64;
 
 /// The convention rules (PROTOCOL.md §5.1) and what they may reach.
 #[derive(Debug, Clone, PartialEq)]

@@ -384,7 +384,9 @@ impl Dispatcher {
         let outcome = match request {
             Packing::Packed(packed) => {
                 who.bytes_in = Some(0);
-                self.send(policy, &target.service, &ticket, &packed).await
+                let buffered = websocket.is_none() && !policy.is_push(&target.service);
+                self.send_buffered(policy, &target.service, &ticket, &packed, buffered)
+                    .await
             }
             Packing::Collect(collecting) => {
                 let Collecting {
@@ -436,7 +438,9 @@ impl Dispatcher {
                     who.bytes_in = Some(body.len() as u64);
                     let remaining = remaining();
                     let packed = pack(policy, &parts, &target, body, decision, remaining, watching);
-                    self.send(policy, &target.service, &ticket, &packed).await
+                    let buffered = websocket.is_none() && !policy.is_push(&target.service);
+                    self.send_buffered(policy, &target.service, &ticket, &packed, buffered)
+                        .await
                 }
             }
         };

@@ -21,6 +21,7 @@ mod body;
 mod error;
 pub mod exchange;
 pub mod jsonrpc;
+pub mod mirror;
 mod pack;
 mod push;
 mod retry;
@@ -104,16 +105,51 @@ pub struct Dispatcher {
     jsonrpc: jsonrpc::JsonRpc,
     /// Long-lived streams open now (SSE, push, WebSocket).
     streams: streams::Streams,
+    /// Copies to `[services.X] mirror` (none in the mirrors' own
+    /// dispatcher).
+    mirrors: Option<mirror::Mirrors>,
 }
 
 impl Dispatcher {
-    /// A dispatcher over `pools`.
+    /// A dispatcher over `pools`, mirroring what the config asks.
     pub fn new(pools: Arc<Pools>) -> Self {
+        let mirrors = mirror::Mirrors::new(&pools);
+        Self {
+            mirrors: Some(mirrors),
+            ..Self::unmirrored(pools)
+        }
+    }
+
+    /// A dispatcher over `pools` that mirrors nothing (the mirrors' own).
+    fn unmirrored(pools: Arc<Pools>) -> Self {
         Self {
             jsonrpc: jsonrpc::JsonRpc::new(Arc::clone(pools.locator())),
             pools,
             in_flight: Arc::default(),
             streams: streams::Streams::default(),
+            mirrors: None,
+        }
+    }
+
+    /// [`Dispatcher::send`] of a request whose whole body is in `request`
+    /// (`buffered`: not an upgrade or a push service's), plus its mirror
+    /// copy when the service has one (see [`mirror`]).
+    async fn send_buffered(
+        &self,
+        policy: &Policy,
+        service: &str,
+        ticket: &Ticket,
+        request: &PackedRequest,
+        buffered: bool,
+    ) -> Outcome {
+        match &self.mirrors {
+            Some(mirrors) => {
+                let config = policy.config();
+                mirrors
+                    .send(self, config, policy, service, ticket, request, buffered)
+                    .await
+            }
+            None => self.send(policy, service, ticket, request).await,
         }
     }
 

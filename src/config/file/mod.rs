@@ -381,6 +381,22 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 .map(|v| c.int(&key("max_in_flight"), v, 1, 10_000_000))
                 .transpose()?,
             push: s.push.unwrap_or(false),
+            mirror: match s.mirror {
+                Some(m) if m.is_empty() || m == name => {
+                    return Err(c.err(&key("mirror"), "must name another service"));
+                }
+                m => m,
+            },
+            mirror_share: s
+                .mirror_share
+                .map(|v| c.share(&key("mirror_share"), v))
+                .transpose()?
+                .unwrap_or(super::DEFAULT_MIRROR_SHARE),
+            mirror_max_in_flight: s
+                .mirror_max_in_flight
+                .map(|v| c.int(&key("mirror_max_in_flight"), v, 1, 1_000_000))
+                .transpose()?
+                .unwrap_or(super::DEFAULT_MIRROR_MAX_IN_FLIGHT),
         };
         config.services.insert(name, service);
     }

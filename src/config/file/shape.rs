@@ -190,6 +190,9 @@ pub(super) struct ServiceFile {
     pub(super) lifespan_ms: Option<i64>,
     pub(super) max_in_flight: Option<i64>,
     pub(super) push: Option<bool>,
+    pub(super) mirror: Option<String>,
+    pub(super) mirror_share: Option<f64>,
+    pub(super) mirror_max_in_flight: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
