@@ -80,6 +80,16 @@ impl Policy {
         &self.config
     }
 
+    /// Whether `service` has a mirror (`[services.X] mirror`).
+    pub fn mirrors(&self, service: &str) -> bool {
+        !self.config.services.is_empty()
+            && self
+                .config
+                .services
+                .get(service)
+                .is_some_and(|s| s.mirror.is_some())
+    }
+
     /// Whether `service` is a push service (`[services.X] push = true`).
     pub fn is_push(&self, service: &str) -> bool {
         !self.config.services.is_empty()

@@ -133,7 +133,9 @@ impl Dispatcher {
 
     /// [`Dispatcher::send`] of a request whose whole body is in `request`
     /// (`buffered`: not an upgrade or a push service's), plus its mirror
-    /// copy when the service has one (see [`mirror`]).
+    /// copy when the service has one (see [`mirror`]). A service that
+    /// mirrors nothing (every service, by default) takes `send` straight:
+    /// the mirroring future is boxed apart, so it does not grow theirs.
     async fn send_buffered(
         &self,
         policy: &Policy,
@@ -142,15 +144,15 @@ impl Dispatcher {
         request: &PackedRequest,
         buffered: bool,
     ) -> Outcome {
-        match &self.mirrors {
-            Some(mirrors) => {
-                let config = policy.config();
-                mirrors
-                    .send(self, config, policy, service, ticket, request, buffered)
-                    .await
-            }
-            None => self.send(policy, service, ticket, request).await,
+        if buffered
+            && let Some(mirrors) = &self.mirrors
+            && policy.mirrors(service)
+        {
+            let config = policy.config();
+            return Box::pin(mirrors.send(self, config, policy, service, ticket, request, true))
+                .await;
         }
+        self.send(policy, service, ticket, request).await
     }
 
     /// The pools it sends through.
