@@ -32,11 +32,13 @@ if [ "${AB_H2:-0}" = 1 ] && ! command -v h2load >/dev/null; then
     apt-get update -qq >/dev/null && apt-get install -y -qq nghttp2-client >/dev/null
 fi
 command -v taskset >/dev/null || { echo "ab_load.sh: taskset is missing (util-linux)" >&2; exit 1; }
+# Builds whose standalone serves a locator admin API get one port each.
+locator_admin() { if "$1" --help 2>/dev/null | grep -q -- --locator-admin; then echo "--locator-admin $2"; fi; }
 taskset -c 0 "$a_bin" --listen 127.0.0.1:18180 --admin 127.0.0.1:19190 --locator 127.0.0.1:20153 \
-    --log-level warn ${A_ARGS:-} >/dev/null 2>&1 &
+    $(locator_admin "$a_bin" 127.0.0.1:20154) --log-level warn ${A_ARGS:-} >/dev/null 2>&1 &
 a_pid=$!
 taskset -c 0 "$b_bin" --listen 127.0.0.1:18280 --admin 127.0.0.1:19290 --locator 127.0.0.1:20253 \
-    --log-level warn ${B_ARGS:-} >/dev/null 2>&1 &
+    $(locator_admin "$b_bin" 127.0.0.1:20254) --log-level warn ${B_ARGS:-} >/dev/null 2>&1 &
 b_pid=$!
 trap 'kill $a_pid $b_pid 2>/dev/null || true' EXIT
 path="${AB_PATH:-/hello/http/}"
