@@ -86,7 +86,7 @@ if [ -n "${COST_TOP:-}" ]; then
     echo
     echo "== the top ${COST_TOP} user-space symbols"
     perf report -i "$out/perf.data" --no-children --sort sym --stdio -q 2>/dev/null |
-        grep -v '\[k\]' | head -"$COST_TOP"
+        grep -v '\[k\]' | head -"$COST_TOP" || true
 fi
 echo
 echo "== per request (perf stat, $((r2 - r1)) requests in ${secs}s)"
