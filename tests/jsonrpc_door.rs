@@ -10,19 +10,11 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use rpcgate::app::demo;
 use rpcgate::config::{Config, ServiceConfig};
-use rpcgate::pool::Pools;
 use serde_json::{Value, json};
-
-async fn bounded<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(60), f)
-        .await
-        .unwrap_or_else(|_| panic!("{what} within 60 s"))
-}
+use support::groups::{members_active, wait_connected};
 
 /// A batch of `n` calls of `method` (ids 0..n), answered in order.
 async fn batch(addr: SocketAddr, method: &str, n: usize, headers: &[(&str, &str)]) -> Vec<Value> {
@@ -98,33 +90,6 @@ async fn each_call_of_a_batch_takes_its_own_slot_of_its_service() {
     }
 }
 
-/// Waits until every listed member of `group` takes traffic at its full
-/// weight, each with a live connection.
-async fn members_active(pools: &Arc<Pools>, group: &str, members: &[&str]) {
-    for member in members {
-        let pool = pools.get(member);
-        bounded(
-            "a live connection",
-            pool.wait_until(|conns| conns.iter().any(|c| c.state == "live")),
-        )
-        .await;
-    }
-    bounded(
-        "the members up",
-        pools.wait_until_groups(|groups| {
-            groups.iter().any(|g| {
-                let view = g.view();
-                g.name() == group
-                    && view.len() == members.len()
-                    && view
-                        .iter()
-                        .all(|m| members.contains(&m.member.as_str()) && m.state == "active")
-            })
-        }),
-    )
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_name_gets_the_weighted_choice_per_call_and_the_sticky_one() {
     let c = support::cluster(
@@ -137,7 +102,9 @@ async fn a_group_name_gets_the_weighted_choice_per_call_and_the_sticky_one() {
     )
     .await;
     let addr = c.gateway.addr;
-    members_active(c.gateway.pools(), "g", &["echo-v1", "echo-v2"]).await;
+    let pools = c.gateway.pools();
+    wait_connected(pools, &["echo-v1", "echo-v2"]).await;
+    members_active(pools, "g", &["echo-v1", "echo-v2"]).await;
 
     // 2,000 calls in batches of 100: the weights' 1 in 4 within a point
     // (the choice is exact per call; a batch is not one member's).

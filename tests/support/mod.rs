@@ -11,6 +11,7 @@
 pub mod browser;
 pub mod child;
 pub mod etcd;
+pub mod groups;
 pub mod standalone;
 
 use std::net::SocketAddr;
